@@ -1,0 +1,1 @@
+//! Great Black Swamp: Tahoe-LAFS's HTTP storage protocol.

@@ -1,0 +1,20 @@
+//! swampgate: a gateway between Tahoe-LAFS's legacy Foolscap storage protocol and
+//! its HTTP storage protocol ("Great Black Swamp", GBS).
+//!
+//! # Layout
+//! - [`foolscap`]: the legacy protocol. `banana` is the sans-IO token codec,
+//!   `negotiate` the sans-IO connection negotiation, `tls` the rustls configuration
+//!   (certificate-hash pinning, no web PKI), `broker` one connection's PB state, and
+//!   `furl` / `identity` the addressing and key material.
+//! - [`gbs`]: the HTTP storage protocol: server, client, CBOR/JSON bodies, NURLs,
+//!   authorization and Range handling.
+//! - [`storage`]: the protocol-neutral seam ([`storage::StorageApi`]) every front calls
+//!   and every backend implements, plus the embedded share store.
+//! - `bridge`, `daemon`, `introducer`: later layers built on the above.
+//!
+//! Pure codecs know nothing of sockets or clocks; one thin async driver per
+//! connection owns the IO.
+
+pub mod foolscap;
+pub mod gbs;
+pub mod storage;

@@ -1,0 +1,429 @@
+//! The storage seam: one protocol-neutral interface for every Tahoe storage operation.
+//!
+//! Fronts (a Foolscap `RIStorageServer`, a GBS HTTP server) turn their protocol's
+//! requests into calls on [`StorageApi`]; backends (a Foolscap upstream, a GBS
+//! upstream, the embedded share store) implement it. Nothing else crosses the seam:
+//! no protocol type appears here, and every failure is a [`StorageError`].
+//!
+//! The shape follows the semantics both protocols share, with the gaps made explicit:
+//! - Immutable uploads are keyed by `(storage index, share number)` and guarded by an
+//!   *upload secret* (GBS's `upload-secret`; a Foolscap front invents one per bucket
+//!   writer). A write reports the ranges still required; [`StorageApi::write_immutable`]
+//!   completes the share implicitly once every byte is written (GBS's 201), while
+//!   [`StorageApi::close_immutable`] completes it explicitly with holes (Foolscap's
+//!   `close()`, which Tahoe's server allows on an incomplete share).
+//! - Mutable test-and-write carries only equality tests (the only operator Tahoe
+//!   servers accept).
+
+pub mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use bytes::Bytes;
+
+/// A storage index: 16 bytes, derived by the client from the file's key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StorageIndex(pub [u8; 16]);
+
+impl StorageIndex {
+    /// Tahoe's textual form: lowercase unpadded RFC 4648 base32 (26 characters).
+    pub fn to_base32(&self) -> String {
+        crate::storage::base32_lower(&self.0)
+    }
+
+    /// Parse the textual form used in GBS paths. Anything but exactly 26 lowercase
+    /// base32 characters that decode to 16 bytes is refused.
+    pub fn from_base32(s: &str) -> Option<StorageIndex> {
+        if s.len() != 26
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+        {
+            return None;
+        }
+        let v = data_encoding::BASE32_NOPAD
+            .decode(s.to_ascii_uppercase().as_bytes())
+            .ok()?;
+        let arr: [u8; 16] = v.try_into().ok()?;
+        // Reject non-canonical encodings (trailing bits set), so one index has one name.
+        if base32_lower(&arr) != s {
+            return None;
+        }
+        Some(StorageIndex(arr))
+    }
+
+    pub fn from_slice(b: &[u8]) -> Option<StorageIndex> {
+        Some(StorageIndex(b.try_into().ok()?))
+    }
+}
+
+impl fmt::Debug for StorageIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StorageIndex({})", self.to_base32())
+    }
+}
+
+impl fmt::Display for StorageIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_base32())
+    }
+}
+
+/// Lowercase, unpadded RFC 4648 base32, as Tahoe and Foolscap write it.
+pub fn base32_lower(b: &[u8]) -> String {
+    data_encoding::BASE32_NOPAD.encode(b).to_ascii_lowercase()
+}
+
+/// A share number. Tahoe uses 0..=255 (at most 256 shares per file).
+pub type ShareNum = u16;
+
+/// The largest share number Tahoe allows plus one.
+pub const MAX_SHARES: usize = 256;
+
+/// A 32-byte secret (lease renew/cancel secrets, Foolscap write enablers).
+///
+/// Its `Debug` never shows the bytes: secrets must never reach a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret(<{} bytes>)", self.0.len())
+    }
+}
+
+/// The lease secrets a client presents when it allocates or adds a lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseSecrets {
+    pub renew: Secret,
+    pub cancel: Secret,
+}
+
+/// What a server says of itself (Foolscap `get_version`, GBS `/storage/v1/version`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub maximum_immutable_share_size: u64,
+    pub maximum_mutable_share_size: u64,
+    pub available_space: u64,
+    /// e.g. `tahoe-lafs/1.20.0` or `swampgate/0.1.0`.
+    pub application_version: Vec<u8>,
+}
+
+/// `POST /storage/v1/immutable/:si` / Foolscap `allocate_buckets`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocateRequest {
+    pub storage_index: StorageIndex,
+    pub lease: LeaseSecrets,
+    pub upload_secret: Secret,
+    pub share_numbers: BTreeSet<ShareNum>,
+    pub allocated_size: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllocateResult {
+    /// Shares the server already holds complete.
+    pub already_have: BTreeSet<ShareNum>,
+    /// Shares now allocated to this upload.
+    pub allocated: BTreeSet<ShareNum>,
+}
+
+/// A half-open byte range `[begin, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteRange {
+    pub begin: u64,
+    pub end: u64,
+}
+
+/// The outcome of one immutable write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteProgress {
+    /// Ranges not yet written. Empty means the share is complete.
+    pub required: Vec<ByteRange>,
+}
+
+impl WriteProgress {
+    pub fn complete(&self) -> bool {
+        self.required.is_empty()
+    }
+}
+
+/// One equality test of a mutable test-and-write: the bytes at `offset` must equal
+/// `specimen` (reading past the end yields fewer bytes, so the test then fails unless
+/// the specimen is likewise short).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestVector {
+    pub offset: u64,
+    pub specimen: Bytes,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteVector {
+    pub offset: u64,
+    pub data: Bytes,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadVector {
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// Tests, writes and an optional new length for one mutable share.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TestWriteVectors {
+    pub test: Vec<TestVector>,
+    pub write: Vec<WriteVector>,
+    /// `Some(0)` deletes the share; a smaller length truncates; larger is ignored.
+    pub new_length: Option<u64>,
+}
+
+/// The secrets of a mutable read-test-write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MutableSecrets {
+    pub write_enabler: Secret,
+    pub lease: LeaseSecrets,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadTestWriteRequest {
+    pub storage_index: StorageIndex,
+    pub secrets: MutableSecrets,
+    pub test_write_vectors: BTreeMap<ShareNum, TestWriteVectors>,
+    pub read_vector: Vec<ReadVector>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadTestWriteResult {
+    pub success: bool,
+    /// The read vector applied to every existing share, before any write.
+    pub data: BTreeMap<ShareNum, Vec<Bytes>>,
+}
+
+/// Which kind of share a corruption advisory or read is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShareType {
+    Immutable,
+    Mutable,
+}
+
+impl ShareType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareType::Immutable => "immutable",
+            ShareType::Mutable => "mutable",
+        }
+    }
+}
+
+/// Every way a storage operation can fail, independent of protocol.
+///
+/// Fronts map these to their protocol's errors in one place; backends map their
+/// upstream's errors to these.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// The storage index, share or upload is unknown (or not yet complete, for reads).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A write disagreed with bytes already written at the same offsets.
+    #[error("conflicting write: {0}")]
+    ConflictingWrite(String),
+    /// A write went past the allocated size.
+    #[error("data too large: {0}")]
+    DataTooLarge(String),
+    /// The upload secret does not match the one the upload was allocated with.
+    #[error("wrong upload secret")]
+    WrongUploadSecret,
+    /// The write enabler does not match the one recorded for the mutable slot.
+    #[error("bad write enabler: {0}")]
+    BadWriteEnabler(String),
+    /// The operation is not allowed in the share's current state (e.g. abort of a
+    /// completed upload, write after close).
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    /// The request itself is malformed (bad vectors, unsupported test operator, …).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The storage index holds a container of the other kind (mutable vs immutable).
+    #[error("wrong container kind: {0}")]
+    WrongContainer(String),
+    /// No space left, or the request exceeds a configured limit.
+    #[error("no space: {0}")]
+    NoSpace(String),
+    /// The upstream server could not be reached or the connection was lost.
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    /// An upstream failure that maps to none of the above, passed through with the
+    /// upstream's own type name (e.g. a Python exception class) and message.
+    #[error("remote error {kind}: {message}")]
+    Remote { kind: String, message: String },
+    /// A local failure (I/O, corrupt container on disk, …).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// The protocol-neutral storage API. Fronts call it; backends implement it.
+///
+/// Implementations must be safe to call concurrently: one front connection may have
+/// many calls in flight, and many connections share one backend.
+#[async_trait::async_trait]
+pub trait StorageApi: Send + Sync + 'static {
+    async fn version(&self) -> StorageResult<VersionInfo>;
+
+    async fn allocate_buckets(&self, req: AllocateRequest) -> StorageResult<AllocateResult>;
+
+    /// Write `data` at `offset` of an allocated, unfinished immutable share. When the
+    /// write leaves no byte of the share unwritten, the share is completed.
+    async fn write_immutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        upload_secret: &Secret,
+        offset: u64,
+        data: Bytes,
+    ) -> StorageResult<WriteProgress>;
+
+    /// Complete an immutable share whether or not every byte was written (unwritten
+    /// bytes read as zeros): Foolscap's `close()`.
+    async fn close_immutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        upload_secret: &Secret,
+    ) -> StorageResult<()>;
+
+    /// Abandon an unfinished immutable upload; nothing of it stays visible.
+    async fn abort_immutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        upload_secret: &Secret,
+    ) -> StorageResult<()>;
+
+    /// The complete immutable shares held for `si` (empty if none).
+    async fn list_immutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>>;
+
+    /// Read up to `length` bytes at `offset` of a complete immutable share. Reads past
+    /// the end are truncated (possibly to nothing).
+    async fn read_immutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<Bytes>;
+
+    /// The length of a complete immutable share's data.
+    async fn immutable_share_length(&self, si: StorageIndex, shnum: ShareNum)
+        -> StorageResult<u64>;
+
+    /// Add or renew a lease on every share of `si`. `NotFound` if there are none.
+    async fn add_lease(&self, si: StorageIndex, lease: LeaseSecrets) -> StorageResult<()>;
+
+    /// Record a client's report that a share is corrupt. `NotFound` if the share is
+    /// unknown.
+    async fn advise_corrupt_share(
+        &self,
+        share_type: ShareType,
+        si: StorageIndex,
+        shnum: ShareNum,
+        reason: String,
+    ) -> StorageResult<()>;
+
+    async fn read_test_write(
+        &self,
+        req: ReadTestWriteRequest,
+    ) -> StorageResult<ReadTestWriteResult>;
+
+    /// The mutable shares held for `si` (empty if none).
+    async fn list_mutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>>;
+
+    /// Read up to `length` bytes at `offset` of a mutable share; past the end is
+    /// truncated.
+    async fn read_mutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<Bytes>;
+
+    /// The length of a mutable share's data.
+    async fn mutable_share_length(&self, si: StorageIndex, shnum: ShareNum) -> StorageResult<u64>;
+
+    /// Foolscap's `slot_readv`: apply `readv` to each of `shares` (all shares if
+    /// empty), omitting shares that do not exist. Backends that can do this atomically
+    /// (Foolscap upstream, the embedded store) override the default, which lists and
+    /// reads share by share.
+    async fn slot_readv(
+        &self,
+        si: StorageIndex,
+        shares: Vec<ShareNum>,
+        readv: Vec<ReadVector>,
+    ) -> StorageResult<BTreeMap<ShareNum, Vec<Bytes>>> {
+        let existing = self.list_mutable_shares(si).await?;
+        let wanted: Vec<ShareNum> = if shares.is_empty() {
+            existing.iter().copied().collect()
+        } else {
+            shares
+                .into_iter()
+                .filter(|s| existing.contains(s))
+                .collect()
+        };
+        let mut out = BTreeMap::new();
+        for sh in wanted {
+            let mut datas = Vec::with_capacity(readv.len());
+            for rv in &readv {
+                if rv.size == 0 {
+                    datas.push(Bytes::new());
+                    continue;
+                }
+                match self.read_mutable(si, sh, rv.offset, rv.size).await {
+                    Ok(b) => datas.push(b),
+                    // Deleted between list and read: Foolscap omits missing shares.
+                    Err(StorageError::NotFound(_)) => {
+                        datas.clear();
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            out.insert(sh, datas);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_index_base32_roundtrip_and_strictness() {
+        let si = StorageIndex([0xab; 16]);
+        let s = si.to_base32();
+        assert_eq!(s.len(), 26);
+        assert_eq!(StorageIndex::from_base32(&s), Some(si));
+        assert_eq!(StorageIndex::from_base32(&s.to_ascii_uppercase()), None);
+        assert_eq!(
+            StorageIndex::from_base32("../../../../etc/passwd0000"),
+            None
+        );
+        assert_eq!(StorageIndex::from_base32(&s[..25]), None);
+        // Non-canonical: last character carries bits beyond the 128.
+        let mut bad = s.clone();
+        bad.pop();
+        bad.push('7');
+        if bad != s {
+            assert_eq!(StorageIndex::from_base32(&bad), None);
+        }
+    }
+
+    #[test]
+    fn secrets_never_debug_print() {
+        let s = Secret(b"supersecretsupersecretsupersecre".to_vec());
+        assert!(!format!("{s:?}").contains("supersecret"));
+    }
+}

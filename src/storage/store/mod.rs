@@ -1,0 +1,1 @@
+//! The embedded share store: shares on local disk, the default backend.
