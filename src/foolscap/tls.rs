@@ -188,3 +188,51 @@ pub fn server_config(id: &TubIdentity) -> Result<Arc<rustls::ServerConfig>, TlsE
     cfg.send_tls13_tickets = 0;
     Ok(Arc::new(cfg))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn handshake(server_id: &TubIdentity, client_id: &TubIdentity, expect: &str) -> Result<Vec<u8>, String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config(server_id).unwrap());
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
+            let cert = tls.get_ref().1.peer_certificates().map(|c| c[0].to_vec()).unwrap_or_default();
+            tls.write_all(b"ok").await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(cert)
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::IpAddress(addr.ip().into());
+        let connector = tokio_rustls::TlsConnector::from(client_config(client_id, expect).unwrap());
+        let r = async {
+            let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 2];
+            tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        }
+        .await;
+        let seen = server.await.unwrap();
+        r.and(seen)
+    }
+
+    #[tokio::test]
+    async fn pins_the_expected_tubid_and_sees_the_client_cert() {
+        let server = TubIdentity::generate().unwrap();
+        let client = TubIdentity::generate().unwrap();
+        let seen = handshake(&server, &client, server.tubid()).await.unwrap();
+        assert_eq!(tubid_of(&seen), client.tubid());
+    }
+
+    #[tokio::test]
+    async fn refuses_a_server_with_another_tubid() {
+        let server = TubIdentity::generate().unwrap();
+        let client = TubIdentity::generate().unwrap();
+        let other = TubIdentity::generate().unwrap();
+        let e = handshake(&server, &client, other.tubid()).await.unwrap_err();
+        assert!(e.contains("connected to the wrong Tub"), "{e}");
+    }
+}
