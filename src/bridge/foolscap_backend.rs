@@ -48,12 +48,8 @@ impl FoolscapBackend {
     /// The upstream storage server, (re)connecting if needed.
     async fn server(&self) -> StorageResult<RemoteRef> {
         let mut s = self.server.lock().await;
-        if let Some(r) = s.as_ref() {
-            if let Ok(c) = self.tub.connect(&self.furl).await {
-                if !c.is_closed() && c.peer_tubid() == self.furl.tubid {
-                    return Ok(r.clone());
-                }
-            }
+        if let Some(r) = s.as_ref().filter(|r| r.is_connected()) {
+            return Ok(r.clone());
         }
         let r = self
             .tub
@@ -75,11 +71,7 @@ impl FoolscapBackend {
         }
     }
 
-    fn upload(
-        &self,
-        si: StorageIndex,
-        sh: ShareNum,
-    ) -> StorageResult<SharedUpload> {
+    fn upload(&self, si: StorageIndex, sh: ShareNum) -> StorageResult<SharedUpload> {
         self.uploads
             .lock()
             .expect("uploads")

@@ -230,7 +230,22 @@ pub struct RemoteRef {
     import: Arc<Import>,
 }
 
+impl std::fmt::Debug for RemoteRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemoteRef({}, {:?})", self.clid(), self.interface())
+    }
+}
+
 impl RemoteRef {
+    /// Whether the connection this reference lives on is still open.
+    pub fn is_connected(&self) -> bool {
+        self.import
+            .conn
+            .upgrade()
+            .map(|i| !i.closed.is_cancelled())
+            .unwrap_or(false)
+    }
+
     pub fn clid(&self) -> i64 {
         self.import.clid
     }

@@ -194,14 +194,23 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn handshake(server_id: &TubIdentity, client_id: &TubIdentity, expect: &str) -> Result<Vec<u8>, String> {
+    async fn handshake(
+        server_id: &TubIdentity,
+        client_id: &TubIdentity,
+        expect: &str,
+    ) -> Result<Vec<u8>, String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(server_config(server_id).unwrap());
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
             let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
-            let cert = tls.get_ref().1.peer_certificates().map(|c| c[0].to_vec()).unwrap_or_default();
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c[0].to_vec())
+                .unwrap_or_default();
             tls.write_all(b"ok").await.map_err(|e| e.to_string())?;
             Ok::<_, String>(cert)
         });
@@ -209,7 +218,10 @@ mod tests {
         let name = ServerName::IpAddress(addr.ip().into());
         let connector = tokio_rustls::TlsConnector::from(client_config(client_id, expect).unwrap());
         let r = async {
-            let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+            let mut tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
             let mut buf = [0u8; 2];
             tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
             Ok::<_, String>(())
@@ -232,7 +244,9 @@ mod tests {
         let server = TubIdentity::generate().unwrap();
         let client = TubIdentity::generate().unwrap();
         let other = TubIdentity::generate().unwrap();
-        let e = handshake(&server, &client, other.tubid()).await.unwrap_err();
+        let e = handshake(&server, &client, other.tubid())
+            .await
+            .unwrap_err();
         assert!(e.contains("connected to the wrong Tub"), "{e}");
     }
 }

@@ -118,15 +118,19 @@ impl Inner {
             shares.insert(sh, share);
         }
 
-        // Tests: bytes read at the offset (short at the end) must equal the
-        // specimen; a missing share reads as empty.
+        // Tests: the `size` bytes read at the offset (short at the end) must equal
+        // the specimen; a missing share reads as empty. The size is not implied by
+        // the specimen: Tahoe creates shares under (0, 1, b""), which must fail once
+        // the share holds data.
         let mut success = true;
         'tests: for (sh, tw) in &req.test_write_vectors {
             for tv in &tw.test {
                 let actual = match shares.get(sh) {
-                    Some(share) => share
-                        .read_data(tv.offset, tv.specimen.len() as u64)
-                        .map_err(share_err(si, *sh, "reading share"))?,
+                    Some(share) => share.read_data(tv.offset, tv.size).map_err(share_err(
+                        si,
+                        *sh,
+                        "reading share",
+                    ))?,
                     None => Vec::new(),
                 };
                 if actual != tv.specimen {
