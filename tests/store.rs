@@ -148,6 +148,7 @@ fn tw(test: &[(u64, &[u8])], write: &[(u64, &[u8])], new_length: Option<u64>) ->
             .iter()
             .map(|(o, s)| TestVector {
                 offset: *o,
+                size: s.len() as u64,
                 specimen: b(s),
             })
             .collect(),
