@@ -148,12 +148,18 @@ impl WriteProgress {
     }
 }
 
-/// One equality test of a mutable test-and-write: the bytes at `offset` must equal
-/// `specimen` (reading past the end yields fewer bytes, so the test then fails unless
-/// the specimen is likewise short).
+/// One equality test of a mutable test-and-write: the `size` bytes read at `offset`
+/// must equal `specimen`. Reading past the end yields fewer bytes (none for a share
+/// that does not exist), so the test then fails unless the specimen is likewise short.
+///
+/// `size` is carried separately from the specimen because both protocols do and
+/// Tahoe's clients rely on the difference: a new share is written under the test
+/// `(offset 0, size 1, specimen b"")`, which passes only while the share is empty or
+/// absent. With the size implied by the specimen that test would always pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestVector {
     pub offset: u64,
+    pub size: u64,
     pub specimen: Bytes,
 }
 
