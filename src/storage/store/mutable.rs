@@ -124,9 +124,11 @@ impl Inner {
         'tests: for (sh, tw) in &req.test_write_vectors {
             for tv in &tw.test {
                 let actual = match shares.get(sh) {
-                    Some(share) => share
-                        .read_data(tv.offset, tv.size)
-                        .map_err(share_err(si, *sh, "reading share"))?,
+                    Some(share) => share.read_data(tv.offset, tv.size).map_err(share_err(
+                        si,
+                        *sh,
+                        "reading share",
+                    ))?,
                     None => Vec::new(),
                 };
                 if actual != tv.specimen {
