@@ -15,6 +15,7 @@
 //! - Mutable test-and-write carries only equality tests (the only operator Tahoe
 //!   servers accept).
 
+pub mod memory;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,0 +1,923 @@
+//! The Rust GBS client against the Rust GBS server, over TLS on loopback, with the
+//! in-memory store behind the server; and raw requests against the server for the
+//! error statuses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use swampgate::gbs::client::{ClientConfig, GbsClient};
+use swampgate::gbs::nurl::Nurl;
+use swampgate::gbs::server::{GbsServer, ServerConfig, ServerHandle};
+use swampgate::gbs::tls::TlsIdentity;
+use swampgate::storage::memory::MemoryStorage;
+use swampgate::storage::*;
+
+const SWISSNUM: &str = "abcdefghijklmnopqrstuvwxyz234567";
+
+fn si(n: u8) -> StorageIndex {
+    let mut b = [0u8; 16];
+    b[0] = n;
+    b[15] = 0x5a;
+    StorageIndex(b)
+}
+
+fn lease(n: u8) -> LeaseSecrets {
+    LeaseSecrets {
+        renew: Secret(vec![n; 32]),
+        cancel: Secret(vec![n.wrapping_add(1); 32]),
+    }
+}
+
+fn data(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// A backend wrapper that records the largest write and read the front asks for.
+struct Recording {
+    inner: MemoryStorage,
+    max_write: AtomicU64,
+    max_read: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl StorageApi for Recording {
+    async fn version(&self) -> StorageResult<VersionInfo> {
+        self.inner.version().await
+    }
+    async fn allocate_buckets(&self, req: AllocateRequest) -> StorageResult<AllocateResult> {
+        self.inner.allocate_buckets(req).await
+    }
+    async fn write_immutable(
+        &self,
+        si: StorageIndex,
+        sh: ShareNum,
+        s: &Secret,
+        offset: u64,
+        data: Bytes,
+    ) -> StorageResult<WriteProgress> {
+        self.max_write
+            .fetch_max(data.len() as u64, Ordering::SeqCst);
+        self.inner.write_immutable(si, sh, s, offset, data).await
+    }
+    async fn close_immutable(
+        &self,
+        si: StorageIndex,
+        sh: ShareNum,
+        s: &Secret,
+    ) -> StorageResult<()> {
+        self.inner.close_immutable(si, sh, s).await
+    }
+    async fn abort_immutable(
+        &self,
+        si: StorageIndex,
+        sh: ShareNum,
+        s: &Secret,
+    ) -> StorageResult<()> {
+        self.inner.abort_immutable(si, sh, s).await
+    }
+    async fn list_immutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
+        self.inner.list_immutable_shares(si).await
+    }
+    async fn read_immutable(
+        &self,
+        si: StorageIndex,
+        sh: ShareNum,
+        o: u64,
+        l: u64,
+    ) -> StorageResult<Bytes> {
+        self.max_read.fetch_max(l, Ordering::SeqCst);
+        self.inner.read_immutable(si, sh, o, l).await
+    }
+    async fn immutable_share_length(&self, si: StorageIndex, sh: ShareNum) -> StorageResult<u64> {
+        self.inner.immutable_share_length(si, sh).await
+    }
+    async fn add_lease(&self, si: StorageIndex, l: LeaseSecrets) -> StorageResult<()> {
+        self.inner.add_lease(si, l).await
+    }
+    async fn advise_corrupt_share(
+        &self,
+        t: ShareType,
+        si: StorageIndex,
+        sh: ShareNum,
+        r: String,
+    ) -> StorageResult<()> {
+        self.inner.advise_corrupt_share(t, si, sh, r).await
+    }
+    async fn read_test_write(
+        &self,
+        req: ReadTestWriteRequest,
+    ) -> StorageResult<ReadTestWriteResult> {
+        self.inner.read_test_write(req).await
+    }
+    async fn list_mutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
+        self.inner.list_mutable_shares(si).await
+    }
+    async fn read_mutable(
+        &self,
+        si: StorageIndex,
+        sh: ShareNum,
+        o: u64,
+        l: u64,
+    ) -> StorageResult<Bytes> {
+        self.inner.read_mutable(si, sh, o, l).await
+    }
+    async fn mutable_share_length(&self, si: StorageIndex, sh: ShareNum) -> StorageResult<u64> {
+        self.inner.mutable_share_length(si, sh).await
+    }
+}
+
+async fn start(config: ServerConfig) -> (Arc<Recording>, GbsServer, ServerHandle, Nurl) {
+    let backend = Arc::new(Recording {
+        inner: MemoryStorage::default(),
+        max_write: AtomicU64::new(0),
+        max_read: AtomicU64::new(0),
+    });
+    let server = GbsServer::new(backend.clone(), config);
+    let identity = TlsIdentity::generate();
+    let handle = server
+        .listen("127.0.0.1:0".parse().unwrap(), &identity)
+        .await
+        .unwrap();
+    let nurl = handle.nurl("127.0.0.1");
+    assert_eq!(nurl.spki_hash, identity.spki_hash().unwrap());
+    (backend, server, handle, nurl)
+}
+
+#[tokio::test]
+async fn client_and_server_agree_on_every_operation() {
+    let mut config = ServerConfig::new(SWISSNUM);
+    config.write_chunk_size = 64 * 1024;
+    config.read_chunk_size = 64 * 1024;
+    let (backend, _server, handle, nurl) = start(config).await;
+    let client = GbsClient::new(&nurl, ClientConfig::default()).unwrap();
+
+    let v = client.version().await.unwrap();
+    assert_eq!(v, backend.inner.version().await.unwrap());
+
+    // Immutable: allocate, chunked writes (one big enough to be streamed in several
+    // backend writes), reads inside, across and past the end, empty reads.
+    let size = 300_000usize;
+    let share = data(size, 7);
+    let up = Secret(vec![9; 20]);
+    let alloc = client
+        .allocate_buckets(AllocateRequest {
+            storage_index: si(1),
+            lease: lease(1),
+            upload_secret: up.clone(),
+            share_numbers: [0, 1, 5].into_iter().collect(),
+            allocated_size: size as u64,
+        })
+        .await
+        .unwrap();
+    assert_eq!(alloc.allocated, [0, 1, 5].into_iter().collect());
+    assert!(alloc.already_have.is_empty());
+    let p = client
+        .write_immutable(si(1), 0, &up, 0, share.slice(..100))
+        .await
+        .unwrap();
+    assert_eq!(
+        p.required,
+        vec![ByteRange {
+            begin: 100,
+            end: size as u64
+        }]
+    );
+    let p = client
+        .write_immutable(si(1), 0, &up, 100, share.slice(100..))
+        .await
+        .unwrap();
+    assert!(p.complete());
+    assert!(backend.max_write.load(Ordering::SeqCst) <= 64 * 1024);
+    assert_eq!(
+        client.list_immutable_shares(si(1)).await.unwrap(),
+        [0].into_iter().collect()
+    );
+    assert_eq!(
+        client.read_immutable(si(1), 0, 10, 20).await.unwrap(),
+        share.slice(10..30)
+    );
+    assert_eq!(
+        client
+            .read_immutable(si(1), 0, 0, size as u64)
+            .await
+            .unwrap(),
+        share
+    );
+    assert!(backend.max_read.load(Ordering::SeqCst) <= 64 * 1024);
+    assert_eq!(
+        client
+            .read_immutable(si(1), 0, size as u64 - 5, 100)
+            .await
+            .unwrap(),
+        share.slice(size - 5..)
+    );
+    assert!(client
+        .read_immutable(si(1), 0, size as u64, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(client
+        .read_immutable(si(1), 0, 5, 0)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        client.immutable_share_length(si(1), 0).await.unwrap(),
+        size as u64
+    );
+    // Errors: conflicting write, wrong secret, unknown share, reading in-progress.
+    let p = client
+        .write_immutable(si(1), 1, &up, 0, share.slice(..10))
+        .await
+        .unwrap();
+    assert!(!p.complete());
+    assert!(matches!(
+        client
+            .write_immutable(si(1), 1, &up, 0, Bytes::from_static(b"xxxxxxxxxx"))
+            .await,
+        Err(StorageError::ConflictingWrite(_))
+    ));
+    assert_eq!(
+        client
+            .write_immutable(si(1), 1, &Secret(vec![1; 20]), 10, share.slice(10..20))
+            .await,
+        Err(StorageError::WrongUploadSecret)
+    );
+    assert!(matches!(
+        client.read_immutable(si(1), 1, 0, 10).await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(matches!(
+        client.read_immutable(si(2), 0, 0, 10).await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(matches!(
+        client
+            .write_immutable(si(1), 0, &up, 0, share.slice(..10))
+            .await,
+        Err(StorageError::NotFound(_))
+    ));
+    // Abort: in progress, completed, unknown.
+    client.abort_immutable(si(1), 5, &up).await.unwrap();
+    assert!(matches!(
+        client.abort_immutable(si(1), 0, &up).await,
+        Err(StorageError::NotAllowed(_))
+    ));
+    assert!(matches!(
+        client.abort_immutable(si(1), 5, &up).await,
+        Err(StorageError::NotFound(_))
+    ));
+    // close() of an incomplete share fills the holes with zeros.
+    client.close_immutable(si(1), 1, &up).await.unwrap();
+    let mut expect = share.slice(..10).to_vec();
+    expect.resize(size, 0);
+    assert_eq!(
+        client
+            .read_immutable(si(1), 1, 0, size as u64)
+            .await
+            .unwrap(),
+        Bytes::from(expect)
+    );
+    // Re-allocation reports what is there.
+    let again = client
+        .allocate_buckets(AllocateRequest {
+            storage_index: si(1),
+            lease: lease(1),
+            upload_secret: up.clone(),
+            share_numbers: [0, 1, 2].into_iter().collect(),
+            allocated_size: size as u64,
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.already_have, [0, 1].into_iter().collect());
+    assert_eq!(again.allocated, [2].into_iter().collect());
+
+    // Leases and corruption advisories.
+    client.add_lease(si(1), lease(3)).await.unwrap();
+    assert!(matches!(
+        client.add_lease(si(9), lease(3)).await,
+        Err(StorageError::NotFound(_))
+    ));
+    client
+        .advise_corrupt_share(ShareType::Immutable, si(1), 0, "bad hash".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.inner.corruption_reports(si(1)),
+        vec![(0, "bad hash".to_string())]
+    );
+    assert!(matches!(
+        client
+            .advise_corrupt_share(ShareType::Immutable, si(1), 7, "x".into())
+            .await,
+        Err(StorageError::NotFound(_))
+    ));
+
+    // Mutable: create under the "must be empty" test, read, failing test, bad write
+    // enabler, truncation, deletion.
+    let secrets = MutableSecrets {
+        write_enabler: Secret(vec![4; 32]),
+        lease: lease(5),
+    };
+    let rtw =
+        |tw: BTreeMap<ShareNum, TestWriteVectors>, rv: Vec<ReadVector>, s: &MutableSecrets| {
+            ReadTestWriteRequest {
+                storage_index: si(3),
+                secrets: s.clone(),
+                test_write_vectors: tw,
+                read_vector: rv,
+            }
+        };
+    let create = |d: &'static [u8]| TestWriteVectors {
+        test: vec![TestVector {
+            offset: 0,
+            size: 1,
+            specimen: Bytes::new(),
+        }],
+        write: vec![WriteVector {
+            offset: 0,
+            data: Bytes::from_static(d),
+        }],
+        new_length: None,
+    };
+    let r = client
+        .read_test_write(rtw(
+            [(0, create(b"0123456789")), (1, create(b"abcdefghij"))].into(),
+            vec![],
+            &secrets,
+        ))
+        .await
+        .unwrap();
+    assert!(r.success);
+    assert!(r.data.is_empty());
+    let r = client
+        .read_test_write(rtw(
+            [(0, create(b"zzz"))].into(),
+            vec![ReadVector {
+                offset: 8,
+                size: 10,
+            }],
+            &secrets,
+        ))
+        .await
+        .unwrap();
+    assert!(!r.success);
+    assert_eq!(
+        r.data,
+        [
+            (0, vec![Bytes::from_static(b"89")]),
+            (1, vec![Bytes::from_static(b"ij")])
+        ]
+        .into()
+    );
+    let bad = MutableSecrets {
+        write_enabler: Secret(vec![5; 32]),
+        lease: lease(5),
+    };
+    assert!(matches!(
+        client
+            .read_test_write(rtw(BTreeMap::new(), vec![], &bad))
+            .await,
+        Err(StorageError::BadWriteEnabler(_))
+    ));
+    assert_eq!(
+        client.list_mutable_shares(si(3)).await.unwrap(),
+        [0, 1].into_iter().collect()
+    );
+    assert_eq!(
+        client.read_mutable(si(3), 0, 2, 3).await.unwrap(),
+        Bytes::from_static(b"234")
+    );
+    assert_eq!(
+        client.read_mutable(si(3), 0, 8, 100).await.unwrap(),
+        Bytes::from_static(b"89")
+    );
+    assert!(client
+        .read_mutable(si(3), 0, 10, 5)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(client.mutable_share_length(si(3), 1).await.unwrap(), 10);
+    let truncate = TestWriteVectors {
+        test: vec![],
+        write: vec![WriteVector {
+            offset: 20,
+            data: Bytes::from_static(b"Z"),
+        }],
+        new_length: Some(15),
+    };
+    let delete = TestWriteVectors {
+        test: vec![],
+        write: vec![],
+        new_length: Some(0),
+    };
+    assert!(
+        client
+            .read_test_write(rtw([(1, truncate)].into(), vec![], &secrets))
+            .await
+            .unwrap()
+            .success
+    );
+    assert_eq!(
+        client.read_mutable(si(3), 1, 0, 100).await.unwrap(),
+        Bytes::from_static(b"abcdefghij\0\0\0\0\0")
+    );
+    assert!(
+        client
+            .read_test_write(rtw([(0, delete)].into(), vec![], &secrets))
+            .await
+            .unwrap()
+            .success
+    );
+    assert!(matches!(
+        client.read_mutable(si(3), 0, 0, 1).await,
+        Err(StorageError::NotFound(_))
+    ));
+    let readv = client
+        .slot_readv(si(3), vec![], vec![ReadVector { offset: 0, size: 3 }])
+        .await
+        .unwrap();
+    assert_eq!(readv, [(1, vec![Bytes::from_static(b"abc")])].into());
+    client
+        .advise_corrupt_share(ShareType::Mutable, si(3), 1, "bad signature".into())
+        .await
+        .unwrap();
+    client.add_lease(si(3), lease(8)).await.unwrap();
+
+    handle.shutdown().await;
+    // After shutdown the client reports the server unavailable.
+    let fresh = GbsClient::new(&nurl, ClientConfig::default()).unwrap();
+    assert!(matches!(
+        fresh.version().await,
+        Err(StorageError::Unavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn wrong_spki_pin_is_refused() {
+    let (_backend, _server, handle, nurl) = start(ServerConfig::new(SWISSNUM)).await;
+    let mut wrong = nurl.clone();
+    wrong.spki_hash = TlsIdentity::generate().spki_hash().unwrap();
+    let client = GbsClient::new(&wrong, ClientConfig::default()).unwrap();
+    match client.version().await {
+        Err(StorageError::Unavailable(msg)) => {
+            assert!(msg.contains("does not match"), "{msg}");
+            assert!(msg.contains(&nurl.spki_hash), "{msg}");
+            assert!(!msg.contains(SWISSNUM), "{msg}");
+        }
+        other => panic!("expected a refused connection, got {other:?}"),
+    }
+    // The right pin works against the same server.
+    let good = GbsClient::new(&nurl, ClientConfig::default()).unwrap();
+    good.version().await.unwrap();
+    // A wrong swissnum is a remote refusal, not a connection failure.
+    let mut wrong_swiss = nurl.clone();
+    wrong_swiss.swissnum = "wrong".into();
+    let c = GbsClient::new(&wrong_swiss, ClientConfig::default()).unwrap();
+    match c.version().await {
+        Err(StorageError::Remote { kind, message }) => {
+            assert_eq!(kind, "HTTP 401");
+            assert!(message.contains("swissnum"), "{message}");
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+    handle.shutdown().await;
+}
+
+#[test]
+fn tor_nurls_are_not_dialled() {
+    let n: Nurl = "pb+tor://cPv0bAPRXtJJpQnK59CVkqOZEdtZyuayXjgqeTjuFrw@xyz.onion:1/sw#v=1"
+        .parse()
+        .unwrap();
+    let e = GbsClient::new(&n, ClientConfig::default()).unwrap_err();
+    assert!(e.to_string().contains("Tor"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------
+// Raw requests against the server, no socket.
+
+struct Raw {
+    server: GbsServer,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Raw {
+    fn new(config: ServerConfig) -> Raw {
+        Raw {
+            server: GbsServer::new(Arc::new(MemoryStorage::default()), config),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Answer {
+        let mut b = Request::builder().method(method).uri(path);
+        let has_auth = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        if !has_auth {
+            b = b.header(
+                "authorization",
+                swampgate::gbs::auth::authorization_value(SWISSNUM.as_bytes()),
+            );
+        }
+        for (k, v) in headers {
+            if k.eq_ignore_ascii_case("authorization") && v.is_empty() {
+                continue;
+            }
+            b = b.header(*k, *v);
+        }
+        let resp = self
+            .server
+            .handle(b.body(Full::new(Bytes::copy_from_slice(body))).unwrap())
+            .await;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+fn b64(b: &[u8]) -> String {
+    data_encoding::BASE64.encode(b)
+}
+
+#[tokio::test]
+async fn raw_requests_get_tahoes_statuses() {
+    let mut config = ServerConfig::new(SWISSNUM);
+    config.limits.allocate = 100;
+    let raw = Raw::new(config);
+    let si = si(1).to_base32();
+    let renew = format!("lease-renew-secret {}", b64(&[1; 32]));
+    let cancel = format!("lease-cancel-secret {}", b64(&[2; 32]));
+    let upload = format!("upload-secret {}", b64(&[3; 20]));
+    let secrets = |extra: &[&str]| {
+        let mut v: Vec<(&str, String)> = vec![
+            ("x-tahoe-authorization", renew.clone()),
+            ("x-tahoe-authorization", cancel.clone()),
+            ("x-tahoe-authorization", upload.clone()),
+        ];
+        for e in extra {
+            v.push(("x-tahoe-authorization", e.to_string()));
+        }
+        v
+    };
+    let alloc_path = format!("/storage/v1/immutable/{si}");
+    let alloc_cbor = hex::decode(
+        "a26d73686172652d6e756d62657273d90102830102036e616c6c6f63617465642d73697a651830",
+    )
+    .unwrap();
+    let post = |hs: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let raw = &raw;
+        let alloc_path = alloc_path.clone();
+        async move {
+            let h: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            raw.send("POST", &alloc_path, &h, &body).await
+        }
+    };
+
+    // Authorization.
+    let a = raw
+        .send("GET", "/storage/v1/version", &[("authorization", "")], b"")
+        .await;
+    assert_eq!(a.status, 401);
+    assert_eq!(a.body, Bytes::from_static(b"Wrong Authorization header"));
+    let a = raw
+        .send(
+            "GET",
+            "/storage/v1/version",
+            &[("authorization", "Tahoe-LAFS bm9wZQ==")],
+            b"",
+        )
+        .await;
+    assert_eq!(a.status, 401);
+    // Routing: bad SI, unknown path, wrong method.
+    assert_eq!(
+        raw.send(
+            "GET",
+            &format!("/storage/v1/immutable/{}/shares", &si[..25]),
+            &[],
+            b""
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        raw.send(
+            "GET",
+            &format!("/storage/v1/immutable/{}/shares", si.to_uppercase()),
+            &[],
+            b""
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        raw.send("GET", "/storage/v1/nope", &[], b"").await.status,
+        404
+    );
+    assert_eq!(
+        raw.send("DELETE", "/storage/v1/version", &[], b"")
+            .await
+            .status,
+        405
+    );
+
+    // Secrets.
+    let a = post(vec![], alloc_cbor.clone()).await;
+    assert_eq!(a.status, 400);
+    assert!(String::from_utf8_lossy(&a.body).starts_with("Expected"));
+    let short = format!("lease-renew-secret {}", b64(&[1; 31]));
+    let a = post(
+        vec![
+            ("x-tahoe-authorization", short),
+            ("x-tahoe-authorization", cancel.clone()),
+            ("x-tahoe-authorization", upload.clone()),
+        ],
+        alloc_cbor.clone(),
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    assert_eq!(
+        a.body,
+        Bytes::from_static(b"Lease secrets must be 32 bytes long")
+    );
+    let a = post(secrets(&["upload-secret !!!"]), alloc_cbor.clone()).await;
+    assert_eq!(a.status, 400);
+    let a = post(
+        secrets(&[&format!("write-enabler {}", b64(b"x"))]),
+        alloc_cbor.clone(),
+    )
+    .await;
+    assert_eq!(a.status, 400);
+
+    // Bodies: media types, size, malformed CBOR and JSON.
+    let mut h = secrets(&[]);
+    h.push(("content-type", "text/plain".into()));
+    assert_eq!(post(h, alloc_cbor.clone()).await.status, 415);
+    let mut big = alloc_cbor.clone();
+    big.resize(101, 0);
+    assert_eq!(post(secrets(&[]), big).await.status, 413);
+    let a = post(secrets(&[]), vec![0xff, 0x00]).await;
+    assert_eq!(a.status, 400);
+    assert!(
+        String::from_utf8_lossy(&a.body).contains("CBOR"),
+        "{:?}",
+        a.body
+    );
+    let untagged =
+        hex::decode("a26d73686172652d6e756d62657273830102036e616c6c6f63617465642d73697a651830")
+            .unwrap();
+    let a = post(secrets(&[]), untagged).await;
+    assert_eq!(a.status, 400);
+    assert!(String::from_utf8_lossy(&a.body).contains("tag 258"));
+    let mut h = secrets(&[]);
+    h.push(("content-type", "application/json".into()));
+    let a = post(h, b"{\"share-numbers\": [1,".to_vec()).await;
+    assert_eq!(a.status, 400);
+    assert!(String::from_utf8_lossy(&a.body).contains("JSON"));
+
+    // Accept: Tahoe's cases, then our JSON and wildcard.
+    let mut h = secrets(&[]);
+    h.push(("accept", "text/html".into()));
+    assert_eq!(post(h, alloc_cbor.clone()).await.status, 406);
+    let mut h = secrets(&[]);
+    h.push(("content-type", "application/json".into()));
+    h.push(("accept", "application/json".into()));
+    let a = post(
+        h,
+        br#"{"share-numbers": [1, 2], "allocated-size": 48}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["content-type"], "application/json");
+    let j: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(
+        j,
+        serde_json::json!({"already-have": [], "allocated": [1, 2]})
+    );
+    let v = raw
+        .send("GET", "/storage/v1/version", &[("accept", "*/*")], b"")
+        .await;
+    assert_eq!(v.status, 200);
+    assert_eq!(v.headers["content-type"], "application/cbor");
+    let v = raw
+        .send(
+            "GET",
+            "/storage/v1/version",
+            &[("accept", "application/json")],
+            b"",
+        )
+        .await;
+    let j: serde_json::Value = serde_json::from_slice(&v.body).unwrap();
+    assert!(j["http://allmydata.org/tahoe/protocols/storage/v1"]["available-space"].is_u64());
+
+    // Writes: Content-Range rules, short body, past the end, completion.
+    let patch = |sh: u32, cr: Option<&str>, body: &[u8]| {
+        let raw = &raw;
+        let si = si.clone();
+        let upload = upload.clone();
+        let cr = cr.map(str::to_owned);
+        let body = body.to_vec();
+        async move {
+            let mut h = vec![("x-tahoe-authorization", upload.as_str())];
+            if let Some(cr) = &cr {
+                h.push(("content-range", cr.as_str()));
+            }
+            raw.send(
+                "PATCH",
+                &format!("/storage/v1/immutable/{si}/{sh}"),
+                &h,
+                &body,
+            )
+            .await
+        }
+    };
+    assert_eq!(patch(1, None, b"0123456789abcdef").await.status, 416);
+    assert_eq!(
+        patch(1, Some("bytes */48"), b"0123456789abcdef")
+            .await
+            .status,
+        416
+    );
+    assert_eq!(
+        patch(9, Some("bytes 0-15/*"), b"0123456789abcdef")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        patch(1, Some("bytes 40-55/*"), b"0123456789abcdef")
+            .await
+            .status,
+        500
+    );
+    assert_eq!(
+        patch(1, Some("bytes 0-15/*"), b"01234567").await.status,
+        500
+    );
+    let a = patch(2, Some("bytes 0-47/*"), &[7u8; 60]).await;
+    assert_eq!(a.status, 201);
+    assert_eq!(
+        a.body,
+        Bytes::from(hex::decode("a168726571756972656480").unwrap())
+    );
+    assert_eq!(patch(2, Some("bytes 0-47/*"), &[7u8; 48]).await.status, 404);
+
+    // Reads: Range rules and headers.
+    let get = |sh: &str, range: Option<&str>| {
+        let raw = &raw;
+        let si = si.clone();
+        let path = format!("/storage/v1/immutable/{si}/{sh}");
+        let range = range.map(str::to_owned);
+        async move {
+            let h: Vec<(&str, &str)> = range.iter().map(|r| ("range", r.as_str())).collect();
+            raw.send("GET", &path, &h, b"").await
+        }
+    };
+    let a = get("2", None).await;
+    assert_eq!((a.status, a.body.len()), (StatusCode::OK, 48));
+    let a = get("2", Some("bytes=40-99")).await;
+    assert_eq!(a.status, 206);
+    assert_eq!(a.headers["content-range"], "bytes 40-47/*");
+    assert_eq!(a.headers["content-type"], "application/octet-stream");
+    assert_eq!(a.body.len(), 8);
+    assert_eq!(get("2", Some("bytes=48-60")).await.status, 204);
+    for bad in ["bytes=0-", "bytes=-5", "bytes=0-1,3-4", "foo", "items=0-4"] {
+        assert_eq!(get("2", Some(bad)).await.status, 416, "{bad}");
+    }
+    let a = get("7", Some("bytes=0-9")).await;
+    assert_eq!(a.status, 404);
+    assert_eq!(a.headers["content-type"], "application/octet-stream");
+    assert_eq!(get("1", Some("bytes=0-9")).await.status, 404, "in progress");
+    assert_eq!(
+        get("99999999999999999999", Some("bytes=0-9")).await.status,
+        404
+    );
+
+    // Unknown storage indexes.
+    let other = swampgate::storage::StorageIndex([0x77; 16]).to_base32();
+    let a = raw
+        .send(
+            "GET",
+            &format!("/storage/v1/immutable/{other}/shares"),
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.body.as_ref()),
+        (StatusCode::OK, &b"\xd9\x01\x02\x80"[..])
+    );
+    let h = [
+        ("x-tahoe-authorization", renew.as_str()),
+        ("x-tahoe-authorization", cancel.as_str()),
+    ];
+    assert_eq!(
+        raw.send("PUT", &format!("/storage/v1/lease/{other}"), &h, b"")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        raw.send("PUT", &format!("/storage/v1/lease/{si}"), &h, b"")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        raw.send("PUT", &format!("/storage/v1/lease/{si}"), &h[..1], b"")
+            .await
+            .status,
+        400
+    );
+
+    // Corruption advisories: unknown share first, then the body rules.
+    let corrupt = |sh: u32, body: &[u8]| {
+        let raw = &raw;
+        let si = si.clone();
+        let body = body.to_vec();
+        async move {
+            raw.send(
+                "POST",
+                &format!("/storage/v1/immutable/{si}/{sh}/corrupt"),
+                &[],
+                &body,
+            )
+            .await
+        }
+    };
+    assert_eq!(corrupt(7, b"garbage").await.status, 404);
+    assert_eq!(
+        corrupt(2, &hex::decode("a166726561736f6e60").unwrap())
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        corrupt(
+            2,
+            &hex::decode("a166726561736f6e686261642068617368").unwrap()
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(corrupt(2, &vec![0u8; 40_000]).await.status, 413);
+
+    // Read-test-write on an immutable storage index: Tahoe's 500.
+    let rtw = hex::decode("a272746573742d77726974652d766563746f7273a06b726561642d766563746f7280")
+        .unwrap();
+    let we = format!("write-enabler {}", b64(&[4; 32]));
+    let h = [
+        ("x-tahoe-authorization", renew.as_str()),
+        ("x-tahoe-authorization", cancel.as_str()),
+        ("x-tahoe-authorization", we.as_str()),
+    ];
+    assert_eq!(
+        raw.send(
+            "POST",
+            &format!("/storage/v1/mutable/{si}/read-test-write"),
+            &h,
+            &rtw
+        )
+        .await
+        .status,
+        500
+    );
+    let a = raw
+        .send(
+            "POST",
+            &format!("/storage/v1/mutable/{other}/read-test-write"),
+            &h,
+            &rtw,
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.body,
+        Bytes::from(hex::decode("a26773756363657373f56464617461a0").unwrap())
+    );
+}
