@@ -663,3 +663,207 @@ async fn tahoe_python_client_gets_the_same_results_from_our_server() {
     }
     assert_eq!(real, mine);
 }
+
+/// An object whose `sleep(ms)` answers after that many milliseconds.
+struct Sleeper;
+
+#[async_trait::async_trait]
+impl RemoteObject for Sleeper {
+    fn interface_name(&self) -> &str {
+        "Sleeper"
+    }
+
+    async fn call(
+        &self,
+        _conn: &Connection,
+        method: &str,
+        args: Vec<Value>,
+    ) -> Result<Value, Failure> {
+        match method {
+            "sleep" => {
+                let ms = args[0].as_u64().unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(Value::int(ms))
+            }
+            "child" => {
+                let c: Arc<dyn RemoteObject> = Arc::new(Sleeper);
+                Ok(Value::Local(c))
+            }
+            _ => Err(Failure::violation(format!("no method {method}"))),
+        }
+    }
+}
+
+fn tub_config(keepalive_ms: Option<u64>, disconnect_ms: Option<u64>) -> TubConfig {
+    let broker = swampgate::foolscap::broker::BrokerConfig {
+        keepalive: keepalive_ms.map(Duration::from_millis),
+        disconnect_after: disconnect_ms.map(Duration::from_millis),
+        ..Default::default()
+    };
+    TubConfig {
+        broker,
+        ..TubConfig::default()
+    }
+}
+
+fn hint(port: u16) -> Vec<Hint> {
+    vec![Hint::Tcp {
+        host: "127.0.0.1".into(),
+        port,
+    }]
+}
+
+/// Calls on one connection run concurrently and their answers come back in
+/// whatever order they finish; references returned are decref'd when dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_out_of_order_answers_and_decref() {
+    let server = new_tub();
+    server.publish("s", Arc::new(Sleeper));
+    let port = serve(&server).await;
+    let client = new_tub();
+    let r = client
+        .get_reference(&server.furl("s", hint(port)))
+        .await
+        .unwrap();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (o1, o2) = (order.clone(), order.clone());
+    let (r1, r2) = (r.clone(), r.clone());
+    let slow = tokio::spawn(async move {
+        let v = r1.call("sleep", &[Value::int(400)]).await.unwrap();
+        o1.lock().unwrap().push(v.as_u64().unwrap());
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fast = tokio::spawn(async move {
+        let v = r2.call("sleep", &[Value::int(10)]).await.unwrap();
+        o2.lock().unwrap().push(v.as_u64().unwrap());
+    });
+    slow.await.unwrap();
+    fast.await.unwrap();
+    assert_eq!(
+        *order.lock().unwrap(),
+        vec![10, 400],
+        "the fast call answered first"
+    );
+
+    // References: a returned child is exported by the server until we drop it.
+    let conn = client.connect(&server.furl("s", hint(port))).await.unwrap();
+    let child = r.call("child", &[]).await.unwrap();
+    let Value::Remote(child) = child else {
+        panic!()
+    };
+    assert_eq!(
+        child.call("sleep", &[Value::int(1)]).await.unwrap(),
+        Value::int(1)
+    );
+    assert_eq!(conn.imported_count(), 2);
+    drop(child);
+    let mut exported = usize::MAX;
+    for _ in 0..100 {
+        // The server side's exports: the root object and (until decref) the child.
+        exported = server.connection_exports();
+        if exported == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(exported, 1, "the child was decref'd and forgotten");
+}
+
+/// Keepalive: an idle connection is PINGed (and the PONG keeps it alive); with an
+/// idle-disconnect timeout and a silent peer the connection is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_and_idle_disconnect() {
+    let server = new_tub();
+    server.publish("s", Arc::new(Sleeper));
+    let port = serve(&server).await;
+    let cfg = tub_config(Some(200), Some(700));
+    let client = Tub::new(TubIdentity::generate().unwrap(), cfg).unwrap();
+    let furl = server.furl("s", hint(port));
+    let r = client.get_reference(&furl).await.unwrap();
+    // Idle for several disconnect periods: PINGs draw PONGs, so it stays up.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(r.is_connected(), "PONGs keep an idle connection alive");
+    assert_eq!(
+        r.call("sleep", &[Value::int(0)]).await.unwrap(),
+        Value::int(0)
+    );
+
+    // With no PINGs of its own the client hears nothing while idle (the server
+    // sends nothing unprompted), so its idle-disconnect timeout fires.
+    let quiet = new_tub();
+    quiet.publish("s", Arc::new(Sleeper));
+    let qport = serve(&quiet).await;
+    let cfg = tub_config(None, Some(300));
+    let impatient = Tub::new(TubIdentity::generate().unwrap(), cfg).unwrap();
+    let r = impatient
+        .get_reference(&quiet.furl("s", hint(qport)))
+        .await
+        .unwrap();
+    let conn = impatient
+        .connect(&quiet.furl("s", hint(qport)))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .expect("an idle connection is dropped after the disconnect timeout");
+    assert!(
+        conn.close_reason().unwrap().contains("idle"),
+        "{:?}",
+        conn.close_reason()
+    );
+    assert!(matches!(
+        r.call("sleep", &[Value::int(0)]).await,
+        Err(CallError::ConnectionLost(_))
+    ));
+}
+
+/// Against the real node: our PING is answered (the connection stays up past
+/// several keepalive periods).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_against_real_tahoe() {
+    let node = tokio::task::spawn_blocking(|| storage_node(StorageOptions::foolscap_only()))
+        .await
+        .unwrap();
+    let cfg = tub_config(Some(200), Some(900));
+    let tub = Tub::new(TubIdentity::generate().unwrap(), cfg).unwrap();
+    let ss = tub
+        .get_reference(&Furl::parse(node.furl()).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(ss.is_connected(), "Tahoe answered our PINGs with PONGs");
+    assert!(ss.call("get_version", &[]).await.is_ok());
+}
+
+/// Duplicate connections: when a peer restarts (same tubid, new incarnation) and
+/// connects again while its old connection lingers, the master accepts the new one
+/// and drops the old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_from_restarted_peer_replaces_the_old_connection() {
+    // The server must be master: its tubid sorts above the client's.
+    let (server_id, client_id) = loop {
+        let a = TubIdentity::generate().unwrap();
+        let b = TubIdentity::generate().unwrap();
+        if a.tubid() > b.tubid() {
+            break (a, b);
+        }
+    };
+    let server = Tub::new(server_id, TubConfig::default()).unwrap();
+    server.publish("s", Arc::new(Sleeper));
+    let port = serve(&server).await;
+    let furl = server.furl("s", hint(port));
+    let first = Tub::new(client_id.clone(), TubConfig::default()).unwrap();
+    let c1 = first.connect(&furl).await.unwrap();
+    let second = Tub::new(client_id, TubConfig::default()).unwrap();
+    let r2 = second
+        .get_reference(&furl)
+        .await
+        .expect("the restarted peer is accepted");
+    tokio::time::timeout(Duration::from_secs(5), c1.closed())
+        .await
+        .expect("the old connection is dropped");
+    assert_eq!(
+        r2.call("sleep", &[Value::int(0)]).await.unwrap(),
+        Value::int(0)
+    );
+}

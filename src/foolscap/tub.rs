@@ -133,6 +133,16 @@ impl Tub {
             .count()
     }
 
+    /// Objects exported on all live connections (for tests and status).
+    pub fn connection_exports(&self) -> usize {
+        let conns = self.inner.connections.lock().expect("connections");
+        conns
+            .values()
+            .filter(|c| !c.is_closed())
+            .map(|c| c.exported_count())
+            .sum()
+    }
+
     /// Connect (or reuse the connection) to the FURL's Tub and fetch its object.
     pub async fn get_reference(&self, furl: &Furl) -> Result<RemoteRef, TubError> {
         let conn = self.connect(furl).await?;
