@@ -89,7 +89,7 @@ fn share_count(node: &StorageNode) -> usize {
 fn exercise(client: &ClientNode, node: &StorageNode, work: &Path) {
     let before = share_count(node);
     for (name, len) in [
-        ("small", 20usize),
+        ("small", 2_000usize),
         ("medium", 100_000),
         ("large", 2_500_000),
     ] {
@@ -102,10 +102,12 @@ fn exercise(client: &ClientNode, node: &StorageNode, work: &Path) {
             data,
             "{name} read back"
         );
-        {
-            let check = client.tahoe(["check", "--verify", cap]);
-            assert!(check.contains("Healthy"), "{name}: {check}");
-        }
+        assert!(
+            cap.starts_with("URI:CHK:"),
+            "{name} is stored, not a literal: {cap}"
+        );
+        let check = client.tahoe(["check", "--verify", cap]);
+        assert!(check.contains("Healthy"), "{name}: {check}");
     }
     // Mutable files, SDMF and MDMF: create, overwrite, read back.
     for format in ["SDMF", "MDMF"] {
