@@ -868,12 +868,24 @@ impl MessageEncoder {
     }
 }
 
-/// Python's ordering of dict keys as foolscap sorts them (ints numerically, strings
-/// lexicographically; mixed types fall back to a fixed type order).
+/// Python's ordering of dict keys as foolscap sorts them (`keys.sort()`): numbers
+/// (bool, int and float alike) by value, exactly, as Python compares them; byte
+/// strings and text lexicographically; tuples item by item. Mixes Python cannot
+/// order (bytes against int, say) make foolscap fail to send; here they fall back to
+/// a fixed order of kinds, so that the order stays total (a sort given an
+/// inconsistent order may panic).
 fn py_cmp(a: &Value, b: &Value) -> std::cmp::Ordering {
     use std::cmp::Ordering;
+    fn kind(v: &Value) -> (u8, &'static str) {
+        match v {
+            Value::Bool(_) | Value::Int(_) | Value::Float(_) => (0, ""),
+            Value::Bytes(_) => (1, ""),
+            Value::Text(_) => (2, ""),
+            Value::Tuple(_) => (3, ""),
+            other => (4, other.type_name()),
+        }
+    }
     match (a, b) {
-        (Value::Int(x), Value::Int(y)) => x.cmp(y),
         (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
         (Value::Text(x), Value::Text(y)) => x.cmp(y),
         (Value::Tuple(x), Value::Tuple(y)) => {
@@ -885,7 +897,59 @@ fn py_cmp(a: &Value, b: &Value) -> std::cmp::Ordering {
             }
             x.len().cmp(&y.len())
         }
-        _ => a.type_name().cmp(b.type_name()),
+        _ => match (PyNum::of(a), PyNum::of(b)) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            _ => kind(a).cmp(&kind(b)),
+        },
+    }
+}
+
+/// A Python number, for ordering: `bool` is an `int` (False == 0, True == 1).
+enum PyNum<'a> {
+    Int(std::borrow::Cow<'a, BigInt>),
+    Float(f64),
+}
+
+impl<'a> PyNum<'a> {
+    fn of(v: &'a Value) -> Option<PyNum<'a>> {
+        use std::borrow::Cow;
+        match v {
+            Value::Bool(b) => Some(PyNum::Int(Cow::Owned(BigInt::from(u8::from(*b))))),
+            Value::Int(i) => Some(PyNum::Int(Cow::Borrowed(i))),
+            Value::Float(f) => Some(PyNum::Float(*f)),
+            _ => None,
+        }
+    }
+
+    /// Exact comparison, as Python's `<` and `==` on mixed int and float (so
+    /// `-0.0 == 0`). NaN is unordered in Python, which leaves foolscap's order of a
+    /// NaN key to the sort algorithm; here NaN sorts after every other number.
+    fn cmp(&self, other: &PyNum) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        fn int_float(i: &BigInt, f: f64) -> Ordering {
+            if f.is_nan() || f == f64::INFINITY {
+                return Ordering::Less;
+            }
+            if f == f64::NEG_INFINITY {
+                return Ordering::Greater;
+            }
+            let floor = f.floor();
+            let whole: BigInt = num_traits::FromPrimitive::from_f64(floor).expect("a finite float");
+            match i.cmp(&whole) {
+                // i == floor(f): i < f exactly when f has a fractional part.
+                Ordering::Equal if f > floor => Ordering::Less,
+                o => o,
+            }
+        }
+        match (self, other) {
+            (PyNum::Int(x), PyNum::Int(y)) => x.as_ref().cmp(y.as_ref()),
+            (PyNum::Float(x), PyNum::Float(y)) => match (x.is_nan(), y.is_nan()) {
+                (false, false) => x.partial_cmp(y).expect("not NaN"),
+                (a, b) => a.cmp(&b),
+            },
+            (PyNum::Int(x), PyNum::Float(y)) => int_float(x, *y),
+            (PyNum::Float(x), PyNum::Int(y)) => int_float(y, *x).reverse(),
+        }
     }
 }
 
@@ -1019,6 +1083,97 @@ mod tests {
             &decode(&bytes).unwrap()[..],
             [Inbound::Dropped(_)]
         ));
+    }
+
+    /// Found with the recorded foolscap sessions: foolscap sorts dict keys with
+    /// Python's `<`, which orders bool, int and float keys by value (also inside tuple
+    /// keys); we used to order floats not at all and mixed numbers by type name.
+    #[test]
+    fn dict_keys_sort_as_python_sorts_numbers() {
+        fn keys_on_wire(keys: Vec<Value>) -> Vec<Value> {
+            let dict = Value::Dict(keys.into_iter().map(|k| (k, Value::None)).collect());
+            let mut out = BytesMut::new();
+            MessageEncoder::new(vocab()).answer(1, &dict, &mut NoExports, &mut out);
+            match decode(&out).unwrap().pop() {
+                Some(Inbound::Answer {
+                    value: Value::Dict(pairs),
+                    ..
+                }) => pairs.into_iter().map(|(k, _)| k).collect(),
+                other => panic!("{other:?}"),
+            }
+        }
+        let f = Value::Float;
+        let i = |v: i128| Value::int(v);
+        let tuple = |v: Vec<Value>| Value::Tuple(v);
+        // Each case: keys in insertion order, then as Python's sorted() returns them.
+        let cases: Vec<(Vec<Value>, Vec<Value>)> = vec![
+            (vec![f(2.5), f(-1.0), f(1.5)], vec![f(-1.0), f(1.5), f(2.5)]),
+            (
+                vec![Value::Bool(true), Value::Bool(false)],
+                vec![Value::Bool(false), Value::Bool(true)],
+            ),
+            (
+                vec![i(3), f(2.5), Value::Bool(true)],
+                vec![Value::Bool(true), f(2.5), i(3)],
+            ),
+            (
+                vec![tuple(vec![i(1), f(2.5)]), tuple(vec![i(1), i(2)])],
+                vec![tuple(vec![i(1), i(2)]), tuple(vec![i(1), f(2.5)])],
+            ),
+            (vec![i(1 << 70), f(1e20)], vec![f(1e20), i(1 << 70)]),
+            (
+                vec![
+                    i(4),
+                    f(3.5),
+                    i(3),
+                    f(-0.5),
+                    i(-1),
+                    f(f64::NEG_INFINITY),
+                    f(f64::INFINITY),
+                ],
+                vec![
+                    f(f64::NEG_INFINITY),
+                    i(-1),
+                    f(-0.5),
+                    i(3),
+                    f(3.5),
+                    i(4),
+                    f(f64::INFINITY),
+                ],
+            ),
+            (
+                vec![i((1 << 53) + 1), f(9007199254740992.0)],
+                vec![f(9007199254740992.0), i((1 << 53) + 1)],
+            ),
+        ];
+        for (given, sorted) in cases {
+            assert_eq!(keys_on_wire(given.clone()), sorted, "{given:?}");
+        }
+        // The order stays total where Python's is not: NaN goes last, and keys of
+        // kinds Python cannot compare keep a fixed order instead of upsetting the sort.
+        assert_eq!(
+            keys_on_wire(vec![f(f64::NAN), f(2.0), i(1), f(-0.5)]),
+            vec![f(-0.5), i(1), f(2.0), f(f64::NAN)]
+        );
+        let mixed = vec![
+            Value::bytes(&b"x"[..]),
+            i(0),
+            Value::Bool(true),
+            Value::text("t"),
+            f(0.5),
+            Value::None,
+        ];
+        assert_eq!(
+            keys_on_wire(mixed),
+            vec![
+                i(0),
+                f(0.5),
+                Value::Bool(true),
+                Value::bytes(&b"x"[..]),
+                Value::text("t"),
+                Value::None,
+            ]
+        );
     }
 
     #[test]
