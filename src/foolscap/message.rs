@@ -1077,6 +1077,46 @@ mod tests {
     }
 
     #[test]
+    fn nesting_and_message_size_limits() {
+        let limits = MessageLimits {
+            max_depth: 3,
+            max_message_bytes: 300,
+        };
+        let run = |bytes: &[u8]| -> Result<Vec<Inbound>, BananaError> {
+            let mut td = TokenDecoder::new(DecodeLimits::default());
+            let mut md = MessageDecoder::new(vocab(), limits);
+            let mut buf = BytesMut::from(bytes);
+            let mut out = Vec::new();
+            while let Some(t) = td.next_token(&mut buf)? {
+                if let Some(m) = md.feed(t)? {
+                    out.push(m);
+                }
+            }
+            Ok(out)
+        };
+        // answer 1 [[None]]: depth 3 is fine.
+        let ok = hex("00 88 0d 87 01 81 01 88 04 87 02 88 00 87 02 89 01 89 00 89");
+        assert!(matches!(&run(&ok).unwrap()[..], [Inbound::Answer { .. }]));
+        // answer 1 [[[None]]]: depth 4 is a protocol error.
+        let deep =
+            hex("00 88 0d 87 01 81 01 88 04 87 02 88 04 87 03 88 00 87 03 89 02 89 01 89 00 89");
+        assert!(
+            matches!(run(&deep), Err(BananaError::Protocol(m)) if m.contains("nested deeper than 3"))
+        );
+        // A 400-byte string in a call: the message is spoiled, the call gets a violation.
+        let mut big = hex("00 88 0b 87 07 81 00 81 01 82 78 01 88 0c 87 01 81 10 03 82");
+        big.extend([b'x'; 400]);
+        big.extend(hex("01 89 00 89"));
+        match &run(&big).unwrap()[..] {
+            [Inbound::CallViolation {
+                reqid: 7,
+                violation,
+            }] => assert!(violation.contains("larger than 300"), "{violation}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn aborted_call_gets_no_answer() {
         let bytes = hex("00 88 0b 87 07 81 00 81 01 82 78 01 88 0c 87 00 81 01 8a 01 89 00 89");
         assert!(matches!(
