@@ -54,8 +54,14 @@ enum Command {
         /// Serve with the identity of this Tahoe storage node directory.
         #[arg(long)]
         adopt: Option<PathBuf>,
+        /// Serve /metrics, /healthz and /status on this address.
+        #[arg(long)]
+        admin: Option<String>,
     },
 }
+
+/// How long calls in flight may take to finish after SIGINT/SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("swampgate: {msg}");
@@ -68,9 +74,11 @@ fn main() -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(format!("--log: {e}")),
     };
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -89,7 +97,12 @@ fn main() -> ExitCode {
             location,
             state_dir,
             adopt,
+            admin,
         } => {
+            let admin = match admin.as_deref().map(config::parse_addr).transpose() {
+                Ok(a) => a,
+                Err(e) => return fail(format!("--admin: {e}")),
+            };
             let upstream = match Upstream::parse(&upstream) {
                 Ok(u) => u,
                 Err(e) => return fail(format!("--upstream: {e}")),
@@ -110,7 +123,7 @@ fn main() -> ExitCode {
             let config = Config {
                 listen,
                 location,
-                admin: None,
+                admin,
                 links: vec![LinkConfig {
                     name: "default".into(),
                     upstream,
@@ -137,10 +150,18 @@ fn main() -> ExitCode {
             println!("link {} furl {}", l.name, l.furl);
             println!("link {} nurl {}", l.name, l.nurl);
         }
+        if let Some(a) = running.admin_addr {
+            println!("admin http://{a}/");
+        }
         tracing::info!(addr = %running.local_addr, "serving");
         wait_for_signal().await;
-        tracing::info!("stopping");
-        running.shutdown().await;
+        tracing::info!("stopping: no new connections; waiting for calls in flight");
+        let report = running.shutdown(SHUTDOWN_GRACE).await;
+        tracing::info!(
+            calls_cut_off = report.calls_cut_off,
+            uploads_aborted = report.uploads_aborted,
+            "stopped"
+        );
         ExitCode::SUCCESS
     })
 }

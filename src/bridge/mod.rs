@@ -5,3 +5,4 @@
 pub mod errors;
 pub mod foolscap_backend;
 pub mod foolscap_front;
+pub mod instrument;

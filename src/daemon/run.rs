@@ -13,11 +13,13 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, Instrument};
 
+use super::admin::{self, LinkStatus, StatusFn};
 use super::config::{Config, Upstream};
 use super::sniff::{self, Prefixed, Protocol};
 use super::state::{self, StateDir, StateError};
 use crate::bridge::foolscap_backend::FoolscapBackend;
 use crate::bridge::foolscap_front::StorageServerObject;
+use crate::bridge::instrument::{Instrumented, Metrics, ProtocolLabel};
 use crate::foolscap::furl::Hint;
 use crate::foolscap::{Tub, TubConfig, TubIdentity};
 use crate::gbs::client::{ClientConfig, GbsClient};
@@ -59,15 +61,43 @@ pub struct LinkUrls {
 pub struct Running {
     pub links: Vec<LinkUrls>,
     pub local_addr: SocketAddr,
+    /// Where the admin endpoint listens, if configured.
+    pub admin_addr: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    backends: Vec<Arc<Instrumented>>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// What a shutdown did.
+#[derive(Debug, Default)]
+pub struct ShutdownReport {
+    /// Calls still running when the grace period ended.
+    pub calls_cut_off: usize,
+    /// Unfinished uploads aborted upstream.
+    pub uploads_aborted: usize,
+}
+
 impl Running {
-    /// Stop accepting connections and wait for the listener to finish.
-    pub async fn shutdown(self) {
+    /// Stop accepting connections, let calls in flight finish within `grace`, then
+    /// abort every unfinished upload upstream.
+    pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
         self.shutdown.cancel();
         let _ = self.task.await;
+        let deadline = tokio::time::Instant::now() + grace;
+        let inflight =
+            |b: &[Arc<Instrumented>]| b.iter().map(|l| l.inflight_calls()).sum::<usize>();
+        while inflight(&self.backends) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut report = ShutdownReport {
+            calls_cut_off: inflight(&self.backends),
+            ..Default::default()
+        };
+        for b in &self.backends {
+            report.uploads_aborted += b.abort_unfinished().await;
+        }
+        report
     }
 }
 
@@ -195,8 +225,11 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         .ok_or_else(|| cfg("location", "needs at least one tcp: hint"))?;
     let spki = identity.spki_hash();
 
+    let metrics = Arc::new(Metrics::default());
     let mut links = Vec::new();
     let mut servers = Vec::new();
+    let mut backends = Vec::new();
+    let mut statuses = Vec::new();
     for (i, l) in config.links.iter().enumerate() {
         let swissnum = match &l.adopt {
             Some(dir) => state::adopt(dir)?.1,
@@ -205,6 +238,10 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         let api = backend(&l.upstream, state, &identity, &client_tub)
             .await
             .map_err(|why| cfg(format!("link[{i}].upstream"), why))?;
+        let instrumented = Arc::new(Instrumented::new(&l.name, api, metrics.clone()));
+        backends.push(instrumented.clone());
+        statuses.push((describe(&l.upstream), instrumented.clone()));
+        let api: Arc<dyn StorageApi> = instrumented;
         tub.publish(&swissnum, StorageServerObject::new(api.clone()));
         servers.push((
             swissnum.clone(),
@@ -227,10 +264,57 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     }
     let routes = Arc::new(GbsRoutes { tls, servers });
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(accept_loop(listener, tub, routes, shutdown.clone()));
+    let admin_addr = match config.admin {
+        None => None,
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| DaemonError::Listen {
+                    addr,
+                    why: format!("admin: {e}"),
+                })?;
+            let bound = l.local_addr().ok();
+            let m = metrics.clone();
+            let status: StatusFn = Arc::new(move || {
+                let links: Vec<LinkStatus> = statuses
+                    .iter()
+                    .map(|(upstream, b)| LinkStatus {
+                        name: b.link().to_string(),
+                        upstream: upstream.clone(),
+                        upstream_state: b.upstream_state(),
+                        inflight_calls: b.inflight_calls(),
+                        inflight_uploads: b.inflight_uploads(),
+                    })
+                    .collect();
+                let conns = |p: &str| {
+                    m.connections
+                        .get_or_create(&ProtocolLabel { protocol: p.into() })
+                        .get()
+                };
+                serde_json::json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "listen": local_addr.to_string(),
+                    "connections": {"foolscap": conns("foolscap"), "gbs": conns("gbs")},
+                    "links": links,
+                })
+            });
+            tokio::spawn(admin::serve(l, metrics.clone(), status, shutdown.clone()));
+            bound
+        }
+    };
+    let task = tokio::spawn(accept_loop(
+        listener,
+        tub,
+        routes,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     Ok(Running {
         links,
         local_addr,
+        admin_addr,
+        metrics,
+        backends,
         shutdown,
         task,
     })
@@ -245,10 +329,32 @@ fn describe(u: &Upstream) -> String {
     }
 }
 
+/// Counts a connection in the `open_connections` gauge while it lives.
+struct ConnGauge(prometheus_client::metrics::gauge::Gauge);
+
+impl ConnGauge {
+    fn open(metrics: &Metrics, protocol: &str) -> ConnGauge {
+        let label = ProtocolLabel {
+            protocol: protocol.into(),
+        };
+        metrics.connections_accepted.get_or_create(&label).inc();
+        let g = metrics.connections.get_or_create(&label).clone();
+        g.inc();
+        ConnGauge(g)
+    }
+}
+
+impl Drop for ConnGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tub: Tub,
     routes: Arc<GbsRoutes>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -266,6 +372,7 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let tub = tub.clone();
         let routes = routes.clone();
+        let metrics = metrics.clone();
         tokio::spawn(
             async move {
                 let (proto, prefix) = match sniff::sniff(&mut tcp, SNIFF_TIMEOUT).await {
@@ -277,10 +384,17 @@ async fn accept_loop(
                 };
                 match proto {
                     Protocol::Foolscap => match tub.accept(tcp, prefix).await {
-                        Ok(c) => debug!(peer_tubid = %c.peer_tubid(), "foolscap connection"),
+                        Ok(c) => {
+                            let _g = ConnGauge::open(&metrics, "foolscap");
+                            debug!(peer_tubid = %c.peer_tubid(), "foolscap connection");
+                            c.closed().await;
+                        }
                         Err(e) => debug!("foolscap negotiation failed: {e}"),
                     },
-                    Protocol::Tls => serve_gbs(Prefixed::new(prefix, tcp), routes, peer).await,
+                    Protocol::Tls => {
+                        let _g = ConnGauge::open(&metrics, "gbs");
+                        serve_gbs(Prefixed::new(prefix, tcp), routes, peer).await
+                    }
                     Protocol::Unknown => debug!("neither Foolscap nor TLS: closing"),
                 }
             }
