@@ -5,7 +5,8 @@
 //! files of one storage index. The plan is written to `mutation-journal/<si>.tmp`,
 //! fsynced, and committed by renaming it to `mutation-journal/<si>` (then fsyncing
 //! the directory). Only then are the operations applied to the share files, which
-//! are fsynced before the journal is removed.
+//! are fsynced before the journal is removed (and the directory fsynced again, so
+//! an applied journal never comes back).
 //!
 //! A crash before the rename leaves the shares untouched (the `.tmp` file is
 //! discarded on open). A crash after it leaves a committed journal, which the next
@@ -185,7 +186,7 @@ impl Journal {
         std::fs::rename(&tmp, &path)?;
         sync_dir(&layout.journal)?;
         self.apply(layout)?;
-        std::fs::remove_file(&path)
+        retire(layout, &path)
     }
 
     /// Apply every operation in order and make the result durable.
@@ -301,7 +302,15 @@ fn replay_file(layout: &Layout, path: &Path, raw: &[u8]) -> io::Result<()> {
         ));
     }
     journal.apply(layout)?;
-    std::fs::remove_file(path)
+    retire(layout, path)
+}
+
+/// Remove an applied journal, durably: a journal that came back after a crash
+/// would be replayed over later changes that it knows nothing of (say, an immutable
+/// share completed where the journal had deleted a mutable one).
+fn retire(layout: &Layout, path: &Path) -> io::Result<()> {
+    std::fs::remove_file(path)?;
+    sync_dir(&layout.journal)
 }
 
 /// At open: discard uncommitted journals and replay committed ones.
