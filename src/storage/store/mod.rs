@@ -383,33 +383,68 @@ impl Inner {
         let available = self.available_space();
         let mut ops = Vec::new();
         for sh in shares {
-            let ctx = || share_err(si, sh, "adding lease");
-            let file = overlay::Overlay::open(&self.layout.share_path(si, sh)).map_err(ctx())?;
-            let kind = container::kind_of(&file.read(0, 32).map_err(ctx())?);
-            let (result, file) = match kind {
-                Kind::Immutable(schema) => {
-                    let mut s = container::ImmutableShare::open(file, schema).map_err(ctx())?;
-                    let r = s.add_or_renew_lease(available, &new_lease).map_err(ctx())?;
-                    (r, s.file)
-                }
-                Kind::Mutable(schema) => {
-                    let mut s = container::MutableShare::open(file, schema);
-                    let r = s.add_or_renew_lease(available, &new_lease).map_err(ctx())?;
-                    (r, s.file)
-                }
-                // Tahoe skips files that are no share container.
-                Kind::Unknown => continue,
-            };
-            result.map_err(|_| no_space_for_lease(si, sh))?;
-            ops.extend(
-                file.into_ops()
-                    .into_iter()
-                    .map(|op| journal::Op::File(sh, op)),
-            );
+            if let Some((file, kind)) = self.open_share(si, sh)? {
+                ops.extend(self.lease_ops(si, sh, file, kind, available, &new_lease)?);
+            }
         }
         journal::Journal { si: *si, ops }
             .run(&self.layout)
             .map_err(si_err(si, "writing leases"))
+    }
+
+    /// Share `sh` of `si` and the kind of container it is, or `None` if there is no
+    /// such file.
+    fn open_share(
+        &self,
+        si: &StorageIndex,
+        sh: ShareNum,
+    ) -> StorageResult<Option<(overlay::Overlay, Kind)>> {
+        let file = match overlay::Overlay::open(&self.layout.share_path(si, sh)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(share_err(si, sh, "opening share")(e)),
+        };
+        let header = file
+            .read(0, 32)
+            .map_err(share_err(si, sh, "reading header"))?;
+        Ok(Some((file, container::kind_of(&header))))
+    }
+
+    /// The journal operations that add or renew `lease` on one share. A file that
+    /// is no share container gets none (Tahoe skips it too).
+    fn lease_ops(
+        &self,
+        si: &StorageIndex,
+        sh: ShareNum,
+        file: overlay::Overlay,
+        kind: Kind,
+        available: u64,
+        lease: &container::NewLease<'_>,
+    ) -> StorageResult<Vec<journal::Op>> {
+        let err = || share_err(si, sh, "planning lease");
+        let (result, file) = match kind {
+            Kind::Immutable(schema) => {
+                let mut s = container::ImmutableShare::open(file, schema).map_err(err())?;
+                (
+                    s.add_or_renew_lease(available, lease).map_err(err())?,
+                    s.file,
+                )
+            }
+            Kind::Mutable(schema) => {
+                let mut s = container::MutableShare::open(file, schema);
+                (
+                    s.add_or_renew_lease(available, lease).map_err(err())?,
+                    s.file,
+                )
+            }
+            Kind::Unknown => return Ok(Vec::new()),
+        };
+        result.map_err(|_| no_space_for_lease(si, sh))?;
+        Ok(file
+            .into_ops()
+            .into_iter()
+            .map(|op| journal::Op::File(sh, op))
+            .collect())
     }
 
     /// Record a client's corruption report in `corruption-advisories/` (Tahoe's
