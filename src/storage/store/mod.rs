@@ -75,7 +75,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-use self::container::{Kind, LEASE_DURATION_SECS, MAX_MUTABLE_SHARE_SIZE};
+use self::container::{Kind, LEASE_DURATION_SECS};
 use self::immutable::Uploads;
 use self::layout::Layout;
 use super::{
@@ -84,7 +84,8 @@ use super::{
     VersionInfo, WriteProgress,
 };
 
-pub use self::container::MAX_MUTABLE_SHARE_SIZE as TAHOE_MAX_MUTABLE_SHARE_SIZE;
+/// Tahoe's largest mutable share (`allmydata.mutable.layout.MAX_MUTABLE_SHARE_SIZE`).
+pub use self::container::MAX_MUTABLE_SHARE_SIZE;
 
 /// Tahoe aborts an upload that has seen no write for 30 minutes.
 pub const DEFAULT_UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -707,7 +708,8 @@ impl StorageApi for Store {
 }
 
 impl Store {
-    /// Whether `si`/`shnum` is a finished share (to tell "done" from "unknown").
+    /// Whether `si`/`shnum` is a finished immutable share (to tell an upload that is
+    /// done from one that never was).
     async fn finished_share_exists(
         &self,
         si: StorageIndex,
@@ -716,7 +718,11 @@ impl Store {
         let guard = self.read_lock(&si).await;
         self.blocking(move |inner| {
             let _guard = guard;
-            Ok(inner.layout.share_path(&si, shnum).is_file())
+            match inner.open_immutable(&si, shnum) {
+                Ok(_) => Ok(true),
+                Err(StorageError::NotFound(_) | StorageError::WrongContainer(_)) => Ok(false),
+                Err(e) => Err(e),
+            }
         })
         .await
     }
