@@ -73,15 +73,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use tokio::sync::RwLock;
 
 use self::container::{Kind, LEASE_DURATION_SECS};
 use self::immutable::Uploads;
 use self::layout::Layout;
 use super::{
-    AllocateRequest, AllocateResult, LeaseSecrets, ReadTestWriteRequest, ReadTestWriteResult,
-    ReadVector, Secret, ShareNum, ShareType, StorageApi, StorageError, StorageIndex, StorageResult,
-    VersionInfo, WriteProgress,
+    base32_lower_decode, AllocateRequest, AllocateResult, LeaseSecrets, ReadTestWriteRequest,
+    ReadTestWriteResult, ReadVector, Secret, ShareNum, ShareType, StorageApi, StorageError,
+    StorageIndex, StorageResult, VersionInfo, WriteProgress,
 };
 
 /// Tahoe's largest mutable share (`allmydata.mutable.layout.MAX_MUTABLE_SHARE_SIZE`).
@@ -178,21 +178,6 @@ pub enum OpenError {
     },
 }
 
-/// Parse a Foolscap tubid (lowercase unpadded base32 of 20 bytes).
-fn parse_nodeid(s: &str) -> Option<[u8; 20]> {
-    if s.len() != 32
-        || !s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
-    {
-        return None;
-    }
-    let v = data_encoding::BASE32_NOPAD
-        .decode(s.to_ascii_uppercase().as_bytes())
-        .ok()?;
-    v.try_into().ok()
-}
-
 /// The embedded share store. Cheap to clone; clones share one store.
 #[derive(Clone)]
 pub struct Store {
@@ -225,7 +210,7 @@ impl Store {
     /// uploads, replay committed journals, and take the store's lock file. Blocking;
     /// call it at startup.
     pub fn open(config: StoreConfig) -> Result<Store, OpenError> {
-        let Some(nodeid) = parse_nodeid(&config.nodeid) else {
+        let Some(nodeid) = base32_lower_decode::<20>(&config.nodeid) else {
             return Err(OpenError::BadNodeId(config.nodeid));
         };
         let layout = Layout::new(&config.root);
@@ -295,12 +280,32 @@ impl Store {
         self.inner.locks[stripe].clone()
     }
 
-    async fn read_lock(&self, si: &StorageIndex) -> OwnedRwLockReadGuard<()> {
-        self.si_lock(si).read_owned().await
+    /// Run `f` on the blocking pool holding `si`'s lock shared (reads).
+    async fn reading<T, F>(&self, si: StorageIndex, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> StorageResult<T> + Send + 'static,
+    {
+        let guard = self.si_lock(&si).read_owned().await;
+        self.blocking(move |inner| {
+            let _guard = guard;
+            f(inner)
+        })
+        .await
     }
 
-    async fn write_lock(&self, si: &StorageIndex) -> OwnedRwLockWriteGuard<()> {
-        self.si_lock(si).write_owned().await
+    /// Run `f` on the blocking pool holding `si`'s lock exclusively (changes).
+    async fn writing<T, F>(&self, si: StorageIndex, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> StorageResult<T> + Send + 'static,
+    {
+        let guard = self.si_lock(&si).write_owned().await;
+        self.blocking(move |inner| {
+            let _guard = guard;
+            f(inner)
+        })
+        .await
     }
 
     /// Run `f` on the blocking pool. Whatever `f` captures (lock guards included)
@@ -505,12 +510,8 @@ impl StorageApi for Store {
     }
 
     async fn allocate_buckets(&self, req: AllocateRequest) -> StorageResult<AllocateResult> {
-        let guard = self.write_lock(&req.storage_index).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            inner.allocate(&req)
-        })
-        .await
+        self.writing(req.storage_index, move |inner| inner.allocate(&req))
+            .await
     }
 
     async fn write_immutable(
@@ -522,8 +523,10 @@ impl StorageApi for Store {
         data: Bytes,
     ) -> StorageResult<WriteProgress> {
         let (upload, state) = self.active_upload(&si, shnum, upload_secret).await?;
+        // Only the write that completes the share publishes it into the storage
+        // index's directory, which needs the storage index's lock.
         let guard = if immutable::would_complete(&state, upload.allocated, offset, data.len()) {
-            Some(self.write_lock(&si).await)
+            Some(self.si_lock(&si).write_owned().await)
         } else {
             None
         };
@@ -551,12 +554,8 @@ impl StorageApi for Store {
             }
             Err(e) => return Err(e),
         };
-        let guard = self.write_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            inner.close_upload(&upload, state)
-        })
-        .await
+        self.writing(si, move |inner| inner.close_upload(&upload, state))
+            .await
     }
 
     async fn abort_immutable(
@@ -582,12 +581,8 @@ impl StorageApi for Store {
     }
 
     async fn list_immutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            inner.list_immutable(&si)
-        })
-        .await
+        self.reading(si, move |inner| inner.list_immutable(&si))
+            .await
     }
 
     async fn read_immutable(
@@ -597,9 +592,7 @@ impl StorageApi for Store {
         offset: u64,
         length: u64,
     ) -> StorageResult<Bytes> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
+        self.reading(si, move |inner| {
             inner.read_immutable(&si, shnum, offset, length)
         })
         .await
@@ -610,21 +603,13 @@ impl StorageApi for Store {
         si: StorageIndex,
         shnum: ShareNum,
     ) -> StorageResult<u64> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            Ok(inner.open_immutable(&si, shnum)?.1)
-        })
-        .await
+        self.reading(si, move |inner| Ok(inner.open_immutable(&si, shnum)?.1))
+            .await
     }
 
     async fn add_lease(&self, si: StorageIndex, lease: LeaseSecrets) -> StorageResult<()> {
-        let guard = self.write_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            inner.add_lease(&si, &lease)
-        })
-        .await
+        self.writing(si, move |inner| inner.add_lease(&si, &lease))
+            .await
     }
 
     async fn advise_corrupt_share(
@@ -634,9 +619,7 @@ impl StorageApi for Store {
         shnum: ShareNum,
         reason: String,
     ) -> StorageResult<()> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
+        self.reading(si, move |inner| {
             inner.advise_corrupt_share(share_type, &si, shnum, &reason)
         })
         .await
@@ -646,21 +629,12 @@ impl StorageApi for Store {
         &self,
         req: ReadTestWriteRequest,
     ) -> StorageResult<ReadTestWriteResult> {
-        let guard = self.write_lock(&req.storage_index).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            inner.read_test_write(&req)
-        })
-        .await
+        self.writing(req.storage_index, move |inner| inner.read_test_write(&req))
+            .await
     }
 
     async fn list_mutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            inner.list_mutable(&si)
-        })
-        .await
+        self.reading(si, move |inner| inner.list_mutable(&si)).await
     }
 
     async fn read_mutable(
@@ -670,9 +644,7 @@ impl StorageApi for Store {
         offset: u64,
         length: u64,
     ) -> StorageResult<Bytes> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
+        self.reading(si, move |inner| {
             let share = inner.open_mutable(&si, shnum)?;
             inner.read_mutable_data(&si, shnum, &share, offset, length)
         })
@@ -680,9 +652,7 @@ impl StorageApi for Store {
     }
 
     async fn mutable_share_length(&self, si: StorageIndex, shnum: ShareNum) -> StorageResult<u64> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
+        self.reading(si, move |inner| {
             let share = inner.open_mutable(&si, shnum)?;
             share
                 .data_length()
@@ -698,12 +668,8 @@ impl StorageApi for Store {
         shares: Vec<ShareNum>,
         readv: Vec<ReadVector>,
     ) -> StorageResult<BTreeMap<ShareNum, Vec<Bytes>>> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            inner.slot_readv(&si, &shares, &readv)
-        })
-        .await
+        self.reading(si, move |inner| inner.slot_readv(&si, &shares, &readv))
+            .await
     }
 }
 
@@ -715,14 +681,10 @@ impl Store {
         si: StorageIndex,
         shnum: ShareNum,
     ) -> StorageResult<bool> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            match inner.open_immutable(&si, shnum) {
-                Ok(_) => Ok(true),
-                Err(StorageError::NotFound(_) | StorageError::WrongContainer(_)) => Ok(false),
-                Err(e) => Err(e),
-            }
+        self.reading(si, move |inner| match inner.open_immutable(&si, shnum) {
+            Ok(_) => Ok(true),
+            Err(StorageError::NotFound(_) | StorageError::WrongContainer(_)) => Ok(false),
+            Err(e) => Err(e),
         })
         .await
     }
