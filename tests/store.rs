@@ -1694,6 +1694,8 @@ fn jtw(
     serde_json::json!({"test": pairs(test), "write": pairs(write), "new_length": new_length})
 }
 
+/// The scripted operations: every rule the seam exposes, one operation a line.
+#[rustfmt::skip]
 fn diff_script() -> Script {
     use serde_json::json;
     let (a, b_, c, m, n, d) = (si(0xa0), si(0xb0), si(0xc0), si(0xd0), si(0xe0), si(0xf0));
@@ -1701,68 +1703,22 @@ fn diff_script() -> Script {
     let we2 = hex::encode(secret("we-2").0);
     let h = |d: &[u8]| hex::encode(d);
     let mut s = Script::default();
+    // Immutable uploads: progress, identical rewrites, conflicts, size, secrets.
     s.at(1_000)
-        .op(
-            "allocate",
-            a,
-            json!({"shares": [0, 1, 2], "size": 20, "upload": "u1", "lease": "l1"}),
-        )
-        .op(
-            "write",
-            a,
-            json!({"sh": 0, "upload": "u1", "offset": 0, "data": h(b"0123456789")}),
-        )
-        .op(
-            "write",
-            a,
-            json!({"sh": 0, "upload": "u1", "offset": 5, "data": h(b"56789abcde")}),
-        )
-        .op(
-            "write",
-            a,
-            json!({"sh": 0, "upload": "u1", "offset": 8, "data": h(b"XX")}),
-        )
-        .op(
-            "write",
-            a,
-            json!({"sh": 0, "upload": "u1", "offset": 15, "data": h(b"0123456789")}),
-        )
-        .op(
-            "write",
-            a,
-            json!({"sh": 0, "upload": "u2", "offset": 15, "data": h(b"fghij")}),
-        )
-        .op(
-            "write",
-            a,
-            json!({"sh": 0, "upload": "u1", "offset": 15, "data": h(b"fghij")}),
-        )
-        .op(
-            "write",
-            a,
-            json!({"sh": 0, "upload": "u1", "offset": 0, "data": h(b"0")}),
-        )
-        .op(
-            "write",
-            c,
-            json!({"sh": 0, "upload": "u1", "offset": 0, "data": h(b"0")}),
-        );
+        .op("allocate", a, json!({"shares": [0, 1, 2], "size": 20, "upload": "u1", "lease": "l1"}))
+        .op("write", a, json!({"sh": 0, "upload": "u1", "offset": 0, "data": h(b"0123456789")}))
+        .op("write", a, json!({"sh": 0, "upload": "u1", "offset": 5, "data": h(b"56789abcde")}))
+        .op("write", a, json!({"sh": 0, "upload": "u1", "offset": 8, "data": h(b"XX")}))
+        .op("write", a, json!({"sh": 0, "upload": "u1", "offset": 15, "data": h(b"0123456789")}))
+        .op("write", a, json!({"sh": 0, "upload": "u2", "offset": 15, "data": h(b"fghij")}))
+        .op("write", a, json!({"sh": 0, "upload": "u1", "offset": 15, "data": h(b"fghij")}))
+        .op("write", a, json!({"sh": 0, "upload": "u1", "offset": 0, "data": h(b"0")}))
+        .op("write", c, json!({"sh": 0, "upload": "u1", "offset": 0, "data": h(b"0")}));
+    // Re-allocation, leases on existing shares, close with holes, abort.
     s.at(2_000)
-        .op(
-            "allocate",
-            a,
-            json!({"shares": [0, 1, 3], "size": 20, "upload": "u2", "lease": "l2"}),
-        )
-        .op(
-            "allocate",
-            a,
-            json!({"shares": [1], "size": 20, "upload": "u1", "lease": "l1"}),
-        )
-        .op(
-            "write",
-            a,
-            json!({"sh": 1, "upload": "u1", "offset": 3, "data": h(b"abc")}),
-        )
+        .op("allocate", a, json!({"shares": [0, 1, 3], "size": 20, "upload": "u2", "lease": "l2"}))
+        .op("allocate", a, json!({"shares": [1], "size": 20, "upload": "u1", "lease": "l1"}))
+        .op("write", a, json!({"sh": 1, "upload": "u1", "offset": 3, "data": h(b"abc")}))
         .op("close", a, json!({"sh": 1, "upload": "u2"}))
         .op("close", a, json!({"sh": 1, "upload": "u1"}))
         .op("close", a, json!({"sh": 1, "upload": "u1"}))
@@ -1771,215 +1727,98 @@ fn diff_script() -> Script {
         .op("abort", a, json!({"sh": 2, "upload": "u1"}))
         .op("abort", a, json!({"sh": 2, "upload": "u1"}))
         .op("abort", a, json!({"sh": 0, "upload": "u1"}))
-        .op(
-            "write",
-            a,
-            json!({"sh": 3, "upload": "u2", "offset": 0, "data": h("x".repeat(20).as_bytes())}),
-        )
+        .op("write", a, json!({"sh": 3, "upload": "u2", "offset": 0, "data": h(&[b'x'; 20])}))
         .op("list_immutable", a, json!({}))
         .op("list_immutable", c, json!({}))
-        .op(
-            "read_immutable",
-            a,
-            json!({"sh": 0, "offset": 0, "length": 100}),
-        )
-        .op(
-            "read_immutable",
-            a,
-            json!({"sh": 0, "offset": 15, "length": 3}),
-        )
-        .op(
-            "read_immutable",
-            a,
-            json!({"sh": 0, "offset": 20, "length": 3}),
-        )
-        .op(
-            "read_immutable",
-            a,
-            json!({"sh": 1, "offset": 0, "length": 20}),
-        )
-        .op(
-            "read_immutable",
-            a,
-            json!({"sh": 2, "offset": 0, "length": 20}),
-        )
+        .op("read_immutable", a, json!({"sh": 0, "offset": 0, "length": 100}))
+        .op("read_immutable", a, json!({"sh": 0, "offset": 15, "length": 3}))
+        .op("read_immutable", a, json!({"sh": 0, "offset": 20, "length": 3}))
+        .op("read_immutable", a, json!({"sh": 1, "offset": 0, "length": 20}))
+        .op("read_immutable", a, json!({"sh": 2, "offset": 0, "length": 20}))
         .op("immutable_length", a, json!({"sh": 1}))
         .op("immutable_length", a, json!({"sh": 2}))
-        .op(
-            "allocate",
-            b_,
-            json!({"shares": [0], "size": 1u64 << 62, "upload": "u1", "lease": "l1"}),
-        );
-    s.at(3_000).op("add_lease", a, json!({"lease": "l3"})).op(
-        "add_lease",
-        c,
-        json!({"lease": "l3"}),
-    );
+        .op("allocate", b_, json!({"shares": [0], "size": 1u64 << 62, "upload": "u1", "lease": "l1"}));
+    // add_lease adds, then renews; corruption reports.
+    s.at(3_000)
+        .op("add_lease", a, json!({"lease": "l3"}))
+        .op("add_lease", c, json!({"lease": "l3"}));
     s.at(4_000)
         .op("add_lease", a, json!({"lease": "l1"}))
-        .op(
-            "allocate",
-            a,
-            json!({"shares": [4], "size": 5, "upload": "u3", "lease": "l2"}),
-        )
-        .op(
-            "advise_corrupt",
-            a,
-            json!({"sh": 0, "type": "immutable", "reason": "bad hash"}),
-        )
-        .op(
-            "advise_corrupt",
-            a,
-            json!({"sh": 9, "type": "immutable", "reason": "bad hash"}),
-        );
-    // Mutable slots.
+        .op("allocate", a, json!({"shares": [4], "size": 5, "upload": "u3", "lease": "l2"}))
+        .op("advise_corrupt", a, json!({"sh": 0, "type": "immutable", "reason": "bad hash"}))
+        .op("advise_corrupt", a, json!({"sh": 9, "type": "immutable", "reason": "bad hash"}));
+    // Mutable slots: creation, write enablers, tests, reads before writes.
     let readv = json!([[0, 5], [3, 100]]);
     s.at(5_000)
-        .op("rtw", m, json!({"we": we1, "lease": "m1", "readv": readv,
-            "vectors": {"0": jtw(&[(0, b"")], &[(0, b"hello world")], None),
-                        "1": jtw(&[], &[(0, b"second share"), (20, b"hole")], None)}}))
-        .op("rtw", m, json!({"we": we2, "lease": "m1", "readv": readv,
-            "vectors": {"0": jtw(&[], &[(0, b"x")], None)}}))
+        .op("rtw", m, json!({"we": we1, "lease": "m1", "readv": readv, "vectors": {
+            "0": jtw(&[(0, b"")], &[(0, b"hello world")], None),
+            "1": jtw(&[], &[(0, b"second share"), (20, b"hole")], None)}}))
+        .op("rtw", m, json!({"we": we2, "lease": "m1", "readv": readv, "vectors": {
+            "0": jtw(&[], &[(0, b"x")], None)}}))
         .op("rtw", m, json!({"we": we2, "lease": "m1", "readv": readv, "vectors": {}}))
-        .op("rtw", m, json!({"we": we1, "lease": "m1", "readv": readv,
-            "vectors": {"0": jtw(&[(0, b"hello")], &[(0, b"HELLO")], None),
-                        "1": jtw(&[(0, b"nope")], &[(0, b"NOPE")], None)}}))
-        .op("rtw", m, json!({"we": we1, "lease": "m1", "readv": readv,
-            "vectors": {"0": jtw(&[(6, b"world!")], &[(0, b"HELLO")], None)}}))
-        .op("rtw", m, json!({"we": we1, "lease": "m1", "readv": [],
-            "vectors": {"0": jtw(&[(6, b"world"), (11, b"")], &[(30, b"far"), (0, b"H")], Some(1000)),
-                        "1": jtw(&[], &[], Some(6)),
-                        "2": jtw(&[], &[], None),
-                        "5": jtw(&[], &[], Some(0))}}));
+        .op("rtw", m, json!({"we": we1, "lease": "m1", "readv": readv, "vectors": {
+            "0": jtw(&[(0, b"hello")], &[(0, b"HELLO")], None),
+            "1": jtw(&[(0, b"nope")], &[(0, b"NOPE")], None)}}))
+        .op("rtw", m, json!({"we": we1, "lease": "m1", "readv": readv, "vectors": {
+            "0": jtw(&[(6, b"world!")], &[(0, b"HELLO")], None)}}))
+        // Holes, truncation, larger new_length ignored, creation without writes.
+        .op("rtw", m, json!({"we": we1, "lease": "m1", "readv": [], "vectors": {
+            "0": jtw(&[(6, b"world"), (11, b"")], &[(30, b"far"), (0, b"H")], Some(1000)),
+            "1": jtw(&[], &[], Some(6)),
+            "2": jtw(&[], &[], None),
+            "5": jtw(&[], &[], Some(0))}}));
+    // Six leases fill the four slots and two extra; growing moves the extras.
     s.at(6_000);
     for i in 0..6 {
-        s.op(
-            "rtw",
-            m,
-            json!({"we": we1, "lease": format!("ml{i}"), "readv": [],
-            "vectors": {"0": jtw(&[], &[], None)}}),
-        );
+        s.op("rtw", m, json!({"we": we1, "lease": format!("ml{i}"), "readv": [], "vectors": {
+            "0": jtw(&[], &[], None)}}));
     }
-    s.op(
-        "rtw",
-        m,
-        json!({"we": we1, "lease": "m1", "readv": readv,
-            "vectors": {"0": jtw(&[], &[(40, b"grown past the extra leases")], None),
-                        "1": jtw(&[], &[(2, b"")], Some(0))}}),
-    )
-    .op("list_mutable", m, json!({}))
-    .op(
-        "read_mutable",
-        m,
-        json!({"sh": 0, "offset": 0, "length": 1000}),
-    )
-    .op(
-        "read_mutable",
-        m,
-        json!({"sh": 0, "offset": 60, "length": 10}),
-    )
-    .op(
-        "read_mutable",
-        m,
-        json!({"sh": 1, "offset": 0, "length": 10}),
-    )
-    .op("mutable_length", m, json!({"sh": 0}))
-    .op("mutable_length", m, json!({"sh": 2}))
-    .op("mutable_length", m, json!({"sh": 1}))
-    .op(
-        "slot_readv",
-        m,
-        json!({"shares": [], "readv": [[0, 3], [2, 100]]}),
-    )
-    .op(
-        "slot_readv",
-        m,
-        json!({"shares": [2, 7], "readv": [[0, 3]]}),
-    )
-    .op("slot_readv", m, json!({"shares": [], "readv": []}))
-    .op("slot_readv", c, json!({"shares": [], "readv": [[0, 3]]}))
-    .op("add_lease", m, json!({"lease": "x"}))
-    .op(
-        "advise_corrupt",
-        m,
-        json!({"sh": 2, "type": "mutable", "reason": "also bad"}),
-    );
+    s.op("rtw", m, json!({"we": we1, "lease": "m1", "readv": readv, "vectors": {
+            "0": jtw(&[], &[(40, b"grown past the extra leases")], None),
+            "1": jtw(&[], &[(2, b"")], Some(0))}}))
+        .op("list_mutable", m, json!({}))
+        .op("read_mutable", m, json!({"sh": 0, "offset": 0, "length": 1000}))
+        .op("read_mutable", m, json!({"sh": 0, "offset": 60, "length": 10}))
+        .op("read_mutable", m, json!({"sh": 1, "offset": 0, "length": 10}))
+        .op("mutable_length", m, json!({"sh": 0}))
+        .op("mutable_length", m, json!({"sh": 2}))
+        .op("mutable_length", m, json!({"sh": 1}))
+        .op("slot_readv", m, json!({"shares": [], "readv": [[0, 3], [2, 100]]}))
+        .op("slot_readv", m, json!({"shares": [2, 7], "readv": [[0, 3]]}))
+        .op("slot_readv", m, json!({"shares": [], "readv": []}))
+        .op("slot_readv", c, json!({"shares": [], "readv": [[0, 3]]}))
+        .op("add_lease", m, json!({"lease": "x"}))
+        .op("advise_corrupt", m, json!({"sh": 2, "type": "mutable", "reason": "also bad"}));
     // The other kind of container.
     s.at(7_000)
-        .op(
-            "rtw",
-            a,
-            json!({"we": we1, "lease": "m1", "readv": readv, "vectors": {}}),
-        )
-        .op(
-            "read_mutable",
-            a,
-            json!({"sh": 0, "offset": 0, "length": 1}),
-        )
+        .op("rtw", a, json!({"we": we1, "lease": "m1", "readv": readv, "vectors": {}}))
+        .op("read_mutable", a, json!({"sh": 0, "offset": 0, "length": 1}))
         .op("mutable_length", a, json!({"sh": 0}))
         .op("list_mutable", a, json!({}))
         .op("slot_readv", a, json!({"shares": [], "readv": [[0, 3]]}))
-        .op(
-            "allocate",
-            m,
-            json!({"shares": [3], "size": 5, "upload": "u1", "lease": "l1"}),
-        )
-        .op(
-            "read_immutable",
-            m,
-            json!({"sh": 0, "offset": 0, "length": 1}),
-        )
+        .op("allocate", m, json!({"shares": [3], "size": 5, "upload": "u1", "lease": "l1"}))
+        .op("read_immutable", m, json!({"sh": 0, "offset": 0, "length": 1}))
         .op("immutable_length", m, json!({"sh": 0}))
         .op("list_immutable", m, json!({}));
     // A short write enabler is recorded padded and never matches again.
-    s.op(
-        "rtw",
-        n,
-        json!({"we": h(b"short"), "lease": "n", "readv": [[0, 9]],
-            "vectors": {"0": jtw(&[], &[(0, b"first")], None)}}),
-    )
-    .op(
-        "rtw",
-        n,
-        json!({"we": h(b"short"), "lease": "n", "readv": [[0, 9]], "vectors": {}}),
-    )
-    // Deleting every share removes the slot.
-    .op(
-        "rtw",
-        m,
-        json!({"we": we1, "lease": "m1", "readv": readv,
-            "vectors": {"0": jtw(&[], &[], Some(0)), "2": jtw(&[], &[], Some(0))}}),
-    )
-    .op("list_mutable", m, json!({}))
-    .op("slot_readv", m, json!({"shares": [], "readv": [[0, 3]]}));
+    s.op("rtw", n, json!({"we": h(b"short"), "lease": "n", "readv": [[0, 9]], "vectors": {
+            "0": jtw(&[], &[(0, b"first")], None)}}))
+        .op("rtw", n, json!({"we": h(b"short"), "lease": "n", "readv": [[0, 9]], "vectors": {}}))
+        // Deleting every share removes the slot.
+        .op("rtw", m, json!({"we": we1, "lease": "m1", "readv": readv, "vectors": {
+            "0": jtw(&[], &[], Some(0)),
+            "2": jtw(&[], &[], Some(0))}}))
+        .op("list_mutable", m, json!({}))
+        .op("slot_readv", m, json!({"shares": [], "readv": [[0, 3]]}));
     // An upload idle for 30 minutes is aborted; one written to in time is not.
     s.at(8_000)
-        .op(
-            "allocate",
-            d,
-            json!({"shares": [0, 1], "size": 4, "upload": "u1", "lease": "l1"}),
-        )
-        .op(
-            "write",
-            d,
-            json!({"sh": 0, "upload": "u1", "offset": 0, "data": h(b"ab")}),
-        );
-    s.at(8_000 + 1_000).op(
-        "write",
-        d,
-        json!({"sh": 1, "upload": "u1", "offset": 0, "data": h(b"ab")}),
-    );
+        .op("allocate", d, json!({"shares": [0, 1], "size": 4, "upload": "u1", "lease": "l1"}))
+        .op("write", d, json!({"sh": 0, "upload": "u1", "offset": 0, "data": h(b"ab")}));
+    s.at(8_000 + 1_000)
+        .op("write", d, json!({"sh": 1, "upload": "u1", "offset": 0, "data": h(b"ab")}));
     s.at(8_000 + 1_800)
-        .op(
-            "write",
-            d,
-            json!({"sh": 0, "upload": "u1", "offset": 2, "data": h(b"cd")}),
-        )
-        .op(
-            "write",
-            d,
-            json!({"sh": 1, "upload": "u1", "offset": 2, "data": h(b"cd")}),
-        )
+        .op("write", d, json!({"sh": 0, "upload": "u1", "offset": 2, "data": h(b"cd")}))
+        .op("write", d, json!({"sh": 1, "upload": "u1", "offset": 2, "data": h(b"cd")}))
         .op("list_immutable", d, json!({}));
     s
 }
