@@ -233,8 +233,12 @@ impl Store {
             .write(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path, "cannot open lock file"))?;
-        if fs4::fs_std::FileExt::try_lock_exclusive(&lock_file).is_err() {
-            return Err(OpenError::InUse(layout.root.clone()));
+        match fs4::fs_std::FileExt::try_lock_exclusive(&lock_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(OpenError::InUse(layout.root.clone()))
+            }
+            Err(e) => return Err(io_err(&lock_path, "cannot lock")(e)),
         }
         match std::fs::remove_dir_all(&layout.incoming) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
