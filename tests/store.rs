@@ -1,6 +1,9 @@
 //! Integration tests of the embedded share store: every semantic rule of Tahoe 1.20's
 //! storage server that the seam exposes, durability across restarts and crashes,
-//! path safety, and concurrency.
+//! path safety, concurrency, and a differential test against Tahoe's own storage
+//! server (run in the interop venv that `common` builds).
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -251,12 +254,17 @@ async fn version_reports_real_space_and_tahoe_mutable_limit() {
     );
     drop(store);
 
+    // The reserve comes off the free space (which other tests move by megabytes).
     let mut c = env.config();
-    c.reserved_space = fs_avail - (1 << 20);
+    c.reserved_space = fs_avail.saturating_sub(1 << 30);
     c.max_share_size = Some(1000);
     let store = Store::open(c).unwrap();
     let v = store.version().await.unwrap();
-    assert!(v.available_space <= 1 << 21, "{}", v.available_space);
+    assert!(
+        v.available_space > 0 && v.available_space < 2 << 30,
+        "{}",
+        v.available_space
+    );
     assert_eq!(v.maximum_immutable_share_size, 1000);
     assert_eq!(v.maximum_mutable_share_size, 1000);
 }
@@ -321,16 +329,11 @@ async fn allocation_too_large_for_space_or_limit_is_empty() {
         .unwrap();
     assert_eq!(r.allocated, set(&[]));
     assert_eq!(r.already_have, set(&[]));
-    // Space promised to uploads in progress counts against the next allocation.
+    // Space promised to uploads in progress counts against the next allocation
+    // (sizes chosen so that the free space may move a lot meanwhile).
     let avail = store.version().await.unwrap().available_space;
     let r = store
-        .allocate_buckets(alloc_req(
-            si(2),
-            &[0, 1, 2],
-            avail / 2 - (1 << 20),
-            "a",
-            "a",
-        ))
+        .allocate_buckets(alloc_req(si(2), &[0, 1, 2], avail / 8 * 3, "a", "a"))
         .await
         .unwrap();
     assert_eq!(r.allocated, set(&[0, 1]));
@@ -1650,4 +1653,426 @@ fn a_crash_leaves_only_whole_shares() {
             assert!(r.success);
         }
     });
+}
+
+// --- Differential test against Tahoe's own StorageServer ---------------------------
+
+/// A scripted sequence of seam operations, as JSON both sides understand (see
+/// `tests/interop/store_diff.py`). Secrets are named by tags; data is hex.
+#[derive(Default)]
+struct Script {
+    ops: Vec<serde_json::Value>,
+    t: u64,
+}
+
+impl Script {
+    fn at(&mut self, t: u64) -> &mut Self {
+        assert!(t >= self.t, "time runs forward");
+        self.t = t;
+        self
+    }
+
+    fn op(&mut self, op: &str, s: StorageIndex, mut fields: serde_json::Value) -> &mut Self {
+        fields["op"] = op.into();
+        fields["si"] = hex::encode(s.0).into();
+        fields["t"] = self.t.into();
+        self.ops.push(fields);
+        self
+    }
+}
+
+/// Test/write vectors as JSON: `{sh: {test: [[off, hex]], write: [[off, hex]], new_length}}`.
+fn jtw(
+    test: &[(u64, &[u8])],
+    write: &[(u64, &[u8])],
+    new_length: Option<u64>,
+) -> serde_json::Value {
+    let pairs = |v: &[(u64, &[u8])]| -> Vec<serde_json::Value> {
+        v.iter()
+            .map(|(o, d)| serde_json::json!([o, hex::encode(d)]))
+            .collect()
+    };
+    serde_json::json!({"test": pairs(test), "write": pairs(write), "new_length": new_length})
+}
+
+/// The scripted operations: every rule the seam exposes, one operation a line.
+#[rustfmt::skip]
+fn diff_script() -> Script {
+    use serde_json::json;
+    let (a, b_, c, m, n, d) = (si(0xa0), si(0xb0), si(0xc0), si(0xd0), si(0xe0), si(0xf0));
+    let we1 = hex::encode(secret("we-1").0);
+    let we2 = hex::encode(secret("we-2").0);
+    let h = |d: &[u8]| hex::encode(d);
+    let mut s = Script::default();
+    // Immutable uploads: progress, identical rewrites, conflicts, size, secrets.
+    s.at(1_000)
+        .op("allocate", a, json!({"shares": [0, 1, 2], "size": 20, "upload": "u1", "lease": "l1"}))
+        .op("write", a, json!({"sh": 0, "upload": "u1", "offset": 0, "data": h(b"0123456789")}))
+        .op("write", a, json!({"sh": 0, "upload": "u1", "offset": 5, "data": h(b"56789abcde")}))
+        .op("write", a, json!({"sh": 0, "upload": "u1", "offset": 8, "data": h(b"XX")}))
+        .op("write", a, json!({"sh": 0, "upload": "u1", "offset": 15, "data": h(b"0123456789")}))
+        .op("write", a, json!({"sh": 0, "upload": "u2", "offset": 15, "data": h(b"fghij")}))
+        .op("write", a, json!({"sh": 0, "upload": "u1", "offset": 15, "data": h(b"fghij")}))
+        .op("write", a, json!({"sh": 0, "upload": "u1", "offset": 0, "data": h(b"0")}))
+        .op("write", c, json!({"sh": 0, "upload": "u1", "offset": 0, "data": h(b"0")}));
+    // Re-allocation, leases on existing shares, close with holes, abort.
+    s.at(2_000)
+        .op("allocate", a, json!({"shares": [0, 1, 3], "size": 20, "upload": "u2", "lease": "l2"}))
+        .op("allocate", a, json!({"shares": [1], "size": 20, "upload": "u1", "lease": "l1"}))
+        .op("write", a, json!({"sh": 1, "upload": "u1", "offset": 3, "data": h(b"abc")}))
+        .op("close", a, json!({"sh": 1, "upload": "u2"}))
+        .op("close", a, json!({"sh": 1, "upload": "u1"}))
+        .op("close", a, json!({"sh": 1, "upload": "u1"}))
+        .op("close", a, json!({"sh": 9, "upload": "u1"}))
+        .op("abort", a, json!({"sh": 2, "upload": "u2"}))
+        .op("abort", a, json!({"sh": 2, "upload": "u1"}))
+        .op("abort", a, json!({"sh": 2, "upload": "u1"}))
+        .op("abort", a, json!({"sh": 0, "upload": "u1"}))
+        .op("write", a, json!({"sh": 3, "upload": "u2", "offset": 0, "data": h(&[b'x'; 20])}))
+        .op("list_immutable", a, json!({}))
+        .op("list_immutable", c, json!({}))
+        .op("read_immutable", a, json!({"sh": 0, "offset": 0, "length": 100}))
+        .op("read_immutable", a, json!({"sh": 0, "offset": 15, "length": 3}))
+        .op("read_immutable", a, json!({"sh": 0, "offset": 20, "length": 3}))
+        .op("read_immutable", a, json!({"sh": 1, "offset": 0, "length": 20}))
+        .op("read_immutable", a, json!({"sh": 2, "offset": 0, "length": 20}))
+        .op("immutable_length", a, json!({"sh": 1}))
+        .op("immutable_length", a, json!({"sh": 2}))
+        .op("allocate", b_, json!({"shares": [0], "size": 1u64 << 62, "upload": "u1", "lease": "l1"}));
+    // add_lease adds, then renews; corruption reports.
+    s.at(3_000)
+        .op("add_lease", a, json!({"lease": "l3"}))
+        .op("add_lease", c, json!({"lease": "l3"}));
+    s.at(4_000)
+        .op("add_lease", a, json!({"lease": "l1"}))
+        .op("allocate", a, json!({"shares": [4], "size": 5, "upload": "u3", "lease": "l2"}))
+        .op("advise_corrupt", a, json!({"sh": 0, "type": "immutable", "reason": "bad hash"}))
+        .op("advise_corrupt", a, json!({"sh": 9, "type": "immutable", "reason": "bad hash"}));
+    // Mutable slots: creation, write enablers, tests, reads before writes.
+    let readv = json!([[0, 5], [3, 100]]);
+    s.at(5_000)
+        .op("rtw", m, json!({"we": we1, "lease": "m1", "readv": readv, "vectors": {
+            "0": jtw(&[(0, b"")], &[(0, b"hello world")], None),
+            "1": jtw(&[], &[(0, b"second share"), (20, b"hole")], None)}}))
+        .op("rtw", m, json!({"we": we2, "lease": "m1", "readv": readv, "vectors": {
+            "0": jtw(&[], &[(0, b"x")], None)}}))
+        .op("rtw", m, json!({"we": we2, "lease": "m1", "readv": readv, "vectors": {}}))
+        .op("rtw", m, json!({"we": we1, "lease": "m1", "readv": readv, "vectors": {
+            "0": jtw(&[(0, b"hello")], &[(0, b"HELLO")], None),
+            "1": jtw(&[(0, b"nope")], &[(0, b"NOPE")], None)}}))
+        .op("rtw", m, json!({"we": we1, "lease": "m1", "readv": readv, "vectors": {
+            "0": jtw(&[(6, b"world!")], &[(0, b"HELLO")], None)}}))
+        // Holes, truncation, larger new_length ignored, creation without writes.
+        .op("rtw", m, json!({"we": we1, "lease": "m1", "readv": [], "vectors": {
+            "0": jtw(&[(6, b"world"), (11, b"")], &[(30, b"far"), (0, b"H")], Some(1000)),
+            "1": jtw(&[], &[], Some(6)),
+            "2": jtw(&[], &[], None),
+            "5": jtw(&[], &[], Some(0))}}));
+    // Six leases fill the four slots and two extra; growing moves the extras.
+    s.at(6_000);
+    for i in 0..6 {
+        s.op("rtw", m, json!({"we": we1, "lease": format!("ml{i}"), "readv": [], "vectors": {
+            "0": jtw(&[], &[], None)}}));
+    }
+    s.op("rtw", m, json!({"we": we1, "lease": "m1", "readv": readv, "vectors": {
+            "0": jtw(&[], &[(40, b"grown past the extra leases")], None),
+            "1": jtw(&[], &[(2, b"")], Some(0))}}))
+        .op("list_mutable", m, json!({}))
+        .op("read_mutable", m, json!({"sh": 0, "offset": 0, "length": 1000}))
+        .op("read_mutable", m, json!({"sh": 0, "offset": 60, "length": 10}))
+        .op("read_mutable", m, json!({"sh": 1, "offset": 0, "length": 10}))
+        .op("mutable_length", m, json!({"sh": 0}))
+        .op("mutable_length", m, json!({"sh": 2}))
+        .op("mutable_length", m, json!({"sh": 1}))
+        .op("slot_readv", m, json!({"shares": [], "readv": [[0, 3], [2, 100]]}))
+        .op("slot_readv", m, json!({"shares": [2, 7], "readv": [[0, 3]]}))
+        .op("slot_readv", m, json!({"shares": [], "readv": []}))
+        .op("slot_readv", c, json!({"shares": [], "readv": [[0, 3]]}))
+        .op("add_lease", m, json!({"lease": "x"}))
+        .op("advise_corrupt", m, json!({"sh": 2, "type": "mutable", "reason": "also bad"}));
+    // The other kind of container.
+    s.at(7_000)
+        .op("rtw", a, json!({"we": we1, "lease": "m1", "readv": readv, "vectors": {}}))
+        .op("read_mutable", a, json!({"sh": 0, "offset": 0, "length": 1}))
+        .op("mutable_length", a, json!({"sh": 0}))
+        .op("list_mutable", a, json!({}))
+        .op("slot_readv", a, json!({"shares": [], "readv": [[0, 3]]}))
+        .op("allocate", m, json!({"shares": [3], "size": 5, "upload": "u1", "lease": "l1"}))
+        .op("read_immutable", m, json!({"sh": 0, "offset": 0, "length": 1}))
+        .op("immutable_length", m, json!({"sh": 0}))
+        .op("list_immutable", m, json!({}));
+    // A short write enabler is recorded padded and never matches again.
+    s.op("rtw", n, json!({"we": h(b"short"), "lease": "n", "readv": [[0, 9]], "vectors": {
+            "0": jtw(&[], &[(0, b"first")], None)}}))
+        .op("rtw", n, json!({"we": h(b"short"), "lease": "n", "readv": [[0, 9]], "vectors": {}}))
+        // Deleting every share removes the slot.
+        .op("rtw", m, json!({"we": we1, "lease": "m1", "readv": readv, "vectors": {
+            "0": jtw(&[], &[], Some(0)),
+            "2": jtw(&[], &[], Some(0))}}))
+        .op("list_mutable", m, json!({}))
+        .op("slot_readv", m, json!({"shares": [], "readv": [[0, 3]]}));
+    // An upload idle for 30 minutes is aborted; one written to in time is not.
+    s.at(8_000)
+        .op("allocate", d, json!({"shares": [0, 1], "size": 4, "upload": "u1", "lease": "l1"}))
+        .op("write", d, json!({"sh": 0, "upload": "u1", "offset": 0, "data": h(b"ab")}));
+    s.at(8_000 + 1_000)
+        .op("write", d, json!({"sh": 1, "upload": "u1", "offset": 0, "data": h(b"ab")}));
+    s.at(8_000 + 1_800)
+        .op("write", d, json!({"sh": 0, "upload": "u1", "offset": 2, "data": h(b"cd")}))
+        .op("write", d, json!({"sh": 1, "upload": "u1", "offset": 2, "data": h(b"cd")}))
+        .op("list_immutable", d, json!({}));
+    s
+}
+
+fn error_kind(e: &StorageError) -> &'static str {
+    match e {
+        StorageError::NotFound(_) => "NotFound",
+        StorageError::ConflictingWrite(_) => "ConflictingWrite",
+        StorageError::DataTooLarge(_) => "DataTooLarge",
+        StorageError::WrongUploadSecret => "WrongUploadSecret",
+        StorageError::BadWriteEnabler(_) => "BadWriteEnabler",
+        StorageError::NotAllowed(_) => "NotAllowed",
+        StorageError::InvalidRequest(_) => "InvalidRequest",
+        StorageError::WrongContainer(_) => "WrongContainer",
+        StorageError::NoSpace(_) => "NoSpace",
+        StorageError::Unavailable(_) => "Unavailable",
+        StorageError::Remote { .. } => "Remote",
+        StorageError::Internal(_) => "Internal",
+    }
+}
+
+fn jreadv(data: &BTreeMap<ShareNum, Vec<Bytes>>) -> serde_json::Value {
+    data.iter()
+        .map(|(sh, v)| {
+            let v: Vec<String> = v.iter().map(hex::encode).collect();
+            (sh.to_string(), serde_json::json!(v))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// One scripted operation against the store, as `{"ok": …}` or `{"err": …}`.
+async fn run_op(store: &Store, op: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let s = StorageIndex(
+        hex::decode(op["si"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
+    let u = |k: &str| op[k].as_u64().unwrap();
+    let sh = || u("sh") as ShareNum;
+    let text = |k: &str| op[k].as_str().unwrap().to_owned();
+    let bytes = |v: &Value| Bytes::from(hex::decode(v.as_str().unwrap()).unwrap());
+    let readv = |v: &Value| -> Vec<ReadVector> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| ReadVector {
+                offset: r[0].as_u64().unwrap(),
+                size: r[1].as_u64().unwrap(),
+            })
+            .collect()
+    };
+    let r: Result<Value, StorageError> = match op["op"].as_str().unwrap() {
+        "allocate" => store
+            .allocate_buckets(AllocateRequest {
+                storage_index: s,
+                lease: lease(&text("lease")),
+                upload_secret: secret(&text("upload")),
+                share_numbers: op["shares"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_u64().unwrap() as ShareNum)
+                    .collect(),
+                allocated_size: u("size"),
+            })
+            .await
+            .map(|r| json!({"already_have": r.already_have, "allocated": r.allocated})),
+        "write" => store
+            .write_immutable(
+                s,
+                sh(),
+                &secret(&text("upload")),
+                u("offset"),
+                bytes(&op["data"]),
+            )
+            .await
+            .map(|p| {
+                let req: Vec<_> = p.required.iter().map(|r| json!([r.begin, r.end])).collect();
+                json!({ "required": req })
+            }),
+        "close" => store
+            .close_immutable(s, sh(), &secret(&text("upload")))
+            .await
+            .map(|()| Value::Null),
+        "abort" => store
+            .abort_immutable(s, sh(), &secret(&text("upload")))
+            .await
+            .map(|()| Value::Null),
+        "list_immutable" => store.list_immutable_shares(s).await.map(|v| json!(v)),
+        "read_immutable" => store
+            .read_immutable(s, sh(), u("offset"), u("length"))
+            .await
+            .map(|d| json!(hex::encode(d))),
+        "immutable_length" => store
+            .immutable_share_length(s, sh())
+            .await
+            .map(|n| json!(n)),
+        "add_lease" => store
+            .add_lease(s, lease(&text("lease")))
+            .await
+            .map(|()| Value::Null),
+        "advise_corrupt" => {
+            let ty = match op["type"].as_str().unwrap() {
+                "immutable" => ShareType::Immutable,
+                _ => ShareType::Mutable,
+            };
+            store
+                .advise_corrupt_share(ty, s, sh(), text("reason"))
+                .await
+                .map(|()| Value::Null)
+        }
+        "rtw" => {
+            let pairs = |v: &Value| -> Vec<(u64, Bytes)> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| (p[0].as_u64().unwrap(), bytes(&p[1])))
+                    .collect()
+            };
+            let vectors = op["vectors"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| {
+                    let tw = TestWriteVectors {
+                        test: pairs(&v["test"])
+                            .into_iter()
+                            .map(|(offset, specimen)| TestVector { offset, specimen })
+                            .collect(),
+                        write: pairs(&v["write"])
+                            .into_iter()
+                            .map(|(offset, data)| WriteVector { offset, data })
+                            .collect(),
+                        new_length: v["new_length"].as_u64(),
+                    };
+                    (k.parse().unwrap(), tw)
+                })
+                .collect();
+            let secrets = MutableSecrets {
+                write_enabler: Secret(bytes(&op["we"]).to_vec()),
+                lease: lease(&text("lease")),
+            };
+            store
+                .read_test_write(ReadTestWriteRequest {
+                    storage_index: s,
+                    secrets,
+                    test_write_vectors: vectors,
+                    read_vector: readv(&op["readv"]),
+                })
+                .await
+                .map(|r| json!({"success": r.success, "data": jreadv(&r.data)}))
+        }
+        "list_mutable" => store.list_mutable_shares(s).await.map(|v| json!(v)),
+        "read_mutable" => store
+            .read_mutable(s, sh(), u("offset"), u("length"))
+            .await
+            .map(|d| json!(hex::encode(d))),
+        "mutable_length" => store.mutable_share_length(s, sh()).await.map(|n| json!(n)),
+        "slot_readv" => {
+            let shares = op["shares"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap() as ShareNum)
+                .collect();
+            store
+                .slot_readv(s, shares, readv(&op["readv"]))
+                .await
+                .map(|d| jreadv(&d))
+        }
+        other => panic!("unknown operation {other}"),
+    };
+    match r {
+        Ok(v) => json!({ "ok": v }),
+        Err(StorageError::BadWriteEnabler(msg)) => json!({"err": "BadWriteEnabler", "msg": msg}),
+        Err(e) => json!({ "err": error_kind(&e) }),
+    }
+}
+
+/// Every finished share file (hex, by path) and every corruption report, as
+/// store_diff.py dumps Tahoe's storage directory.
+fn dump_store(root: &Path) -> serde_json::Value {
+    let mut shares = serde_json::Map::new();
+    let mut reports = Vec::new();
+    for rel in walk(root) {
+        let path = root.join(&rel);
+        if !path.is_file() {
+            continue;
+        }
+        if rel.starts_with("shares") && !rel.starts_with("shares/incoming") {
+            let content = std::fs::read(&path).unwrap();
+            shares.insert(
+                rel.to_str().unwrap().to_owned(),
+                hex::encode(content).into(),
+            );
+        } else if rel.starts_with("corruption-advisories") {
+            reports.push(std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    reports.sort();
+    serde_json::json!({"shares": shares, "reports": reports})
+}
+
+#[test]
+fn same_results_and_same_bytes_as_tahoe_storage_server() {
+    let script = diff_script();
+    let work = tempfile::tempdir().unwrap();
+    let ops_path = work.path().join("ops.json");
+    std::fs::write(&ops_path, serde_json::to_vec(&script.ops).unwrap()).unwrap();
+    let tahoe_dir = work.path().join("tahoe-storage");
+    let out = common::run_python_script(
+        "store_diff.py",
+        [ops_path.as_os_str(), tahoe_dir.as_os_str()],
+        work.path(),
+    );
+    let tahoe: serde_json::Value = serde_json::from_str(&out).unwrap();
+
+    let env = Env::new();
+    let store = env.open();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ours: Vec<serde_json::Value> = rt.block_on(async {
+        let mut out = Vec::new();
+        for op in &script.ops {
+            env.set_time(op["t"].as_u64().unwrap());
+            out.push(run_op(&store, op).await);
+        }
+        out
+    });
+    let theirs = tahoe["results"].as_array().unwrap();
+    assert_eq!(theirs.len(), script.ops.len());
+    for (i, op) in script.ops.iter().enumerate() {
+        assert_eq!(ours[i], theirs[i], "operation {i}: {op}");
+    }
+    // Byte for byte the same share files: containers, leases, write enablers.
+    let mine = dump_store(&env.root());
+    assert_eq!(
+        mine["shares"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        tahoe["files"]["shares"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>()
+    );
+    for (path, content) in tahoe["files"]["shares"].as_object().unwrap() {
+        assert_eq!(&mine["shares"][path], content, "{path}");
+    }
+    assert_eq!(mine["reports"], tahoe["files"]["reports"]);
+    assert_eq!(mine["reports"].as_array().unwrap().len(), 2);
 }

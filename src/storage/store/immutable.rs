@@ -18,7 +18,7 @@ use tokio::sync::OwnedMutexGuard;
 use super::container::{self, Kind, NewLease, IMM_HEADER_SIZE};
 use super::layout::{self, create_dir_durable, sync_dir};
 use super::overlay::Overlay;
-use super::{journal, no_space_for_lease, share_err, si_err, Inner, Store};
+use super::{journal, share_err, si_err, Inner, Store};
 use crate::storage::{
     AllocateRequest, AllocateResult, ByteRange, Secret, ShareNum, StorageError, StorageIndex,
     StorageResult, WriteProgress,
@@ -178,46 +178,26 @@ impl Inner {
         // Every share already here is reported, and gets the lease.
         let existing = layout::list_share_numbers(&self.layout.bucket_dir(si))
             .map_err(si_err(si, "listing shares"))?;
-        let mut ops = Vec::new();
+        let mut opened = Vec::new();
         for &sh in &existing {
-            let file = Overlay::open(&self.layout.share_path(si, sh)).map_err(share_err(
-                si,
-                sh,
-                "opening share",
-            ))?;
-            let schema = match container::kind_of(&file.read(0, 32).map_err(share_err(
-                si,
-                sh,
-                "reading header",
-            ))?) {
-                Kind::Immutable(schema) => schema,
-                Kind::Mutable(_) => {
+            match self.open_share(si, sh)? {
+                Some((file, kind @ Kind::Immutable(_))) => opened.push((sh, file, kind)),
+                Some((_, Kind::Mutable(_))) => {
                     return Err(StorageError::WrongContainer(format!(
                         "storage index {si} is a mutable slot (share {sh}), not an immutable file"
                     )))
                 }
-                Kind::Unknown => {
+                Some((_, Kind::Unknown)) => {
                     return Err(StorageError::Internal(format!(
                         "share {si}/{sh}: not a share container"
                     )))
                 }
-            };
-            let mut share = container::ImmutableShare::open(file, schema).map_err(share_err(
-                si,
-                sh,
-                "reading leases",
-            ))?;
-            share
-                .add_or_renew_lease(available, &lease)
-                .map_err(share_err(si, sh, "reading leases"))?
-                .map_err(|_| no_space_for_lease(si, sh))?;
-            ops.extend(
-                share
-                    .file
-                    .into_ops()
-                    .into_iter()
-                    .map(|op| journal::Op::File(sh, op)),
-            );
+                None => {}
+            }
+        }
+        let mut ops = Vec::new();
+        for (sh, file, kind) in opened {
+            ops.extend(self.lease_ops(si, sh, file, kind, available, &lease)?);
         }
         journal::Journal { si: *si, ops }
             .run(&self.layout)
@@ -426,32 +406,25 @@ impl Inner {
         si: &StorageIndex,
         sh: ShareNum,
     ) -> StorageResult<(Overlay, u64)> {
-        let file = match Overlay::open(&self.layout.share_path(si, sh)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StorageError::NotFound(format!(
-                    "share {si}/{sh}: no such immutable share"
-                )))
-            }
-            Err(e) => return Err(share_err(si, sh, "opening share")(e)),
-        };
-        let header = file
-            .read(0, 32)
-            .map_err(share_err(si, sh, "reading header"))?;
-        match container::kind_of(&header) {
-            Kind::Immutable(_) if header.len() >= 12 => {
-                let num_leases = u32::from_be_bytes(header[8..12].try_into().unwrap());
-                let len =
-                    container::immutable_data_len(file.len(), num_leases).ok_or_else(|| {
+        match self.open_share(si, sh)? {
+            Some((file, Kind::Immutable(_))) => {
+                let num_leases =
+                    file.read_array::<4>(8)
+                        .map_err(share_err(si, sh, "reading header"))?;
+                let len = container::immutable_data_len(file.len(), u32::from_be_bytes(num_leases))
+                    .ok_or_else(|| {
                         StorageError::Internal(format!("share {si}/{sh}: corrupt container"))
                     })?;
                 Ok((file, len))
             }
-            Kind::Mutable(_) => Err(StorageError::WrongContainer(format!(
+            Some((_, Kind::Mutable(_))) => Err(StorageError::WrongContainer(format!(
                 "share {si}/{sh} is a mutable share, not immutable"
             ))),
-            _ => Err(StorageError::Internal(format!(
+            Some((_, Kind::Unknown)) => Err(StorageError::Internal(format!(
                 "share {si}/{sh}: not a share container"
+            ))),
+            None => Err(StorageError::NotFound(format!(
+                "share {si}/{sh}: no such immutable share"
             ))),
         }
     }

@@ -5,7 +5,8 @@
 //! files of one storage index. The plan is written to `mutation-journal/<si>.tmp`,
 //! fsynced, and committed by renaming it to `mutation-journal/<si>` (then fsyncing
 //! the directory). Only then are the operations applied to the share files, which
-//! are fsynced before the journal is removed.
+//! are fsynced before the journal is removed (and the directory fsynced again, so
+//! an applied journal never comes back).
 //!
 //! A crash before the rename leaves the shares untouched (the `.tmp` file is
 //! discarded on open). A crash after it leaves a committed journal, which the next
@@ -24,11 +25,11 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut};
 use sha2::{Digest, Sha256};
 
 use super::layout::{create_dir_durable, sync_dir, Layout};
@@ -67,55 +68,48 @@ const T_UNLINK: u8 = 5;
 const T_RMDIR: u8 = 6;
 
 impl Journal {
-    pub fn encode(&self) -> Vec<u8> {
-        let data_len: usize = self
-            .ops
-            .iter()
-            .map(|op| match op {
-                Op::File(_, FileOp::Write { data, .. }) => data.len() + 19,
-                _ => 19,
-            })
-            .sum();
-        let mut b = BytesMut::with_capacity(MAGIC.len() + 16 + 4 + data_len + 32);
-        b.put_slice(MAGIC);
-        b.put_slice(&self.si.0);
-        b.put_u32(self.ops.len() as u32);
+    /// Write the journal to `w`, streaming the data of each write (never copying
+    /// it whole).
+    pub fn write_to(&self, w: impl Write) -> io::Result<()> {
+        let mut w = Hashing {
+            inner: w,
+            hash: Sha256::new(),
+        };
+        let mut head = Vec::with_capacity(MAGIC.len() + 20);
+        head.put_slice(MAGIC);
+        head.put_slice(&self.si.0);
+        head.put_u32(self.ops.len() as u32);
+        w.write_all(&head)?;
         for op in &self.ops {
-            match op {
-                Op::MakeBucketDir => {
-                    b.put_u8(T_MKDIR);
-                    b.put_u16(0);
+            let mut head = Vec::with_capacity(19);
+            let (tag, sh) = match op {
+                Op::MakeBucketDir => (T_MKDIR, 0),
+                Op::Create(sh) => (T_CREATE, *sh),
+                Op::File(sh, FileOp::Write { .. }) => (T_WRITE, *sh),
+                Op::File(sh, FileOp::Zero { .. }) => (T_ZERO, *sh),
+                Op::Unlink(sh) => (T_UNLINK, *sh),
+                Op::RemoveBucketDirIfEmpty => (T_RMDIR, 0),
+            };
+            head.put_u8(tag);
+            head.put_u16(sh);
+            let data: &[u8] = match op {
+                Op::File(_, FileOp::Write { offset, data }) => {
+                    head.put_u64(*offset);
+                    head.put_u64(data.len() as u64);
+                    data
                 }
-                Op::Create(sh) => {
-                    b.put_u8(T_CREATE);
-                    b.put_u16(*sh);
+                Op::File(_, FileOp::Zero { offset, len }) => {
+                    head.put_u64(*offset);
+                    head.put_u64(*len);
+                    &[]
                 }
-                Op::File(sh, FileOp::Write { offset, data }) => {
-                    b.put_u8(T_WRITE);
-                    b.put_u16(*sh);
-                    b.put_u64(*offset);
-                    b.put_u64(data.len() as u64);
-                    b.put_slice(data);
-                }
-                Op::File(sh, FileOp::Zero { offset, len }) => {
-                    b.put_u8(T_ZERO);
-                    b.put_u16(*sh);
-                    b.put_u64(*offset);
-                    b.put_u64(*len);
-                }
-                Op::Unlink(sh) => {
-                    b.put_u8(T_UNLINK);
-                    b.put_u16(*sh);
-                }
-                Op::RemoveBucketDirIfEmpty => {
-                    b.put_u8(T_RMDIR);
-                    b.put_u16(0);
-                }
-            }
+                _ => &[],
+            };
+            w.write_all(&head)?;
+            w.write_all(data)?;
         }
-        let digest = Sha256::digest(&b);
-        b.put_slice(&digest);
-        b.to_vec()
+        let digest = w.hash.finalize();
+        w.inner.write_all(&digest)
     }
 
     pub fn decode(raw: &[u8]) -> Result<Journal, String> {
@@ -126,11 +120,11 @@ impl Journal {
         if Sha256::digest(body).as_slice() != digest {
             return Err("checksum mismatch".into());
         }
-        let mut b = Bytes::copy_from_slice(body);
-        if b.split_to(MAGIC.len()) != MAGIC {
+        let mut b: &[u8] = body;
+        if b.copy_to_bytes(MAGIC.len()) != MAGIC {
             return Err("bad magic".into());
         }
-        let si = StorageIndex(b.split_to(16).as_ref().try_into().unwrap());
+        let si = StorageIndex(b.copy_to_bytes(16).as_ref().try_into().unwrap());
         let count = b.get_u32();
         let mut ops = Vec::new();
         for _ in 0..count {
@@ -156,7 +150,7 @@ impl Journal {
                         if (b.remaining() as u64) < len {
                             return Err("truncated write".into());
                         }
-                        let data = b.split_to(len as usize);
+                        let data = b.copy_to_bytes(len as usize);
                         Op::File(sh, FileOp::Write { offset, data })
                     }
                 }
@@ -178,14 +172,14 @@ impl Journal {
         let tmp = layout.journal_tmp_path(&self.si);
         let path = layout.journal_path(&self.si);
         {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&self.encode())?;
-            f.sync_all()?;
+            let mut f = BufWriter::new(File::create(&tmp)?);
+            self.write_to(&mut f)?;
+            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         }
         std::fs::rename(&tmp, &path)?;
         sync_dir(&layout.journal)?;
         self.apply(layout)?;
-        std::fs::remove_file(&path)
+        retire(layout, &path)
     }
 
     /// Apply every operation in order and make the result durable.
@@ -249,6 +243,24 @@ impl Journal {
     }
 }
 
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn apply_file_op(f: &File, op: &FileOp) -> io::Result<()> {
     match op {
         FileOp::Write { offset, data } => f.write_all_at(data, *offset),
@@ -301,7 +313,15 @@ fn replay_file(layout: &Layout, path: &Path, raw: &[u8]) -> io::Result<()> {
         ));
     }
     journal.apply(layout)?;
-    std::fs::remove_file(path)
+    retire(layout, path)
+}
+
+/// Remove an applied journal, durably: a journal that came back after a crash
+/// would be replayed over later changes that it knows nothing of (say, an immutable
+/// share completed where the journal had deleted a mutable one).
+fn retire(layout: &Layout, path: &Path) -> io::Result<()> {
+    std::fs::remove_file(path)?;
+    sync_dir(&layout.journal)
 }
 
 /// At open: discard uncommitted journals and replay committed ones.
@@ -322,7 +342,17 @@ pub(super) fn recover(layout: &Layout) -> io::Result<usize> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
+
+    impl Journal {
+        fn encode(&self) -> Vec<u8> {
+            let mut v = Vec::new();
+            self.write_to(&mut v).unwrap();
+            v
+        }
+    }
 
     fn sample(si: StorageIndex) -> Journal {
         Journal {

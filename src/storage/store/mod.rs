@@ -73,18 +73,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use tokio::sync::RwLock;
 
-use self::container::{Kind, LEASE_DURATION_SECS, MAX_MUTABLE_SHARE_SIZE};
+use self::container::{Kind, LEASE_DURATION_SECS};
 use self::immutable::Uploads;
 use self::layout::Layout;
 use super::{
-    AllocateRequest, AllocateResult, LeaseSecrets, ReadTestWriteRequest, ReadTestWriteResult,
-    ReadVector, Secret, ShareNum, ShareType, StorageApi, StorageError, StorageIndex, StorageResult,
-    VersionInfo, WriteProgress,
+    base32_lower_decode, AllocateRequest, AllocateResult, LeaseSecrets, ReadTestWriteRequest,
+    ReadTestWriteResult, ReadVector, Secret, ShareNum, ShareType, StorageApi, StorageError,
+    StorageIndex, StorageResult, VersionInfo, WriteProgress,
 };
 
-pub use self::container::MAX_MUTABLE_SHARE_SIZE as TAHOE_MAX_MUTABLE_SHARE_SIZE;
+/// Tahoe's largest mutable share (`allmydata.mutable.layout.MAX_MUTABLE_SHARE_SIZE`).
+pub use self::container::MAX_MUTABLE_SHARE_SIZE;
 
 /// Tahoe aborts an upload that has seen no write for 30 minutes.
 pub const DEFAULT_UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -177,21 +178,6 @@ pub enum OpenError {
     },
 }
 
-/// Parse a Foolscap tubid (lowercase unpadded base32 of 20 bytes).
-fn parse_nodeid(s: &str) -> Option<[u8; 20]> {
-    if s.len() != 32
-        || !s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
-    {
-        return None;
-    }
-    let v = data_encoding::BASE32_NOPAD
-        .decode(s.to_ascii_uppercase().as_bytes())
-        .ok()?;
-    v.try_into().ok()
-}
-
 /// The embedded share store. Cheap to clone; clones share one store.
 #[derive(Clone)]
 pub struct Store {
@@ -224,7 +210,7 @@ impl Store {
     /// uploads, replay committed journals, and take the store's lock file. Blocking;
     /// call it at startup.
     pub fn open(config: StoreConfig) -> Result<Store, OpenError> {
-        let Some(nodeid) = parse_nodeid(&config.nodeid) else {
+        let Some(nodeid) = base32_lower_decode::<20>(&config.nodeid) else {
             return Err(OpenError::BadNodeId(config.nodeid));
         };
         let layout = Layout::new(&config.root);
@@ -247,8 +233,12 @@ impl Store {
             .write(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path, "cannot open lock file"))?;
-        if fs4::fs_std::FileExt::try_lock_exclusive(&lock_file).is_err() {
-            return Err(OpenError::InUse(layout.root.clone()));
+        match fs4::fs_std::FileExt::try_lock_exclusive(&lock_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(OpenError::InUse(layout.root.clone()))
+            }
+            Err(e) => return Err(io_err(&lock_path, "cannot lock")(e)),
         }
         match std::fs::remove_dir_all(&layout.incoming) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -294,12 +284,32 @@ impl Store {
         self.inner.locks[stripe].clone()
     }
 
-    async fn read_lock(&self, si: &StorageIndex) -> OwnedRwLockReadGuard<()> {
-        self.si_lock(si).read_owned().await
+    /// Run `f` on the blocking pool holding `si`'s lock shared (reads).
+    async fn reading<T, F>(&self, si: StorageIndex, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> StorageResult<T> + Send + 'static,
+    {
+        let guard = self.si_lock(&si).read_owned().await;
+        self.blocking(move |inner| {
+            let _guard = guard;
+            f(inner)
+        })
+        .await
     }
 
-    async fn write_lock(&self, si: &StorageIndex) -> OwnedRwLockWriteGuard<()> {
-        self.si_lock(si).write_owned().await
+    /// Run `f` on the blocking pool holding `si`'s lock exclusively (changes).
+    async fn writing<T, F>(&self, si: StorageIndex, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> StorageResult<T> + Send + 'static,
+    {
+        let guard = self.si_lock(&si).write_owned().await;
+        self.blocking(move |inner| {
+            let _guard = guard;
+            f(inner)
+        })
+        .await
     }
 
     /// Run `f` on the blocking pool. Whatever `f` captures (lock guards included)
@@ -383,33 +393,68 @@ impl Inner {
         let available = self.available_space();
         let mut ops = Vec::new();
         for sh in shares {
-            let ctx = || share_err(si, sh, "adding lease");
-            let file = overlay::Overlay::open(&self.layout.share_path(si, sh)).map_err(ctx())?;
-            let kind = container::kind_of(&file.read(0, 32).map_err(ctx())?);
-            let (result, file) = match kind {
-                Kind::Immutable(schema) => {
-                    let mut s = container::ImmutableShare::open(file, schema).map_err(ctx())?;
-                    let r = s.add_or_renew_lease(available, &new_lease).map_err(ctx())?;
-                    (r, s.file)
-                }
-                Kind::Mutable(schema) => {
-                    let mut s = container::MutableShare::open(file, schema);
-                    let r = s.add_or_renew_lease(available, &new_lease).map_err(ctx())?;
-                    (r, s.file)
-                }
-                // Tahoe skips files that are no share container.
-                Kind::Unknown => continue,
-            };
-            result.map_err(|_| no_space_for_lease(si, sh))?;
-            ops.extend(
-                file.into_ops()
-                    .into_iter()
-                    .map(|op| journal::Op::File(sh, op)),
-            );
+            if let Some((file, kind)) = self.open_share(si, sh)? {
+                ops.extend(self.lease_ops(si, sh, file, kind, available, &new_lease)?);
+            }
         }
         journal::Journal { si: *si, ops }
             .run(&self.layout)
             .map_err(si_err(si, "writing leases"))
+    }
+
+    /// Share `sh` of `si` and the kind of container it is, or `None` if there is no
+    /// such file.
+    fn open_share(
+        &self,
+        si: &StorageIndex,
+        sh: ShareNum,
+    ) -> StorageResult<Option<(overlay::Overlay, Kind)>> {
+        let file = match overlay::Overlay::open(&self.layout.share_path(si, sh)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(share_err(si, sh, "opening share")(e)),
+        };
+        let header = file
+            .read(0, 32)
+            .map_err(share_err(si, sh, "reading header"))?;
+        Ok(Some((file, container::kind_of(&header))))
+    }
+
+    /// The journal operations that add or renew `lease` on one share. A file that
+    /// is no share container gets none (Tahoe skips it too).
+    fn lease_ops(
+        &self,
+        si: &StorageIndex,
+        sh: ShareNum,
+        file: overlay::Overlay,
+        kind: Kind,
+        available: u64,
+        lease: &container::NewLease<'_>,
+    ) -> StorageResult<Vec<journal::Op>> {
+        let err = || share_err(si, sh, "planning lease");
+        let (result, file) = match kind {
+            Kind::Immutable(schema) => {
+                let mut s = container::ImmutableShare::open(file, schema).map_err(err())?;
+                (
+                    s.add_or_renew_lease(available, lease).map_err(err())?,
+                    s.file,
+                )
+            }
+            Kind::Mutable(schema) => {
+                let mut s = container::MutableShare::open(file, schema);
+                (
+                    s.add_or_renew_lease(available, lease).map_err(err())?,
+                    s.file,
+                )
+            }
+            Kind::Unknown => return Ok(Vec::new()),
+        };
+        result.map_err(|_| no_space_for_lease(si, sh))?;
+        Ok(file
+            .into_ops()
+            .into_iter()
+            .map(|op| journal::Op::File(sh, op))
+            .collect())
     }
 
     /// Record a client's corruption report in `corruption-advisories/` (Tahoe's
@@ -469,12 +514,8 @@ impl StorageApi for Store {
     }
 
     async fn allocate_buckets(&self, req: AllocateRequest) -> StorageResult<AllocateResult> {
-        let guard = self.write_lock(&req.storage_index).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            inner.allocate(&req)
-        })
-        .await
+        self.writing(req.storage_index, move |inner| inner.allocate(&req))
+            .await
     }
 
     async fn write_immutable(
@@ -486,8 +527,10 @@ impl StorageApi for Store {
         data: Bytes,
     ) -> StorageResult<WriteProgress> {
         let (upload, state) = self.active_upload(&si, shnum, upload_secret).await?;
+        // Only the write that completes the share publishes it into the storage
+        // index's directory, which needs the storage index's lock.
         let guard = if immutable::would_complete(&state, upload.allocated, offset, data.len()) {
-            Some(self.write_lock(&si).await)
+            Some(self.si_lock(&si).write_owned().await)
         } else {
             None
         };
@@ -515,12 +558,8 @@ impl StorageApi for Store {
             }
             Err(e) => return Err(e),
         };
-        let guard = self.write_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            inner.close_upload(&upload, state)
-        })
-        .await
+        self.writing(si, move |inner| inner.close_upload(&upload, state))
+            .await
     }
 
     async fn abort_immutable(
@@ -546,12 +585,8 @@ impl StorageApi for Store {
     }
 
     async fn list_immutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            inner.list_immutable(&si)
-        })
-        .await
+        self.reading(si, move |inner| inner.list_immutable(&si))
+            .await
     }
 
     async fn read_immutable(
@@ -561,9 +596,7 @@ impl StorageApi for Store {
         offset: u64,
         length: u64,
     ) -> StorageResult<Bytes> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
+        self.reading(si, move |inner| {
             inner.read_immutable(&si, shnum, offset, length)
         })
         .await
@@ -574,21 +607,13 @@ impl StorageApi for Store {
         si: StorageIndex,
         shnum: ShareNum,
     ) -> StorageResult<u64> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            Ok(inner.open_immutable(&si, shnum)?.1)
-        })
-        .await
+        self.reading(si, move |inner| Ok(inner.open_immutable(&si, shnum)?.1))
+            .await
     }
 
     async fn add_lease(&self, si: StorageIndex, lease: LeaseSecrets) -> StorageResult<()> {
-        let guard = self.write_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            inner.add_lease(&si, &lease)
-        })
-        .await
+        self.writing(si, move |inner| inner.add_lease(&si, &lease))
+            .await
     }
 
     async fn advise_corrupt_share(
@@ -598,9 +623,7 @@ impl StorageApi for Store {
         shnum: ShareNum,
         reason: String,
     ) -> StorageResult<()> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
+        self.reading(si, move |inner| {
             inner.advise_corrupt_share(share_type, &si, shnum, &reason)
         })
         .await
@@ -610,21 +633,12 @@ impl StorageApi for Store {
         &self,
         req: ReadTestWriteRequest,
     ) -> StorageResult<ReadTestWriteResult> {
-        let guard = self.write_lock(&req.storage_index).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            inner.read_test_write(&req)
-        })
-        .await
+        self.writing(req.storage_index, move |inner| inner.read_test_write(&req))
+            .await
     }
 
     async fn list_mutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            inner.list_mutable(&si)
-        })
-        .await
+        self.reading(si, move |inner| inner.list_mutable(&si)).await
     }
 
     async fn read_mutable(
@@ -634,9 +648,7 @@ impl StorageApi for Store {
         offset: u64,
         length: u64,
     ) -> StorageResult<Bytes> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
+        self.reading(si, move |inner| {
             let share = inner.open_mutable(&si, shnum)?;
             inner.read_mutable_data(&si, shnum, &share, offset, length)
         })
@@ -644,9 +656,7 @@ impl StorageApi for Store {
     }
 
     async fn mutable_share_length(&self, si: StorageIndex, shnum: ShareNum) -> StorageResult<u64> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
+        self.reading(si, move |inner| {
             let share = inner.open_mutable(&si, shnum)?;
             share
                 .data_length()
@@ -662,26 +672,23 @@ impl StorageApi for Store {
         shares: Vec<ShareNum>,
         readv: Vec<ReadVector>,
     ) -> StorageResult<BTreeMap<ShareNum, Vec<Bytes>>> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            inner.slot_readv(&si, &shares, &readv)
-        })
-        .await
+        self.reading(si, move |inner| inner.slot_readv(&si, &shares, &readv))
+            .await
     }
 }
 
 impl Store {
-    /// Whether `si`/`shnum` is a finished share (to tell "done" from "unknown").
+    /// Whether `si`/`shnum` is a finished immutable share (to tell an upload that is
+    /// done from one that never was).
     async fn finished_share_exists(
         &self,
         si: StorageIndex,
         shnum: ShareNum,
     ) -> StorageResult<bool> {
-        let guard = self.read_lock(&si).await;
-        self.blocking(move |inner| {
-            let _guard = guard;
-            Ok(inner.layout.share_path(&si, shnum).is_file())
+        self.reading(si, move |inner| match inner.open_immutable(&si, shnum) {
+            Ok(_) => Ok(true),
+            Err(StorageError::NotFound(_) | StorageError::WrongContainer(_)) => Ok(false),
+            Err(e) => Err(e),
         })
         .await
     }

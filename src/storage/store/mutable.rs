@@ -21,23 +21,14 @@ impl Inner {
         si: &StorageIndex,
         sh: ShareNum,
     ) -> StorageResult<MutableShare> {
-        let file = match Overlay::open(&self.layout.share_path(si, sh)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StorageError::NotFound(format!(
-                    "share {si}/{sh}: no such mutable share"
-                )))
-            }
-            Err(e) => return Err(share_err(si, sh, "opening share")(e)),
-        };
-        let header = file
-            .read(0, 32)
-            .map_err(share_err(si, sh, "reading header"))?;
-        match container::kind_of(&header) {
-            Kind::Mutable(schema) => Ok(MutableShare::open(file, schema)),
+        match self.open_share(si, sh)? {
+            Some((file, Kind::Mutable(schema))) => Ok(MutableShare::open(file, schema)),
             // Tahoe's UnknownMutableContainerVersionError.
-            _ => Err(StorageError::WrongContainer(format!(
+            Some(_) => Err(StorageError::WrongContainer(format!(
                 "share {si}/{sh} is not a mutable share"
+            ))),
+            None => Err(StorageError::NotFound(format!(
+                "share {si}/{sh}: no such mutable share"
             ))),
         }
     }
