@@ -1950,7 +1950,11 @@ async fn run_op(store: &Store, op: &serde_json::Value) -> serde_json::Value {
                     let tw = TestWriteVectors {
                         test: pairs(&v["test"])
                             .into_iter()
-                            .map(|(offset, specimen)| TestVector { offset, specimen })
+                            .map(|(offset, specimen)| TestVector {
+                                offset,
+                                size: specimen.len() as u64,
+                                specimen,
+                            })
                             .collect(),
                         write: pairs(&v["write"])
                             .into_iter()
@@ -2075,4 +2079,46 @@ fn same_results_and_same_bytes_as_tahoe_storage_server() {
     }
     assert_eq!(mine["reports"], tahoe["files"]["reports"]);
     assert_eq!(mine["reports"].as_array().unwrap().len(), 2);
+}
+
+/// Tahoe creates a mutable share under the test (offset 0, size 1, specimen b""):
+/// it passes only while the share is absent or empty. The size is not implied by
+/// the specimen.
+#[tokio::test]
+async fn create_only_test_vector_fails_once_the_share_has_data() {
+    let env = Env::new();
+    let store = env.open();
+    let create_only = |data: &'static [u8]| TestWriteVectors {
+        test: vec![TestVector {
+            offset: 0,
+            size: 1,
+            specimen: Bytes::new(),
+        }],
+        write: vec![WriteVector {
+            offset: 0,
+            data: b(data),
+        }],
+        new_length: None,
+    };
+    let r = store
+        .read_test_write(rtw(
+            si(90),
+            we("w"),
+            vec![(0, create_only(b"first"))],
+            &[(0, 5)],
+        ))
+        .await
+        .unwrap();
+    assert!(r.success, "absent share: the test passes");
+    let r = store
+        .read_test_write(rtw(
+            si(90),
+            we("w"),
+            vec![(0, create_only(b"second"))],
+            &[(0, 6)],
+        ))
+        .await
+        .unwrap();
+    assert!(!r.success, "the share holds data now: the test fails");
+    assert_eq!(r.data, datav(&[(0, &[b"first"])]));
 }
