@@ -9,9 +9,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::backoff::Backoff;
 use super::errors::call_to_storage;
 use crate::foolscap::broker::Canary;
 use crate::foolscap::{Furl, RemoteObject, RemoteRef, Tub, Value};
@@ -33,7 +35,15 @@ pub struct FoolscapBackend {
     furl: Furl,
     server: tokio::sync::Mutex<Option<RemoteRef>>,
     uploads: Mutex<HashMap<(StorageIndex, ShareNum), SharedUpload>>,
+    /// Paces reconnection attempts after the upstream is lost: calls made while
+    /// waiting fail at once with `Unavailable`, as clients would see for a dead
+    /// server, instead of each dialling again.
+    backoff: Mutex<Backoff>,
 }
+
+/// First and longest wait between reconnection attempts.
+pub const RECONNECT_BASE: Duration = Duration::from_millis(250);
+pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 impl FoolscapBackend {
     pub fn new(tub: Tub, furl: Furl) -> FoolscapBackend {
@@ -42,6 +52,7 @@ impl FoolscapBackend {
             furl,
             server: tokio::sync::Mutex::new(None),
             uploads: Mutex::new(HashMap::new()),
+            backoff: Mutex::new(Backoff::new(RECONNECT_BASE, RECONNECT_MAX)),
         }
     }
 
@@ -51,13 +62,48 @@ impl FoolscapBackend {
         if let Some(r) = s.as_ref().filter(|r| r.is_connected()) {
             return Ok(r.clone());
         }
-        let r = self
-            .tub
-            .get_reference(&self.furl)
-            .await
-            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
-        *s = Some(r.clone());
-        Ok(r)
+        if s.take().is_some() {
+            // The connection was lost: every upload on it is gone upstream too
+            // (Tahoe aborts them when our canary's connection drops).
+            self.uploads.lock().expect("uploads").clear();
+        }
+        if let Err(wait) = self.backoff.lock().expect("backoff").ready(Instant::now()) {
+            return Err(StorageError::Unavailable(format!(
+                "upstream unreachable; next attempt in {} ms",
+                wait.as_millis()
+            )));
+        }
+        match self.tub.get_reference(&self.furl).await {
+            Ok(r) => {
+                self.backoff.lock().expect("backoff").succeeded();
+                *s = Some(r.clone());
+                Ok(r)
+            }
+            Err(e) => {
+                let wait = self.backoff.lock().expect("backoff").failed(Instant::now());
+                tracing::warn!(upstream = ?self.furl, "upstream unreachable (retry in {} ms): {e}", wait.as_millis());
+                Err(StorageError::Unavailable(e.to_string()))
+            }
+        }
+    }
+
+    /// A write, close or abort on an upload's writer failed: if the connection was
+    /// lost the upload is gone upstream, and GBS clients are told so with NotFound.
+    fn writer_failed(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        e: crate::foolscap::CallError,
+    ) -> StorageError {
+        match e {
+            crate::foolscap::CallError::ConnectionLost(m) => {
+                self.uploads.lock().expect("uploads").remove(&(si, shnum));
+                StorageError::NotFound(format!(
+                    "upload of share {shnum} of {si} lost with the upstream connection: {m}"
+                ))
+            }
+            other => call_to_storage(other),
+        }
     }
 
     async fn call(&self, method: &str, args: &[Value]) -> StorageResult<Value> {
@@ -272,10 +318,13 @@ impl StorageApi for FoolscapBackend {
         u.writer
             .call("write", &[Value::int(offset), Value::Bytes(data)])
             .await
-            .map_err(call_to_storage)?;
+            .map_err(|e| self.writer_failed(si, shnum, e))?;
         subtract(&mut u.required, offset, end);
         if u.required.is_empty() {
-            u.writer.call("close", &[]).await.map_err(call_to_storage)?;
+            u.writer
+                .call("close", &[])
+                .await
+                .map_err(|e| self.writer_failed(si, shnum, e))?;
             self.uploads.lock().expect("uploads").remove(&(si, shnum));
         }
         Ok(WriteProgress {
@@ -294,7 +343,10 @@ impl StorageApi for FoolscapBackend {
         if u.secret != *upload_secret {
             return Err(StorageError::WrongUploadSecret);
         }
-        u.writer.call("close", &[]).await.map_err(call_to_storage)?;
+        u.writer
+            .call("close", &[])
+            .await
+            .map_err(|e| self.writer_failed(si, shnum, e))?;
         self.uploads.lock().expect("uploads").remove(&(si, shnum));
         Ok(())
     }
@@ -311,8 +363,11 @@ impl StorageApi for FoolscapBackend {
             return Err(StorageError::WrongUploadSecret);
         }
         self.uploads.lock().expect("uploads").remove(&(si, shnum));
-        u.writer.call("abort", &[]).await.map_err(call_to_storage)?;
-        Ok(())
+        match u.writer.call("abort", &[]).await {
+            // Lost with the connection: upstream has aborted it already.
+            Ok(_) | Err(crate::foolscap::CallError::ConnectionLost(_)) => Ok(()),
+            Err(e) => Err(call_to_storage(e)),
+        }
     }
 
     async fn list_immutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {

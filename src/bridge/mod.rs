@@ -2,6 +2,7 @@
 //! [`crate::storage::StorageApi`], backends that implement it over a protocol, and
 //! the error mapping between them (in [`errors`], and nowhere else).
 
+pub mod backoff;
 pub mod errors;
 pub mod foolscap_backend;
 pub mod foolscap_front;
