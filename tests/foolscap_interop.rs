@@ -867,3 +867,51 @@ async fn reconnect_from_restarted_peer_replaces_the_old_connection() {
         Value::int(0)
     );
 }
+
+/// The Foolscap backend through an upstream restart: calls fail with Unavailable
+/// while it is down, and it reconnects (with backoff) once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_reconnects_after_upstream_restart() {
+    let mut node = tokio::task::spawn_blocking(|| storage_node(StorageOptions::foolscap_only()))
+        .await
+        .unwrap();
+    let furl = Furl::parse(node.furl()).unwrap();
+    let backend = FoolscapBackend::new(new_tub(), furl);
+    assert!(backend.version().await.is_ok());
+    let mut node = tokio::task::spawn_blocking(move || {
+        node.stop();
+        node
+    })
+    .await
+    .unwrap();
+    match backend.version().await {
+        Err(StorageError::Unavailable(_)) => {}
+        other => panic!("a stopped upstream must be Unavailable: {other:?}"),
+    }
+    // Fail fast while backing off.
+    let t = std::time::Instant::now();
+    assert!(matches!(
+        backend.version().await,
+        Err(StorageError::Unavailable(_))
+    ));
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let node = tokio::task::spawn_blocking(move || {
+        node.restart();
+        node
+    })
+    .await
+    .unwrap();
+    let mut ok = false;
+    for _ in 0..100 {
+        if backend.version().await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        ok,
+        "the backend reconnected after the restart\n{}",
+        node.log_tail()
+    );
+}
