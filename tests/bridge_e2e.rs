@@ -270,3 +270,36 @@ impl Furl {
         (f.tubid, f.swissnum)
     }
 }
+
+/// Tahoe's own Foolscap storage client gets the same results from swampgate
+/// bridging to a node over GBS as from the node's own Foolscap server: the error
+/// mapping and the protocol gaps (close vs implicit completion, slot_readv, test
+/// vectors, new_length) are closed faithfully.
+#[test]
+fn foolscap_results_through_gbs_bridge_match_the_node() {
+    let node = storage_node(StorageOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let (_sg, furl, _) = bridge(node.nurl(), node.dir(), work.path());
+    let direct = run_python_script(
+        "foolscap_storage_client.py",
+        [node.furl()],
+        &work.path().join("direct"),
+    );
+    let bridged = run_python_script(
+        "foolscap_storage_client.py",
+        [furl.as_str()],
+        &work.path().join("bridged"),
+    );
+    let direct: serde_json::Value = serde_json::from_str(direct.trim()).unwrap();
+    let bridged: serde_json::Value = serde_json::from_str(bridged.trim()).unwrap();
+    let mut diffs = Vec::new();
+    for (step, want) in direct.as_object().unwrap() {
+        if bridged.get(step) != Some(want) {
+            diffs.push(format!(
+                "{step}: node {want}, bridge {:?}",
+                bridged.get(step)
+            ));
+        }
+    }
+    assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
+}

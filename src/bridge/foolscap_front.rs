@@ -183,6 +183,7 @@ impl RemoteObject for StorageServerObject {
                         api: self.api.clone(),
                         si,
                         shnum: *sh,
+                        allocated_size,
                         secret: upload_secret.clone(),
                         state: tokio::sync::Mutex::new(WriterState::Open),
                         group: Arc::downgrade(&group),
@@ -394,6 +395,7 @@ struct BucketWriterObject {
     api: Arc<dyn StorageApi>,
     si: StorageIndex,
     shnum: ShareNum,
+    allocated_size: u64,
     secret: Secret,
     state: tokio::sync::Mutex<WriterState>,
     group: Weak<UploadGroup>,
@@ -429,11 +431,26 @@ impl RemoteObject for BucketWriterObject {
                     // Tahoe; the backend no longer takes writes, so accept quietly.
                     return Ok(Value::None);
                 }
-                let p = self
+                let len = data.len() as u64;
+                let p = match self
                     .api
                     .write_immutable(self.si, self.shnum, &self.secret, offset, data)
                     .await
-                    .map_err(err)?;
+                {
+                    Ok(p) => p,
+                    // Tahoe's HTTP server answers a write past the allocation with a
+                    // bare 500; its Foolscap server raises DataTooLargeError (after
+                    // checking for conflicts, which the upstream did too).
+                    Err(StorageError::Internal(_) | StorageError::Remote { .. })
+                        if offset.saturating_add(len) > self.allocated_size =>
+                    {
+                        return Err(err(StorageError::DataTooLarge(format!(
+                            "({}, {offset}, {len})",
+                            self.allocated_size
+                        ))))
+                    }
+                    Err(e) => return Err(err(e)),
+                };
                 if p.complete() {
                     *st = WriterState::Complete;
                 }
