@@ -196,23 +196,31 @@ fn http_client_through_bridge_to_foolscap_node() {
     exercise(&client, &node, work.path());
 }
 
-/// A mixed grid: a mutable file written through swampgate by a Foolscap client is
-/// overwritten by an HTTP client talking to the node directly, and read back
-/// through swampgate; then the other way round. This works only because swampgate
-/// presents the node's own tubid, from which clients derive write enablers.
-#[test]
-fn mixed_grid_shares_mutable_files() {
-    let node = storage_node(StorageOptions::default());
+/// A mixed grid: a mutable file written through swampgate by one client is
+/// overwritten by a client of the other protocol talking to the node directly, and
+/// read back through swampgate; then the other way round. This works only because
+/// swampgate presents the node's own tubid, from which clients derive write
+/// enablers.
+fn mixed_grid(node: StorageNode, bridged_speaks_http: bool) {
     let work = tempfile::tempdir().unwrap();
-    let (_sg, furl, _) = bridge(node.nurl(), node.dir(), work.path());
-    let (legacy, direct) = join(
+    let upstream = if bridged_speaks_http {
+        node.furl().to_string()
+    } else {
+        node.nurl().to_string()
+    };
+    let (_sg, furl, nurl) = bridge(&upstream, node.dir(), work.path());
+    let (bridged, direct) = join(
         || {
             client_node(ClientOptions {
-                nickname: "legacy".into(),
-                force_foolscap: true,
+                nickname: "bridged".into(),
+                force_foolscap: !bridged_speaks_http,
                 servers: vec![StaticServer {
                     furl: furl.clone(),
-                    nurls: vec![],
+                    nurls: if bridged_speaks_http {
+                        vec![nurl.clone()]
+                    } else {
+                        vec![]
+                    },
                     ..node.static_server()
                 }],
                 ..ClientOptions::default()
@@ -221,6 +229,7 @@ fn mixed_grid_shares_mutable_files() {
         || {
             client_node(ClientOptions {
                 nickname: "direct".into(),
+                force_foolscap: bridged_speaks_http,
                 servers: vec![node.static_server()],
                 ..ClientOptions::default()
             })
@@ -230,22 +239,22 @@ fn mixed_grid_shares_mutable_files() {
     let (a, _) = write(w, "a", 4000, 1);
     let (b, db) = write(w, "b", 4500, 2);
     let (c, dc) = write(w, "c", 5000, 3);
-    let cap = legacy
+    let cap = bridged
         .tahoe(["put".as_ref(), "--mutable".as_ref(), a.as_os_str()])
         .trim()
         .to_string();
     direct.tahoe(["put".as_ref(), b.as_os_str(), cap.as_ref()]);
     assert_eq!(
-        get(&legacy, &cap, w, "b.legacy"),
+        get(&bridged, &cap, w, "b.bridged"),
         db,
         "read back through swampgate"
     );
-    legacy.tahoe(["put".as_ref(), c.as_os_str(), cap.as_ref()]);
+    bridged.tahoe(["put".as_ref(), c.as_os_str(), cap.as_ref()]);
     assert_eq!(get(&direct, &cap, w, "c.direct"), dc, "read back directly");
     // Immutable: each writer reads what the other wrote.
     let (i1, d1) = write(w, "i1", 70_000, 4);
     let (i2, d2) = write(w, "i2", 80_000, 5);
-    let c1 = legacy
+    let c1 = bridged
         .tahoe(["put".as_ref(), i1.as_os_str()])
         .trim()
         .to_string();
@@ -254,7 +263,20 @@ fn mixed_grid_shares_mutable_files() {
         .trim()
         .to_string();
     assert_eq!(get(&direct, &c1, w, "i1.out"), d1);
-    assert_eq!(get(&legacy, &c2, w, "i2.out"), d2);
+    assert_eq!(get(&bridged, &c2, w, "i2.out"), d2);
+}
+
+/// A Foolscap client through swampgate and an HTTP client direct to the node.
+#[test]
+fn mixed_grid_foolscap_through_bridge_http_direct() {
+    mixed_grid(storage_node(StorageOptions::default()), false);
+}
+
+/// An HTTP client through swampgate and a Foolscap client direct to a
+/// Foolscap-only node.
+#[test]
+fn mixed_grid_http_through_bridge_foolscap_direct() {
+    mixed_grid(storage_node(StorageOptions::foolscap_only()), true);
 }
 
 /// Minimal FURL pieces for comparisons (tubid and swissnum; hints differ).

@@ -209,3 +209,122 @@ fn run_with_config_keeps_its_urls_and_reports_status() {
         );
     });
 }
+
+/// Two links on one port: each has its own swissnum and store; GBS requests are
+/// routed by their Authorization header, Foolscap by getReferenceByName. JSON logs
+/// at the most verbose level carry no swissnum and no secret.
+#[test]
+fn several_links_on_one_port_and_no_secret_in_logs() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(
+        p.join("two.toml"),
+        "listen = \"127.0.0.1:0\"\n\
+         [[link]]\nname = \"alpha\"\nupstream = \"local:alpha\"\n\
+         [[link]]\nname = \"beta\"\nupstream = \"local:beta\"\n",
+    )
+    .unwrap();
+    let mut cmd = swampgate_command();
+    cmd.args([
+        "--log-format",
+        "json",
+        "--log",
+        "trace",
+        "run",
+        "--config",
+        "two.toml",
+        "--state-dir",
+        "st",
+    ])
+    .current_dir(p);
+    let mut sg = Process::spawn("swampgate", cmd, p);
+    let a_nurl = last_word(&sg.wait_for_line("link alpha nurl ", STARTUP_TIMEOUT));
+    let b_nurl = last_word(&sg.wait_for_line("link beta nurl ", STARTUP_TIMEOUT));
+    let a_furl = last_word(&sg.wait_for_line("link alpha furl ", STARTUP_TIMEOUT));
+    let a: Nurl = a_nurl.parse().unwrap();
+    let b: Nurl = b_nurl.parse().unwrap();
+    assert_eq!(
+        (a.host.clone(), a.port),
+        (b.host.clone(), b.port),
+        "one port"
+    );
+    assert_ne!(a.swissnum, b.swissnum);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let si = StorageIndex(rand::random());
+    let upload_secret = Secret(b"upload-secret-0123456789abcdef!!".to_vec());
+    let renew = Secret(b"renew-secret-0123456789abcdefgh!".to_vec());
+    rt.block_on(async {
+        let ca = GbsClient::new(&a, ClientConfig::default()).unwrap();
+        let cb = GbsClient::new(&b, ClientConfig::default()).unwrap();
+        ca.allocate_buckets(AllocateRequest {
+            storage_index: si,
+            lease: LeaseSecrets {
+                renew: renew.clone(),
+                cancel: Secret(vec![2; 32]),
+            },
+            upload_secret: upload_secret.clone(),
+            share_numbers: [0].into_iter().collect(),
+            allocated_size: 3,
+        })
+        .await
+        .unwrap();
+        ca.write_immutable(si, 0, &upload_secret, 0, bytes::Bytes::from_static(b"abc"))
+            .await
+            .unwrap();
+        assert_eq!(
+            ca.list_immutable_shares(si).await.unwrap(),
+            [0].into_iter().collect()
+        );
+        assert!(
+            cb.list_immutable_shares(si).await.unwrap().is_empty(),
+            "link beta has its own store"
+        );
+        // A wrong swissnum on the same port is refused.
+        let mut wrong = a.clone();
+        wrong.swissnum = "nosuchswissnum".into();
+        let cw = GbsClient::new(&wrong, ClientConfig::default()).unwrap();
+        assert!(cw.list_immutable_shares(si).await.is_err());
+    });
+    // Foolscap reaches link alpha by its swissnum on the same port.
+    rt.block_on(async {
+        let tub = swampgate::foolscap::Tub::new(
+            swampgate::foolscap::TubIdentity::generate().unwrap(),
+            Default::default(),
+        )
+        .unwrap();
+        let ss = tub
+            .get_reference(&swampgate::foolscap::Furl::parse(&a_furl).unwrap())
+            .await
+            .unwrap();
+        let buckets = ss
+            .call(
+                "get_buckets",
+                &[swampgate::foolscap::Value::bytes(si.0.to_vec())],
+            )
+            .await
+            .unwrap();
+        assert!(matches!(buckets, swampgate::foolscap::Value::Dict(ref d) if d.len() == 1));
+    });
+    sg.stop();
+    let log = sg.stderr();
+    assert!(log.lines().count() > 10, "trace logging produced output");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    }
+    use data_encoding::BASE64;
+    for (what, secret) in [
+        ("swissnum alpha", a.swissnum.clone()),
+        ("swissnum beta", b.swissnum.clone()),
+        ("upload secret", BASE64.encode(&upload_secret.0)),
+        (
+            "upload secret",
+            String::from_utf8(upload_secret.0.clone()).unwrap(),
+        ),
+        ("lease secret", BASE64.encode(&renew.0)),
+        ("lease secret", String::from_utf8(renew.0.clone()).unwrap()),
+    ] {
+        assert!(!log.contains(&secret), "the {what} appears in the log");
+    }
+}
