@@ -2,7 +2,7 @@
 //! in-memory store behind the server; and raw requests against the server for the
 //! error statuses.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -16,6 +16,8 @@ use swampgate::gbs::tls::TlsIdentity;
 use swampgate::storage::memory::MemoryStorage;
 use swampgate::storage::*;
 
+mod gbs_support;
+
 const SWISSNUM: &str = "abcdefghijklmnopqrstuvwxyz234567";
 
 fn si(n: u8) -> StorageIndex {
@@ -23,20 +25,6 @@ fn si(n: u8) -> StorageIndex {
     b[0] = n;
     b[15] = 0x5a;
     StorageIndex(b)
-}
-
-fn lease(n: u8) -> LeaseSecrets {
-    LeaseSecrets {
-        renew: Secret(vec![n; 32]),
-        cancel: Secret(vec![n.wrapping_add(1); 32]),
-    }
-}
-
-fn data(len: usize, seed: u8) -> Bytes {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect::<Vec<u8>>()
-        .into()
 }
 
 /// A backend wrapper that records the largest write and read the front asks for.
@@ -157,299 +145,18 @@ async fn client_and_server_agree_on_every_operation() {
     config.read_chunk_size = 64 * 1024;
     let (backend, _server, handle, nurl) = start(config).await;
     let client = GbsClient::new(&nurl, ClientConfig::default()).unwrap();
-
-    let v = client.version().await.unwrap();
-    assert_eq!(v, backend.inner.version().await.unwrap());
-
-    // Immutable: allocate, chunked writes (one big enough to be streamed in several
-    // backend writes), reads inside, across and past the end, empty reads.
-    let size = 300_000usize;
-    let share = data(size, 7);
-    let up = Secret(vec![9; 20]);
-    let alloc = client
-        .allocate_buckets(AllocateRequest {
-            storage_index: si(1),
-            lease: lease(1),
-            upload_secret: up.clone(),
-            share_numbers: [0, 1, 5].into_iter().collect(),
-            allocated_size: size as u64,
-        })
-        .await
-        .unwrap();
-    assert_eq!(alloc.allocated, [0, 1, 5].into_iter().collect());
-    assert!(alloc.already_have.is_empty());
-    let p = client
-        .write_immutable(si(1), 0, &up, 0, share.slice(..100))
-        .await
-        .unwrap();
     assert_eq!(
-        p.required,
-        vec![ByteRange {
-            begin: 100,
-            end: size as u64
-        }]
+        client.version().await.unwrap(),
+        backend.inner.version().await.unwrap()
     );
-    let p = client
-        .write_immutable(si(1), 0, &up, 100, share.slice(100..))
-        .await
-        .unwrap();
-    assert!(p.complete());
+    gbs_support::exercise(&client, 1).await;
+    // Share data went through the front in bounded chunks, both ways.
     assert!(backend.max_write.load(Ordering::SeqCst) <= 64 * 1024);
-    assert_eq!(
-        client.list_immutable_shares(si(1)).await.unwrap(),
-        [0].into_iter().collect()
-    );
-    assert_eq!(
-        client.read_immutable(si(1), 0, 10, 20).await.unwrap(),
-        share.slice(10..30)
-    );
-    assert_eq!(
-        client
-            .read_immutable(si(1), 0, 0, size as u64)
-            .await
-            .unwrap(),
-        share
-    );
     assert!(backend.max_read.load(Ordering::SeqCst) <= 64 * 1024);
     assert_eq!(
-        client
-            .read_immutable(si(1), 0, size as u64 - 5, 100)
-            .await
-            .unwrap(),
-        share.slice(size - 5..)
-    );
-    assert!(client
-        .read_immutable(si(1), 0, size as u64, 10)
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(client
-        .read_immutable(si(1), 0, 5, 0)
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        client.immutable_share_length(si(1), 0).await.unwrap(),
-        size as u64
-    );
-    // Errors: conflicting write, wrong secret, unknown share, reading in-progress.
-    let p = client
-        .write_immutable(si(1), 1, &up, 0, share.slice(..10))
-        .await
-        .unwrap();
-    assert!(!p.complete());
-    assert!(matches!(
-        client
-            .write_immutable(si(1), 1, &up, 0, Bytes::from_static(b"xxxxxxxxxx"))
-            .await,
-        Err(StorageError::ConflictingWrite(_))
-    ));
-    assert_eq!(
-        client
-            .write_immutable(si(1), 1, &Secret(vec![1; 20]), 10, share.slice(10..20))
-            .await,
-        Err(StorageError::WrongUploadSecret)
-    );
-    assert!(matches!(
-        client.read_immutable(si(1), 1, 0, 10).await,
-        Err(StorageError::NotFound(_))
-    ));
-    assert!(matches!(
-        client.read_immutable(si(2), 0, 0, 10).await,
-        Err(StorageError::NotFound(_))
-    ));
-    assert!(matches!(
-        client
-            .write_immutable(si(1), 0, &up, 0, share.slice(..10))
-            .await,
-        Err(StorageError::NotFound(_))
-    ));
-    // Abort: in progress, completed, unknown.
-    client.abort_immutable(si(1), 5, &up).await.unwrap();
-    assert!(matches!(
-        client.abort_immutable(si(1), 0, &up).await,
-        Err(StorageError::NotAllowed(_))
-    ));
-    assert!(matches!(
-        client.abort_immutable(si(1), 5, &up).await,
-        Err(StorageError::NotFound(_))
-    ));
-    // close() of an incomplete share fills the holes with zeros.
-    client.close_immutable(si(1), 1, &up).await.unwrap();
-    let mut expect = share.slice(..10).to_vec();
-    expect.resize(size, 0);
-    assert_eq!(
-        client
-            .read_immutable(si(1), 1, 0, size as u64)
-            .await
-            .unwrap(),
-        Bytes::from(expect)
-    );
-    // Re-allocation reports what is there.
-    let again = client
-        .allocate_buckets(AllocateRequest {
-            storage_index: si(1),
-            lease: lease(1),
-            upload_secret: up.clone(),
-            share_numbers: [0, 1, 2].into_iter().collect(),
-            allocated_size: size as u64,
-        })
-        .await
-        .unwrap();
-    assert_eq!(again.already_have, [0, 1].into_iter().collect());
-    assert_eq!(again.allocated, [2].into_iter().collect());
-
-    // Leases and corruption advisories.
-    client.add_lease(si(1), lease(3)).await.unwrap();
-    assert!(matches!(
-        client.add_lease(si(9), lease(3)).await,
-        Err(StorageError::NotFound(_))
-    ));
-    client
-        .advise_corrupt_share(ShareType::Immutable, si(1), 0, "bad hash".into())
-        .await
-        .unwrap();
-    assert_eq!(
-        backend.inner.corruption_reports(si(1)),
+        backend.inner.corruption_reports(gbs_support::si(1, 1)),
         vec![(0, "bad hash".to_string())]
     );
-    assert!(matches!(
-        client
-            .advise_corrupt_share(ShareType::Immutable, si(1), 7, "x".into())
-            .await,
-        Err(StorageError::NotFound(_))
-    ));
-
-    // Mutable: create under the "must be empty" test, read, failing test, bad write
-    // enabler, truncation, deletion.
-    let secrets = MutableSecrets {
-        write_enabler: Secret(vec![4; 32]),
-        lease: lease(5),
-    };
-    let rtw =
-        |tw: BTreeMap<ShareNum, TestWriteVectors>, rv: Vec<ReadVector>, s: &MutableSecrets| {
-            ReadTestWriteRequest {
-                storage_index: si(3),
-                secrets: s.clone(),
-                test_write_vectors: tw,
-                read_vector: rv,
-            }
-        };
-    let create = |d: &'static [u8]| TestWriteVectors {
-        test: vec![TestVector {
-            offset: 0,
-            size: 1,
-            specimen: Bytes::new(),
-        }],
-        write: vec![WriteVector {
-            offset: 0,
-            data: Bytes::from_static(d),
-        }],
-        new_length: None,
-    };
-    let r = client
-        .read_test_write(rtw(
-            [(0, create(b"0123456789")), (1, create(b"abcdefghij"))].into(),
-            vec![],
-            &secrets,
-        ))
-        .await
-        .unwrap();
-    assert!(r.success);
-    assert!(r.data.is_empty());
-    let r = client
-        .read_test_write(rtw(
-            [(0, create(b"zzz"))].into(),
-            vec![ReadVector {
-                offset: 8,
-                size: 10,
-            }],
-            &secrets,
-        ))
-        .await
-        .unwrap();
-    assert!(!r.success);
-    assert_eq!(
-        r.data,
-        [
-            (0, vec![Bytes::from_static(b"89")]),
-            (1, vec![Bytes::from_static(b"ij")])
-        ]
-        .into()
-    );
-    let bad = MutableSecrets {
-        write_enabler: Secret(vec![5; 32]),
-        lease: lease(5),
-    };
-    assert!(matches!(
-        client
-            .read_test_write(rtw(BTreeMap::new(), vec![], &bad))
-            .await,
-        Err(StorageError::BadWriteEnabler(_))
-    ));
-    assert_eq!(
-        client.list_mutable_shares(si(3)).await.unwrap(),
-        [0, 1].into_iter().collect()
-    );
-    assert_eq!(
-        client.read_mutable(si(3), 0, 2, 3).await.unwrap(),
-        Bytes::from_static(b"234")
-    );
-    assert_eq!(
-        client.read_mutable(si(3), 0, 8, 100).await.unwrap(),
-        Bytes::from_static(b"89")
-    );
-    assert!(client
-        .read_mutable(si(3), 0, 10, 5)
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(client.mutable_share_length(si(3), 1).await.unwrap(), 10);
-    let truncate = TestWriteVectors {
-        test: vec![],
-        write: vec![WriteVector {
-            offset: 20,
-            data: Bytes::from_static(b"Z"),
-        }],
-        new_length: Some(15),
-    };
-    let delete = TestWriteVectors {
-        test: vec![],
-        write: vec![],
-        new_length: Some(0),
-    };
-    assert!(
-        client
-            .read_test_write(rtw([(1, truncate)].into(), vec![], &secrets))
-            .await
-            .unwrap()
-            .success
-    );
-    assert_eq!(
-        client.read_mutable(si(3), 1, 0, 100).await.unwrap(),
-        Bytes::from_static(b"abcdefghij\0\0\0\0\0")
-    );
-    assert!(
-        client
-            .read_test_write(rtw([(0, delete)].into(), vec![], &secrets))
-            .await
-            .unwrap()
-            .success
-    );
-    assert!(matches!(
-        client.read_mutable(si(3), 0, 0, 1).await,
-        Err(StorageError::NotFound(_))
-    ));
-    let readv = client
-        .slot_readv(si(3), vec![], vec![ReadVector { offset: 0, size: 3 }])
-        .await
-        .unwrap();
-    assert_eq!(readv, [(1, vec![Bytes::from_static(b"abc")])].into());
-    client
-        .advise_corrupt_share(ShareType::Mutable, si(3), 1, "bad signature".into())
-        .await
-        .unwrap();
-    client.add_lease(si(3), lease(8)).await.unwrap();
 
     handle.shutdown().await;
     // After shutdown the client reports the server unavailable.
@@ -458,6 +165,25 @@ async fn client_and_server_agree_on_every_operation() {
         fresh.version().await,
         Err(StorageError::Unavailable(_))
     ));
+}
+
+#[tokio::test]
+async fn client_and_server_with_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        swampgate::storage::store::Store::open(swampgate::storage::store::StoreConfig::new(
+            dir.path().join("storage"),
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ))
+        .unwrap();
+    let server = GbsServer::new(Arc::new(store), ServerConfig::new(SWISSNUM));
+    let handle = server
+        .listen("127.0.0.1:0".parse().unwrap(), &TlsIdentity::generate())
+        .await
+        .unwrap();
+    let client = GbsClient::new(&handle.nurl("127.0.0.1"), ClientConfig::default()).unwrap();
+    gbs_support::exercise(&client, 2).await;
+    handle.shutdown().await;
 }
 
 #[tokio::test]
