@@ -647,3 +647,54 @@ async fn raw_requests_get_tahoes_statuses() {
         Bytes::from(hex::decode("a26773756363657373f56464617461a0").unwrap())
     );
 }
+
+#[tokio::test]
+async fn connection_limit_and_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = ServerConfig::new(SWISSNUM);
+    config.max_connections = 1;
+    config.header_read_timeout = std::time::Duration::from_millis(300);
+    let server = GbsServer::new(Arc::new(MemoryStorage::default()), config);
+
+    // First connection: plain HTTP over an in-memory pipe, served until it goes idle.
+    let (mut client1, server1) = tokio::io::duplex(64 * 1024);
+    let s = server.clone();
+    let first = tokio::spawn(async move { s.serve_connection(server1, None).await });
+    let auth = swampgate::gbs::auth::authorization_value(SWISSNUM.as_bytes());
+    client1
+        .write_all(
+            format!("GET /storage/v1/version HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = client1.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200 OK"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    // A second connection while the first is open is closed at once.
+    let (mut client2, server2) = tokio::io::duplex(1024);
+    server.serve_connection(server2, None).await.unwrap();
+    assert_eq!(client2.read(&mut buf).await.unwrap(), 0);
+
+    // The idle first connection is closed by the header read timeout, freeing its
+    // place.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), first).await;
+    assert!(ended.is_ok(), "idle connection was not closed");
+    let (mut client3, server3) = tokio::io::duplex(64 * 1024);
+    let s = server.clone();
+    tokio::spawn(async move { s.serve_connection(server3, None).await });
+    client3
+        .write_all(
+            format!("GET /storage/v1/version HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let n = client3.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+}
