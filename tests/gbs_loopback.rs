@@ -698,3 +698,35 @@ async fn connection_limit_and_header_timeout() {
     let n = client3.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
 }
+
+#[tokio::test]
+async fn serves_tls_connections_accepted_elsewhere() {
+    // A listener of our own (as the one-port listener will be) hands accepted TCP
+    // connections to the server, which does the TLS handshake.
+    let server = GbsServer::new(
+        Arc::new(MemoryStorage::default()),
+        ServerConfig::new(SWISSNUM),
+    );
+    let identity = TlsIdentity::generate();
+    let acceptor = identity.tls_acceptor().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let s = server.clone();
+    let accept_loop = tokio::spawn(async move {
+        loop {
+            let (sock, peer) = listener.accept().await.unwrap();
+            let s = s.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move { s.serve_tls_connection(sock, &acceptor, Some(peer)).await });
+        }
+    });
+    let nurl: Nurl = format!(
+        "pb://{}@127.0.0.1:{port}/{SWISSNUM}#v=1",
+        identity.spki_hash().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let client = GbsClient::new(&nurl, ClientConfig::default()).unwrap();
+    gbs_support::exercise(&client, 4).await;
+    accept_loop.abort();
+}
