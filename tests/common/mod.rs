@@ -1,0 +1,186 @@
+//! Integration-test harness: real Tahoe-LAFS 1.20 peers on 127.0.0.1.
+//!
+//! Use from an integration test with `mod common;`. Everything here panics with a
+//! clear message (and the tails of the relevant logs) instead of returning errors:
+//! a test that cannot set up its peers fails, it never skips.
+//!
+//! - [`venv()`]: the shared Python venv with the pinned peers (`tests/interop/`
+//!   `requirements.txt`), built once per target dir.
+//! - [`Process`]: a guarded child process, stopped by pid (its process group) when
+//!   dropped, also on panic; it dies with the test process too.
+//! - [`storage_node`], [`client_node`], [`introducer_node`]: real nodes in temp
+//!   dirs on free loopback ports; dropping one stops it and deletes its dir.
+//! - [`join`]: run two setups in parallel (nodes may be started from any thread).
+//! - [`python_script`], [`run_python_script`]: the helpers in `tests/interop/`.
+//! - [`listening_tcp_addrs`], [`pid_exists`], [`process_group_exists`]: for
+//!   asserting what a process listens on and that it is gone.
+//!
+//! ```ignore
+//! mod common;
+//! use common::*;
+//!
+//! let server = storage_node(StorageOptions::default());
+//! let client = client_node(ClientOptions {
+//!     servers: vec![server.static_server()],
+//!     ..ClientOptions::default()
+//! });
+//! let cap = client.tahoe(["put", "some-file"]);
+//! ```
+#![allow(dead_code)] // each test binary uses a different part
+
+mod process;
+mod tahoe;
+mod venv;
+
+// Each test binary uses a different part of this API.
+#[allow(unused_imports)]
+pub use process::{pid_exists, process_group_exists, run, run_ok, Finished, Process, STOP_GRACE};
+#[allow(unused_imports)]
+pub use tahoe::{
+    client_node, introducer_node, python_script, run_python_script, servers_yaml, storage_node,
+    ClientNode, ClientOptions, IntroducerNode, ServerStatus, StaticServer, StorageNode,
+    StorageOptions, CLI_TIMEOUT, KEEP_ENV, STARTUP_TIMEOUT,
+};
+#[allow(unused_imports)]
+pub use venv::{requirements_path, venv, Venv, PYTHON_ENV};
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// `tests/interop/`: the Python side (requirements and helper scripts).
+pub fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// A `Command` for the `swampgate` binary built for this test run; start it with
+/// [`Process::spawn`] so it is guarded.
+pub fn swampgate_command() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_swampgate"))
+}
+
+/// A free TCP port on 127.0.0.1: bind `:0`, read the port, release it. Never
+/// returns the same port twice in one test process.
+pub fn free_port() -> u16 {
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap_or_else(|e| panic!("binding 127.0.0.1:0: {e}"));
+        let port = listener
+            .local_addr()
+            .expect("bound socket has an address")
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Runs `a` and `b` in parallel (b on a scoped thread) and returns both results.
+/// If either panics, the other is still waited for (and its result dropped, which
+/// stops any node in it), then the first panic is resumed.
+pub fn join<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    std::thread::scope(|scope| {
+        let b = scope.spawn(b);
+        let a = catch_unwind(AssertUnwindSafe(a));
+        let b = b.join();
+        match (a, b) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(panic), _) | (_, Err(panic)) => resume_unwind(panic),
+        }
+    })
+}
+
+/// `GET path` from `127.0.0.1:port` (HTTP/1.0, 30 s timeout); the body if the
+/// status is 200, else an error with the status line.
+pub fn http_get(port: u16, path: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .map_err(|e| format!("connecting to 127.0.0.1:{port}: {e}"))?;
+    let timeout = Some(Duration::from_secs(30));
+    stream
+        .set_read_timeout(timeout)
+        .and_then(|()| stream.set_write_timeout(timeout))
+        .ok();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .map_err(|e| format!("sending request: {e}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| format!("reading response: {e}"))?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or("response without header end")?;
+    let status_line = head.lines().next().unwrap_or_default();
+    if status_line.split_whitespace().nth(1) == Some("200") {
+        Ok(body.to_owned())
+    } else {
+        Err(format!("{status_line}: {body}"))
+    }
+}
+
+/// The TCP addresses process `pid` is listening on (IPv4 and IPv6), from
+/// `/proc/net/tcp{,6}` and the socket inodes in `/proc/PID/fd`.
+pub fn listening_tcp_addrs(pid: u32) -> Vec<SocketAddr> {
+    let fd_dir = format!("/proc/{pid}/fd");
+    let inodes: HashSet<String> = fs::read_dir(&fd_dir)
+        .unwrap_or_else(|e| panic!("reading {fd_dir}: {e}"))
+        .filter_map(|entry| {
+            let target = fs::read_link(entry.ok()?.path()).ok()?;
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let mut addrs = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        for row in text.lines().skip(1) {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            // sl local_address rem_address st ... uid timeout inode
+            if cols.len() < 10 || cols[3] != "0A" || !inodes.contains(cols[9]) {
+                continue;
+            }
+            addrs.push(
+                parse_proc_addr(cols[1]).unwrap_or_else(|| panic!("bad row in {table}: {row}")),
+            );
+        }
+    }
+    addrs
+}
+
+/// `0100007F:1F90` (kernel-order hex words, then the port) to a socket address.
+fn parse_proc_addr(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::new();
+    for i in (0..ip.len()).step_by(8) {
+        let word = u32::from_str_radix(ip.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?).into(),
+        16 => Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?).into(),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
