@@ -51,49 +51,13 @@ const EXTENSIONS: &[(&str, u16, u16)] = &[
     ("raw allocate json body", 415, 200),
 ];
 
-#[test]
-fn tahoes_client_sees_the_same_from_swampgate_as_from_tahoe() {
-    let node = storage_node(StorageOptions {
-        nickname: "gbs-reference".into(),
-        ..StorageOptions::default()
-    });
-    let work = tempfile::tempdir().unwrap();
-    let logs = work.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-
-    // The sequence against the real Tahoe node.
-    let tahoe_out = work.path().join("tahoe.json");
-    run_python_script(
-        "gbs_script.py",
-        [node.nurl(), tahoe_out.to_str().unwrap()],
-        &logs,
-    );
-
-    // The same against swampgate, with the node's own identity (a foolscap X.509 v1
-    // RSA certificate) and swissnum, and the embedded store behind it.
-    let identity = TlsIdentity::from_pem(&std::fs::read(node.node_pem()).unwrap()).unwrap();
-    let store = Store::open(StoreConfig::new(work.path().join("storage"), node.tubid())).unwrap();
-    let rt = runtime();
-    let server = GbsServer::new(Arc::new(store), ServerConfig::new(node.swissnum()));
-    let handle = rt
-        .block_on(server.listen("127.0.0.1:0".parse().unwrap(), &identity))
-        .unwrap();
-    let ours = handle.nurl("127.0.0.1");
-    let theirs: Nurl = node.nurl().parse().unwrap();
-    // Same identity, same NURL but for the port.
-    assert_eq!(ours.spki_hash, theirs.spki_hash);
-    assert_eq!(ours.swissnum, theirs.swissnum);
-    let ours_out = work.path().join("swampgate.json");
-    run_python_script(
-        "gbs_script.py",
-        [ours.to_string().as_str(), ours_out.to_str().unwrap()],
-        &logs,
-    );
-    rt.block_on(handle.shutdown());
-
-    let tahoe = read_json(&tahoe_out);
-    let swampgate = read_json(&ours_out);
-    // The script really ran everything (a sample of its steps, not all).
+/// Compare a run of the script against swampgate with the run against Tahoe.
+fn assert_same_outcomes(
+    what: &str,
+    tahoe: &serde_json::Map<String, Value>,
+    ours: &serde_json::Map<String, Value>,
+) {
+    // The script really ran everything (a sample of its steps).
     for step in [
         "version",
         "chunked upload",
@@ -109,8 +73,9 @@ fn tahoes_client_sees_the_same_from_swampgate_as_from_tahoe() {
         "the chunked upload did not round-trip through Tahoe"
     );
     let mut differences = Vec::new();
-    for key in tahoe.keys().chain(swampgate.keys()) {
-        let (a, b) = (tahoe.get(key), swampgate.get(key));
+    let keys: std::collections::BTreeSet<&String> = tahoe.keys().chain(ours.keys()).collect();
+    for key in keys {
+        let (a, b) = (tahoe.get(key), ours.get(key));
         if a == b {
             continue;
         }
@@ -119,23 +84,85 @@ fn tahoes_client_sees_the_same_from_swampgate_as_from_tahoe() {
                 assert_eq!(
                     a.and_then(|v| v["status"].as_u64()),
                     Some(u64::from(*t)),
-                    "{key}"
+                    "{what}: {key}"
                 );
                 assert_eq!(
                     b.and_then(|v| v["status"].as_u64()),
                     Some(u64::from(*s)),
-                    "{key}"
+                    "{what}: {key}"
                 );
             }
             None => differences.push(format!("{key}:\n  tahoe:     {a:?}\n  swampgate: {b:?}")),
         }
     }
-    differences.dedup();
     assert!(
         differences.is_empty(),
-        "swampgate differs from Tahoe 1.20:\n{}",
+        "{what} differs from Tahoe 1.20:\n{}",
         differences.join("\n")
     );
+}
+
+#[test]
+fn tahoes_client_sees_the_same_from_swampgate_as_from_tahoe() {
+    // One node to compare with, one fresh node behind swampgate's client.
+    let (node, upstream) = join(
+        || {
+            storage_node(StorageOptions {
+                nickname: "gbs-reference".into(),
+                ..StorageOptions::default()
+            })
+        },
+        || {
+            storage_node(StorageOptions {
+                nickname: "gbs-proxied".into(),
+                ..StorageOptions::default()
+            })
+        },
+    );
+    let work = tempfile::tempdir().unwrap();
+    let logs = work.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let run_script = |nurl: &str, name: &str| {
+        let out = work.path().join(name);
+        run_python_script("gbs_script.py", [nurl, out.to_str().unwrap()], &logs);
+        read_json(&out)
+    };
+
+    // The sequence against the real Tahoe node.
+    let tahoe = run_script(node.nurl(), "tahoe.json");
+
+    // The same against swampgate with the embedded store behind it, serving the
+    // node's own identity (a foolscap X.509 v1 RSA certificate) and swissnum.
+    let identity = TlsIdentity::from_pem(&std::fs::read(node.node_pem()).unwrap()).unwrap();
+    let store = Store::open(StoreConfig::new(work.path().join("storage"), node.tubid())).unwrap();
+    let rt = runtime();
+    let server = GbsServer::new(Arc::new(store), ServerConfig::new(node.swissnum()));
+    let handle = rt
+        .block_on(server.listen("127.0.0.1:0".parse().unwrap(), &identity))
+        .unwrap();
+    let ours = handle.nurl("127.0.0.1");
+    let theirs: Nurl = node.nurl().parse().unwrap();
+    // Same identity, same NURL but for the port.
+    assert_eq!(ours.spki_hash, theirs.spki_hash);
+    assert_eq!(ours.swissnum, theirs.swissnum);
+    let with_store = run_script(&ours.to_string(), "swampgate-store.json");
+    rt.block_on(handle.shutdown());
+    assert_same_outcomes("swampgate with its store", &tahoe, &with_store);
+
+    // And through swampgate's server in front of swampgate's client in front of the
+    // second Tahoe node: GBS to GBS.
+    let client =
+        GbsClient::new(&upstream.nurl().parse().unwrap(), ClientConfig::default()).unwrap();
+    let server = GbsServer::new(Arc::new(client), ServerConfig::new(node.swissnum()));
+    let handle = rt
+        .block_on(server.listen("127.0.0.1:0".parse().unwrap(), &identity))
+        .unwrap();
+    let proxied = run_script(
+        &handle.nurl("127.0.0.1").to_string(),
+        "swampgate-proxy.json",
+    );
+    rt.block_on(handle.shutdown());
+    assert_same_outcomes("swampgate in front of Tahoe", &tahoe, &proxied);
 }
 
 #[test]
