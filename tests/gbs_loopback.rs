@@ -712,9 +712,12 @@ async fn serves_tls_connections_accepted_elsewhere() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let s = server.clone();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
     let accept_loop = tokio::spawn(async move {
         loop {
             let (sock, peer) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
             let s = s.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move { s.serve_tls_connection(sock, &acceptor, Some(peer)).await });
@@ -728,5 +731,75 @@ async fn serves_tls_connections_accepted_elsewhere() {
     .unwrap();
     let client = GbsClient::new(&nurl, ClientConfig::default()).unwrap();
     gbs_support::exercise(&client, 4).await;
+    // Well over a hundred requests, one at a time: the pool reuses its connection.
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&n),
+        "{n} connections for one sequential client"
+    );
     accept_loop.abort();
+}
+
+#[tokio::test]
+async fn client_timeouts() {
+    use std::time::{Duration, Instant};
+    // A peer that accepts TCP and then says nothing: the TLS handshake times out.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (sock, _) = listener.accept().await.unwrap();
+            held.push(sock);
+        }
+    });
+    let nurl: Nurl = format!(
+        "pb://{}@127.0.0.1:{port}/{SWISSNUM}#v=1",
+        TlsIdentity::generate().spki_hash().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let config = ClientConfig {
+        connect_timeout: Duration::from_millis(300),
+        ..ClientConfig::default()
+    };
+    let client = GbsClient::new(&nurl, config).unwrap();
+    let t = Instant::now();
+    match client.version().await {
+        Err(StorageError::Unavailable(msg)) => assert!(msg.contains("timed out"), "{msg}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(5));
+    hold.abort();
+
+    // A server that handshakes but never answers: the request times out.
+    let identity = TlsIdentity::generate();
+    let acceptor = identity.tls_acceptor().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (sock, _) = listener.accept().await.unwrap();
+            if let Ok(tls) = acceptor.accept(sock).await {
+                held.push(tls);
+            }
+        }
+    });
+    let nurl: Nurl = format!(
+        "pb://{}@127.0.0.1:{port}/{SWISSNUM}#v=1",
+        identity.spki_hash().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let config = ClientConfig {
+        request_timeout: Duration::from_millis(300),
+        ..ClientConfig::default()
+    };
+    let client = GbsClient::new(&nurl, config).unwrap();
+    match client.version().await {
+        Err(StorageError::Unavailable(msg)) => assert!(msg.contains("no response"), "{msg}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    silent.abort();
 }
