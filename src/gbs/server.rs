@@ -671,7 +671,7 @@ impl Inner {
             }
             Route::Write(si, sh) => self.write(req, body, si, sh, &secrets).await,
             Route::Abort(si, sh) => {
-                let sh = sh.ok_or_else(|| not_found_response(op))?;
+                let sh = sh.ok_or_else(not_found_response)?;
                 api.abort_immutable(si, sh, &secret(&secrets, SecretKind::Upload))
                     .await
                     .map_err(|e| storage_error_response(op, &e))?;
@@ -713,7 +713,7 @@ impl Inner {
                 } else {
                     ShareType::Mutable
                 };
-                let sh = sh.ok_or_else(|| not_found_response(op))?;
+                let sh = sh.ok_or_else(not_found_response)?;
                 // Tahoe looks the share up before it reads the body.
                 let exists = match share_type {
                     ShareType::Immutable => api.immutable_share_length(si, sh).await.map(|_| true),
@@ -723,9 +723,7 @@ impl Inner {
                 };
                 match exists {
                     Ok(true) => {}
-                    Ok(false) | Err(StorageError::NotFound(_)) => {
-                        return Err(not_found_response(op))
-                    }
+                    Ok(false) | Err(StorageError::NotFound(_)) => return Err(not_found_response()),
                     Err(e) => return Err(storage_error_response(op, &e)),
                 }
                 let reason = self
@@ -844,7 +842,7 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .and_then(range::parse_content_range)
             .ok_or_else(|| error_response(StatusCode::RANGE_NOT_SATISFIABLE, ""))?;
-        let sh = sh.ok_or_else(|| not_found_response(op))?;
+        let sh = sh.ok_or_else(not_found_response)?;
         let fmt = self.response_format(req)?;
         let upload_secret = secret(secrets, SecretKind::Upload);
         let chunk = self.config.write_chunk_size.max(1) as u64;
@@ -1014,8 +1012,8 @@ impl Inner {
     }
 }
 
-fn not_found_response(op: Operation) -> Response<ResponseBody> {
-    let _ = op;
+/// Tahoe's bare 404 for a share or upload that is not there.
+fn not_found_response() -> Response<ResponseBody> {
     error_response(StatusCode::NOT_FOUND, "")
 }
 
