@@ -15,6 +15,8 @@
 //! Pure codecs know nothing of sockets or clocks; one thin async driver per
 //! connection owns the IO.
 
+pub mod bridge;
+pub mod daemon;
 pub mod foolscap;
 pub mod gbs;
 pub mod storage;

@@ -1,1 +1,176 @@
-fn main() {}
+//! The `swampgate` command line (see DESIGN.md for the contract).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use swampgate::daemon::config::{self, Config, LinkConfig, Upstream};
+use swampgate::daemon::run;
+use swampgate::daemon::state::StateDir;
+
+#[derive(Parser)]
+#[command(
+    name = "swampgate",
+    version,
+    about = "Bridge Tahoe-LAFS storage between Foolscap and HTTP (Great Black Swamp)"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `swampgate=debug`.
+    #[arg(long, default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: the embedded default with no config, else every link of FILE.
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = "swampgate-state")]
+        state_dir: PathBuf,
+    },
+    /// Run one link (named `default`) to UPSTREAM: a FURL, a NURL ending #v=1, or local:PATH.
+    Bridge {
+        #[arg(long)]
+        upstream: String,
+        #[arg(long, default_value = config::DEFAULT_LISTEN)]
+        listen: String,
+        /// Connection hints for the FURL (comma-separated tcp:HOST:PORT); default: the bound address.
+        #[arg(long)]
+        location: Option<String>,
+        #[arg(long, default_value = "swampgate-state")]
+        state_dir: PathBuf,
+        /// Serve with the identity of this Tahoe storage node directory.
+        #[arg(long)]
+        adopt: Option<PathBuf>,
+        /// Serve /metrics, /healthz and /status on this address.
+        #[arg(long)]
+        admin: Option<String>,
+    },
+}
+
+/// How long calls in flight may take to finish after SIGINT/SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("swampgate: {msg}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("--log: {e}")),
+    };
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match cli.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    let (config, state_dir) = match cli.command {
+        Command::Run { config, state_dir } => match config {
+            None => (Config::embedded_default(), state_dir),
+            Some(path) => match Config::load(&path) {
+                Ok(c) => (c, state_dir),
+                Err(e) => return fail(e),
+            },
+        },
+        Command::Bridge {
+            upstream,
+            listen,
+            location,
+            state_dir,
+            adopt,
+            admin,
+        } => {
+            let admin = match admin.as_deref().map(config::parse_addr).transpose() {
+                Ok(a) => a,
+                Err(e) => return fail(format!("--admin: {e}")),
+            };
+            let upstream = match Upstream::parse(&upstream) {
+                Ok(u) => u,
+                Err(e) => return fail(format!("--upstream: {e}")),
+            };
+            let listen = match config::parse_addr(&listen) {
+                Ok(a) => a,
+                Err(e) => return fail(format!("--listen: {e}")),
+            };
+            let location = match location.as_deref().map(config::parse_location).transpose() {
+                Ok(l) => l,
+                Err(e) => return fail(format!("--location: {e}")),
+            };
+            if let Some(dir) = &adopt {
+                if let Err(e) = config::check_node_dir(dir) {
+                    return fail(format!("--adopt: {e}"));
+                }
+            }
+            let config = Config {
+                listen,
+                location,
+                admin,
+                links: vec![LinkConfig {
+                    name: "default".into(),
+                    upstream,
+                    adopt,
+                }],
+            };
+            (config, state_dir)
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    rt.block_on(async move {
+        let state = match StateDir::open(&state_dir) {
+            Ok(s) => s,
+            Err(e) => return fail(format!("--state-dir: {e}")),
+        };
+        let running = match run::start(&config, &state).await {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        for l in &running.links {
+            println!("link {} furl {}", l.name, l.furl);
+            println!("link {} nurl {}", l.name, l.nurl);
+        }
+        if let Some(a) = running.admin_addr {
+            println!("admin http://{a}/");
+        }
+        tracing::info!(addr = %running.local_addr, "serving");
+        wait_for_signal().await;
+        tracing::info!("stopping: no new connections; waiting for calls in flight");
+        let report = running.shutdown(SHUTDOWN_GRACE).await;
+        tracing::info!(
+            calls_cut_off = report.calls_cut_off,
+            uploads_aborted = report.uploads_aborted,
+            "stopped"
+        );
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,1 +1,27 @@
 //! Foolscap, as foolscap 24.9 speaks it under Tahoe-LAFS 1.20.
+//!
+//! - [`banana`]: the token codec (sans-IO).
+//! - [`message`]: values and PB messages over tokens (sans-IO).
+//! - [`negotiate`]: the plaintext upgrade and HELLO/DECISION blocks (sans-IO).
+//! - [`tls`]: rustls configs pinning TubIDs.
+//! - [`broker`]: one connection's PB state over tokio.
+//! - [`tub`]: dialling and accepting connections; published objects.
+//! - [`schema`]: the RemoteInterface constraints Tahoe uses.
+//! - [`furl`], [`identity`]: addressing and key material.
+
+pub mod banana;
+pub mod broker;
+pub mod furl;
+pub mod identity;
+pub mod message;
+pub mod negotiate;
+pub mod schema;
+pub mod tls;
+pub mod tub;
+pub mod value;
+
+pub use broker::{CallError, Connection, RemoteObject, RemoteRef};
+pub use furl::Furl;
+pub use identity::TubIdentity;
+pub use tub::{Tub, TubConfig, TubError};
+pub use value::{Failure, Value};

@@ -119,7 +119,9 @@ impl Inner {
         }
 
         // Tests: the `size` bytes read at the offset (short at the end) must equal
-        // the specimen; a missing share reads as empty.
+        // the specimen; a missing share reads as empty. The size is not implied by
+        // the specimen: Tahoe creates shares under (0, 1, b""), which must fail once
+        // the share holds data.
         let mut success = true;
         'tests: for (sh, tw) in &req.test_write_vectors {
             for tv in &tw.test {

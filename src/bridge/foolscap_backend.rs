@@ -1,0 +1,535 @@
+//! The Foolscap backend: [`StorageApi`] over an upstream `RIStorageServer`.
+//!
+//! Protocol gaps closed here:
+//! - GBS uploads are keyed by upload secret; Foolscap's by bucket-writer reference.
+//!   Each allocation keeps its writers, its secret and the ranges still unwritten,
+//!   and holds a canary of its own, so a lost upstream connection aborts it there.
+//! - GBS completes a share when its last byte arrives; the writer is `close()`d then.
+//! - Foolscap has no call for a share's length; it is found by probing reads.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::errors::call_to_storage;
+use crate::foolscap::broker::Canary;
+use crate::foolscap::{Furl, RemoteObject, RemoteRef, Tub, Value};
+use crate::storage::*;
+
+/// One unfinished upload of one share.
+struct Upload {
+    secret: Secret,
+    writer: RemoteRef,
+    required: Vec<ByteRange>,
+    /// Keeps the canary exported for the upload's lifetime.
+    _canary: Arc<dyn RemoteObject>,
+}
+
+type SharedUpload = Arc<tokio::sync::Mutex<Upload>>;
+
+pub struct FoolscapBackend {
+    tub: Tub,
+    furl: Furl,
+    server: tokio::sync::Mutex<Option<RemoteRef>>,
+    uploads: Mutex<HashMap<(StorageIndex, ShareNum), SharedUpload>>,
+}
+
+impl FoolscapBackend {
+    pub fn new(tub: Tub, furl: Furl) -> FoolscapBackend {
+        FoolscapBackend {
+            tub,
+            furl,
+            server: tokio::sync::Mutex::new(None),
+            uploads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The upstream storage server, (re)connecting if needed.
+    async fn server(&self) -> StorageResult<RemoteRef> {
+        let mut s = self.server.lock().await;
+        if let Some(r) = s.as_ref().filter(|r| r.is_connected()) {
+            return Ok(r.clone());
+        }
+        let r = self
+            .tub
+            .get_reference(&self.furl)
+            .await
+            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        *s = Some(r.clone());
+        Ok(r)
+    }
+
+    async fn call(&self, method: &str, args: &[Value]) -> StorageResult<Value> {
+        let ss = self.server().await?;
+        match ss.call(method, args).await {
+            Err(crate::foolscap::CallError::ConnectionLost(m)) => {
+                *self.server.lock().await = None;
+                Err(StorageError::Unavailable(m))
+            }
+            r => r.map_err(call_to_storage),
+        }
+    }
+
+    fn upload(&self, si: StorageIndex, sh: ShareNum) -> StorageResult<SharedUpload> {
+        self.uploads
+            .lock()
+            .expect("uploads")
+            .get(&(si, sh))
+            .cloned()
+            .ok_or_else(|| {
+                StorageError::NotFound(format!("no upload in progress for share {sh} of {si}"))
+            })
+    }
+
+    async fn readers(&self, si: StorageIndex) -> StorageResult<BTreeMap<ShareNum, RemoteRef>> {
+        let v = self.call("get_buckets", &[si_value(si)]).await?;
+        let Value::Dict(items) = v else {
+            return Err(bad_answer("get_buckets", &v));
+        };
+        let mut out = BTreeMap::new();
+        for (k, r) in items {
+            if let (Some(sh), Value::Remote(r)) =
+                (k.as_u64().and_then(|n| ShareNum::try_from(n).ok()), r)
+            {
+                out.insert(sh, r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Find a share's length with reads: double until a read comes back short,
+    /// then the short read tells the rest.
+    async fn probe_length<F, Fut>(&self, read: F) -> StorageResult<u64>
+    where
+        F: Fn(u64, u64) -> Fut,
+        Fut: std::future::Future<Output = StorageResult<Bytes>>,
+    {
+        const CHUNK: u64 = 1 << 20;
+        let mut offset = 0;
+        loop {
+            let b = read(offset, CHUNK).await?;
+            if (b.len() as u64) < CHUNK {
+                return Ok(offset + b.len() as u64);
+            }
+            offset += CHUNK;
+        }
+    }
+}
+
+fn si_value(si: StorageIndex) -> Value {
+    Value::bytes(si.0.to_vec())
+}
+
+fn secret_value(s: &Secret) -> Value {
+    Value::bytes(s.0.clone())
+}
+
+fn bad_answer(method: &str, v: &Value) -> StorageError {
+    StorageError::Internal(format!(
+        "upstream {method} answered an unexpected {}",
+        v.type_name()
+    ))
+}
+
+fn read_data(method: &str, v: Value) -> StorageResult<BTreeMap<ShareNum, Vec<Bytes>>> {
+    let Value::Dict(items) = v else {
+        return Err(bad_answer(method, &v));
+    };
+    let mut out = BTreeMap::new();
+    for (k, datas) in items {
+        let sh = k
+            .as_u64()
+            .and_then(|n| ShareNum::try_from(n).ok())
+            .ok_or_else(|| bad_answer(method, &k))?;
+        let datas = datas
+            .as_seq()
+            .ok_or_else(|| bad_answer(method, &datas))?
+            .iter()
+            .map(|d| d.as_bytes().cloned().ok_or_else(|| bad_answer(method, d)))
+            .collect::<Result<_, _>>()?;
+        out.insert(sh, datas);
+    }
+    Ok(out)
+}
+
+/// Remove `[begin, end)` from a sorted list of required ranges.
+pub fn subtract(required: &mut Vec<ByteRange>, begin: u64, end: u64) {
+    let mut out = Vec::with_capacity(required.len() + 1);
+    for r in required.drain(..) {
+        if r.end <= begin || r.begin >= end {
+            out.push(r);
+            continue;
+        }
+        if r.begin < begin {
+            out.push(ByteRange {
+                begin: r.begin,
+                end: begin,
+            });
+        }
+        if r.end > end {
+            out.push(ByteRange {
+                begin: end,
+                end: r.end,
+            });
+        }
+    }
+    *required = out;
+}
+
+#[async_trait::async_trait]
+impl StorageApi for FoolscapBackend {
+    async fn version(&self) -> StorageResult<VersionInfo> {
+        let v = self.call("get_version", &[]).await?;
+        let inner = v.get(b"http://allmydata.org/tahoe/protocols/storage/v1");
+        let num = |k: &[u8]| inner.and_then(|d| d.get(k)).and_then(|x| x.as_u64());
+        Ok(VersionInfo {
+            maximum_immutable_share_size: num(b"maximum-immutable-share-size").unwrap_or(u64::MAX),
+            maximum_mutable_share_size: num(b"maximum-mutable-share-size")
+                .unwrap_or(69_105 * 1_000_000_000_000),
+            available_space: num(b"available-space").unwrap_or(u64::MAX),
+            application_version: v
+                .get(b"application-version")
+                .and_then(|x| x.as_bytes())
+                .map(|b| b.to_vec())
+                .unwrap_or_else(|| b"unknown".to_vec()),
+        })
+    }
+
+    async fn allocate_buckets(&self, req: AllocateRequest) -> StorageResult<AllocateResult> {
+        let canary: Arc<dyn RemoteObject> = Arc::new(Canary);
+        let v = self
+            .call(
+                "allocate_buckets",
+                &[
+                    si_value(req.storage_index),
+                    secret_value(&req.lease.renew),
+                    secret_value(&req.lease.cancel),
+                    Value::Set(req.share_numbers.iter().map(|s| Value::int(*s)).collect()),
+                    Value::int(req.allocated_size),
+                    Value::Local(canary.clone()),
+                ],
+            )
+            .await?;
+        let (already, writers) = match &v {
+            Value::Tuple(t) if t.len() == 2 => (&t[0], &t[1]),
+            _ => return Err(bad_answer("allocate_buckets", &v)),
+        };
+        let already_have: BTreeSet<ShareNum> = already
+            .as_seq()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|x| x.as_u64().and_then(|n| ShareNum::try_from(n).ok()))
+            .collect();
+        let mut allocated = BTreeSet::new();
+        if let Value::Dict(ws) = writers {
+            let mut uploads = self.uploads.lock().expect("uploads");
+            for (k, w) in ws {
+                if let (Some(sh), Value::Remote(w)) =
+                    (k.as_u64().and_then(|n| ShareNum::try_from(n).ok()), w)
+                {
+                    allocated.insert(sh);
+                    let required = if req.allocated_size == 0 {
+                        Vec::new()
+                    } else {
+                        vec![ByteRange {
+                            begin: 0,
+                            end: req.allocated_size,
+                        }]
+                    };
+                    uploads.insert(
+                        (req.storage_index, sh),
+                        Arc::new(tokio::sync::Mutex::new(Upload {
+                            secret: req.upload_secret.clone(),
+                            writer: w.clone(),
+                            required,
+                            _canary: canary.clone(),
+                        })),
+                    );
+                }
+            }
+        }
+        Ok(AllocateResult {
+            already_have,
+            allocated,
+        })
+    }
+
+    async fn write_immutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        upload_secret: &Secret,
+        offset: u64,
+        data: Bytes,
+    ) -> StorageResult<WriteProgress> {
+        let up = self.upload(si, shnum)?;
+        let mut u = up.lock().await;
+        if u.secret != *upload_secret {
+            return Err(StorageError::WrongUploadSecret);
+        }
+        let end = offset + data.len() as u64;
+        u.writer
+            .call("write", &[Value::int(offset), Value::Bytes(data)])
+            .await
+            .map_err(call_to_storage)?;
+        subtract(&mut u.required, offset, end);
+        if u.required.is_empty() {
+            u.writer.call("close", &[]).await.map_err(call_to_storage)?;
+            self.uploads.lock().expect("uploads").remove(&(si, shnum));
+        }
+        Ok(WriteProgress {
+            required: u.required.clone(),
+        })
+    }
+
+    async fn close_immutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        upload_secret: &Secret,
+    ) -> StorageResult<()> {
+        let up = self.upload(si, shnum)?;
+        let u = up.lock().await;
+        if u.secret != *upload_secret {
+            return Err(StorageError::WrongUploadSecret);
+        }
+        u.writer.call("close", &[]).await.map_err(call_to_storage)?;
+        self.uploads.lock().expect("uploads").remove(&(si, shnum));
+        Ok(())
+    }
+
+    async fn abort_immutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        upload_secret: &Secret,
+    ) -> StorageResult<()> {
+        let up = self.upload(si, shnum)?;
+        let u = up.lock().await;
+        if u.secret != *upload_secret {
+            return Err(StorageError::WrongUploadSecret);
+        }
+        self.uploads.lock().expect("uploads").remove(&(si, shnum));
+        u.writer.call("abort", &[]).await.map_err(call_to_storage)?;
+        Ok(())
+    }
+
+    async fn list_immutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
+        Ok(self.readers(si).await?.into_keys().collect())
+    }
+
+    async fn read_immutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<Bytes> {
+        let readers = self.readers(si).await?;
+        let r = readers
+            .get(&shnum)
+            .ok_or_else(|| StorageError::NotFound(format!("no share {shnum} of {si}")))?;
+        let v = r
+            .call("read", &[Value::int(offset), Value::int(length)])
+            .await
+            .map_err(call_to_storage)?;
+        v.as_bytes().cloned().ok_or_else(|| bad_answer("read", &v))
+    }
+
+    async fn immutable_share_length(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+    ) -> StorageResult<u64> {
+        self.probe_length(|o, l| self.read_immutable(si, shnum, o, l))
+            .await
+    }
+
+    async fn add_lease(&self, si: StorageIndex, lease: LeaseSecrets) -> StorageResult<()> {
+        self.call(
+            "add_lease",
+            &[
+                si_value(si),
+                secret_value(&lease.renew),
+                secret_value(&lease.cancel),
+            ],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn advise_corrupt_share(
+        &self,
+        share_type: ShareType,
+        si: StorageIndex,
+        shnum: ShareNum,
+        reason: String,
+    ) -> StorageResult<()> {
+        self.call(
+            "advise_corrupt_share",
+            &[
+                Value::bytes(share_type.as_str().as_bytes().to_vec()),
+                si_value(si),
+                Value::int(shnum),
+                Value::bytes(reason.into_bytes()),
+            ],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn read_test_write(
+        &self,
+        req: ReadTestWriteRequest,
+    ) -> StorageResult<ReadTestWriteResult> {
+        let tw = req
+            .test_write_vectors
+            .iter()
+            .map(|(sh, t)| {
+                let testv = t
+                    .test
+                    .iter()
+                    .map(|tv| {
+                        Value::Tuple(vec![
+                            Value::int(tv.offset),
+                            Value::int(tv.size),
+                            Value::bytes(&b"eq"[..]),
+                            Value::Bytes(tv.specimen.clone()),
+                        ])
+                    })
+                    .collect();
+                let datav = t
+                    .write
+                    .iter()
+                    .map(|w| Value::Tuple(vec![Value::int(w.offset), Value::Bytes(w.data.clone())]))
+                    .collect();
+                let new_length = t.new_length.map(Value::int).unwrap_or(Value::None);
+                (
+                    Value::int(*sh),
+                    Value::Tuple(vec![Value::List(testv), Value::List(datav), new_length]),
+                )
+            })
+            .collect();
+        let rv = req
+            .read_vector
+            .iter()
+            .map(|r| Value::Tuple(vec![Value::int(r.offset), Value::int(r.size)]))
+            .collect();
+        let v = self
+            .call(
+                "slot_testv_and_readv_and_writev",
+                &[
+                    si_value(req.storage_index),
+                    Value::Tuple(vec![
+                        secret_value(&req.secrets.write_enabler),
+                        secret_value(&req.secrets.lease.renew),
+                        secret_value(&req.secrets.lease.cancel),
+                    ]),
+                    Value::Dict(tw),
+                    Value::List(rv),
+                ],
+            )
+            .await?;
+        match v {
+            Value::Tuple(mut t) if t.len() == 2 => {
+                let data = read_data("slot_testv_and_readv_and_writev", t.pop().expect("two"))?;
+                let success = matches!(t.pop(), Some(Value::Bool(true)));
+                Ok(ReadTestWriteResult { success, data })
+            }
+            other => Err(bad_answer("slot_testv_and_readv_and_writev", &other)),
+        }
+    }
+
+    async fn list_mutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
+        Ok(self
+            .slot_readv(si, vec![], vec![])
+            .await?
+            .into_keys()
+            .collect())
+    }
+
+    async fn read_mutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<Bytes> {
+        let mut d = self
+            .slot_readv(
+                si,
+                vec![shnum],
+                vec![ReadVector {
+                    offset,
+                    size: length,
+                }],
+            )
+            .await?;
+        d.remove(&shnum)
+            .and_then(|mut v| v.pop())
+            .ok_or_else(|| StorageError::NotFound(format!("no mutable share {shnum} of {si}")))
+    }
+
+    async fn mutable_share_length(&self, si: StorageIndex, shnum: ShareNum) -> StorageResult<u64> {
+        self.probe_length(|o, l| self.read_mutable(si, shnum, o, l))
+            .await
+    }
+
+    async fn slot_readv(
+        &self,
+        si: StorageIndex,
+        shares: Vec<ShareNum>,
+        readv: Vec<ReadVector>,
+    ) -> StorageResult<BTreeMap<ShareNum, Vec<Bytes>>> {
+        let v = self
+            .call(
+                "slot_readv",
+                &[
+                    si_value(si),
+                    Value::List(shares.into_iter().map(Value::int).collect()),
+                    Value::List(
+                        readv
+                            .iter()
+                            .map(|r| Value::Tuple(vec![Value::int(r.offset), Value::int(r.size)]))
+                            .collect(),
+                    ),
+                ],
+            )
+            .await?;
+        read_data("slot_readv", v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtract_ranges() {
+        let mut r = vec![ByteRange { begin: 0, end: 100 }];
+        subtract(&mut r, 10, 20);
+        assert_eq!(
+            r,
+            vec![
+                ByteRange { begin: 0, end: 10 },
+                ByteRange {
+                    begin: 20,
+                    end: 100
+                }
+            ]
+        );
+        subtract(&mut r, 0, 15);
+        assert_eq!(
+            r,
+            vec![ByteRange {
+                begin: 20,
+                end: 100
+            }]
+        );
+        subtract(&mut r, 50, 200);
+        assert_eq!(r, vec![ByteRange { begin: 20, end: 50 }]);
+        subtract(&mut r, 20, 50);
+        assert!(r.is_empty());
+    }
+}

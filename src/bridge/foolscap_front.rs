@@ -1,0 +1,530 @@
+//! The Foolscap front: an `RIStorageServer` (with its bucket writers and readers)
+//! served over Foolscap, on any [`StorageApi`] backend.
+//!
+//! Protocol gaps closed here:
+//! - Foolscap has no upload secret; each `allocate_buckets` call gets a fresh random
+//!   one, remembered by its bucket writers for their lifetime.
+//! - A canary's connection lost before `close()` aborts every unfinished upload of
+//!   that call, as Tahoe's server does.
+//! - `close()` completes a share even with holes (Tahoe allows it); a share whose
+//!   every byte was written is already complete, and `close()` then only confirms.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::errors::storage_to_failure;
+use crate::foolscap::schema::{self, RemoteInterface};
+use crate::foolscap::{Connection, Failure, RemoteObject, RemoteRef, Value};
+use crate::storage::{
+    AllocateRequest, LeaseSecrets, MutableSecrets, ReadTestWriteRequest, ReadVector, Secret,
+    ShareNum, ShareType, StorageApi, StorageError, StorageIndex, TestVector, TestWriteVectors,
+    WriteVector,
+};
+
+/// The `RIStorageServer` object a storage FURL names.
+pub struct StorageServerObject {
+    api: Arc<dyn StorageApi>,
+}
+
+impl StorageServerObject {
+    pub fn new(api: Arc<dyn StorageApi>) -> Arc<StorageServerObject> {
+        Arc::new(StorageServerObject { api })
+    }
+}
+
+fn bytes_arg(v: &Value) -> Bytes {
+    v.as_bytes().cloned().unwrap_or_default()
+}
+
+fn si_arg(v: &Value) -> Result<StorageIndex, Failure> {
+    StorageIndex::from_slice(&bytes_arg(v))
+        .ok_or_else(|| Failure::violation("storage index must be exactly 16 bytes"))
+}
+
+fn sharenum(v: &Value) -> Result<ShareNum, Failure> {
+    v.as_u64()
+        .and_then(|n| ShareNum::try_from(n).ok())
+        .filter(|n| usize::from(*n) < crate::storage::MAX_SHARES)
+        .ok_or_else(|| Failure::violation(format!("share number {v:?} out of range 0..256")))
+}
+
+fn u64_arg(v: &Value, what: &str) -> Result<u64, Failure> {
+    v.as_u64().ok_or_else(|| {
+        Failure::violation(format!("{what} must be a non-negative integer below 2**64"))
+    })
+}
+
+fn readv_arg(v: &Value) -> Result<Vec<ReadVector>, Failure> {
+    v.as_seq()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            let t = t.as_seq().unwrap_or_default();
+            Ok(ReadVector {
+                offset: u64_arg(&t[0], "read offset")?,
+                size: u64_arg(&t[1], "read length")?,
+            })
+        })
+        .collect()
+}
+
+fn read_data(data: BTreeMap<ShareNum, Vec<Bytes>>) -> Value {
+    Value::Dict(
+        data.into_iter()
+            .map(|(sh, v)| {
+                (
+                    Value::int(sh),
+                    Value::List(v.into_iter().map(Value::Bytes).collect()),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn err(e: StorageError) -> Failure {
+    storage_to_failure(&e)
+}
+
+/// Tahoe's Foolscap server ignores these for unknown shares; the seam reports them.
+fn silent_not_found(r: Result<(), StorageError>) -> Result<Value, Failure> {
+    match r {
+        Ok(()) | Err(StorageError::NotFound(_)) => Ok(Value::None),
+        Err(e) => Err(err(e)),
+    }
+}
+
+#[async_trait::async_trait]
+impl RemoteObject for StorageServerObject {
+    fn interface_name(&self) -> &str {
+        schema::RI_STORAGE_SERVER.name
+    }
+
+    fn schema(&self) -> Option<&'static RemoteInterface> {
+        Some(&schema::RI_STORAGE_SERVER)
+    }
+
+    async fn call(
+        &self,
+        _conn: &Connection,
+        method: &str,
+        args: Vec<Value>,
+    ) -> Result<Value, Failure> {
+        match method {
+            "get_version" => {
+                let v = self.api.version().await.map_err(err)?;
+                Ok(Value::bytes_dict([
+                    (
+                        "application-version",
+                        Value::Bytes(v.application_version.into()),
+                    ),
+                    (
+                        "http://allmydata.org/tahoe/protocols/storage/v1",
+                        Value::bytes_dict([
+                            ("available-space", Value::int(v.available_space)),
+                            (
+                                "delete-mutable-shares-with-zero-length-writev",
+                                Value::Bool(true),
+                            ),
+                            ("fills-holes-with-zero-bytes", Value::Bool(true)),
+                            (
+                                "maximum-immutable-share-size",
+                                Value::int(v.maximum_immutable_share_size),
+                            ),
+                            (
+                                "maximum-mutable-share-size",
+                                Value::int(v.maximum_mutable_share_size),
+                            ),
+                            ("prevents-read-past-end-of-share-data", Value::Bool(true)),
+                            ("tolerates-immutable-read-overrun", Value::Bool(true)),
+                        ]),
+                    ),
+                ]))
+            }
+            "allocate_buckets" => {
+                let si = si_arg(&args[0])?;
+                let lease = LeaseSecrets {
+                    renew: Secret(bytes_arg(&args[1]).to_vec()),
+                    cancel: Secret(bytes_arg(&args[2]).to_vec()),
+                };
+                let share_numbers: BTreeSet<ShareNum> = args[3]
+                    .as_seq()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(sharenum)
+                    .collect::<Result<_, _>>()?;
+                let allocated_size = u64_arg(&args[4], "allocated_size")?;
+                let Value::Remote(canary) = &args[5] else {
+                    return Err(Failure::violation("canary must be a reference"));
+                };
+                let upload_secret = Secret(rand::random::<[u8; 32]>().to_vec());
+                let res = self
+                    .api
+                    .allocate_buckets(AllocateRequest {
+                        storage_index: si,
+                        lease,
+                        upload_secret: upload_secret.clone(),
+                        share_numbers,
+                        allocated_size,
+                    })
+                    .await
+                    .map_err(err)?;
+                let group = Arc::new(UploadGroup {
+                    canary: Mutex::new(Some(canary.clone())),
+                    writers: Mutex::new(Vec::new()),
+                    done: CancellationToken::new(),
+                });
+                let mut writers = Vec::new();
+                for sh in &res.allocated {
+                    let w = Arc::new(BucketWriterObject {
+                        api: self.api.clone(),
+                        si,
+                        shnum: *sh,
+                        secret: upload_secret.clone(),
+                        state: tokio::sync::Mutex::new(WriterState::Open),
+                        group: Arc::downgrade(&group),
+                    });
+                    group.writers.lock().expect("group").push(w.clone());
+                    writers.push((Value::int(*sh), Value::Local(w as Arc<dyn RemoteObject>)));
+                }
+                if !res.allocated.is_empty() {
+                    // Abort whatever is unfinished if the client's connection drops
+                    // first; stop watching once every writer is closed or aborted.
+                    let canary = canary.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = canary.disconnected() => group.abort_unfinished().await,
+                            _ = group.done.cancelled() => {}
+                        }
+                    });
+                }
+                Ok(Value::Tuple(vec![
+                    Value::Set(res.already_have.iter().map(|s| Value::int(*s)).collect()),
+                    Value::Dict(writers),
+                ]))
+            }
+            "get_buckets" => {
+                let si = si_arg(&args[0])?;
+                let shares = self.api.list_immutable_shares(si).await.map_err(err)?;
+                Ok(Value::Dict(
+                    shares
+                        .into_iter()
+                        .map(|sh| {
+                            let r: Arc<dyn RemoteObject> = Arc::new(BucketReaderObject {
+                                api: self.api.clone(),
+                                si,
+                                shnum: sh,
+                            });
+                            (Value::int(sh), Value::Local(r))
+                        })
+                        .collect(),
+                ))
+            }
+            "add_lease" => {
+                let si = si_arg(&args[0])?;
+                let lease = LeaseSecrets {
+                    renew: Secret(bytes_arg(&args[1]).to_vec()),
+                    cancel: Secret(bytes_arg(&args[2]).to_vec()),
+                };
+                silent_not_found(self.api.add_lease(si, lease).await)
+            }
+            "slot_readv" => {
+                let si = si_arg(&args[0])?;
+                let shares = args[1]
+                    .as_seq()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(sharenum)
+                    .collect::<Result<_, _>>()?;
+                let readv = readv_arg(&args[2])?;
+                let data = self.api.slot_readv(si, shares, readv).await.map_err(err)?;
+                Ok(read_data(data))
+            }
+            "slot_testv_and_readv_and_writev" => {
+                let si = si_arg(&args[0])?;
+                let secrets = args[1].as_seq().unwrap_or_default();
+                let secrets = MutableSecrets {
+                    write_enabler: Secret(bytes_arg(&secrets[0]).to_vec()),
+                    lease: LeaseSecrets {
+                        renew: Secret(bytes_arg(&secrets[1]).to_vec()),
+                        cancel: Secret(bytes_arg(&secrets[2]).to_vec()),
+                    },
+                };
+                let Value::Dict(tw) = &args[2] else {
+                    return Err(Failure::violation("tw_vectors must be a dict"));
+                };
+                let mut test_write_vectors = BTreeMap::new();
+                for (sh, t) in tw {
+                    let sh = sharenum(sh)?;
+                    let t = t.as_seq().unwrap_or_default();
+                    let mut test = Vec::new();
+                    for tv in t[0].as_seq().unwrap_or_default() {
+                        let tv = tv.as_seq().unwrap_or_default();
+                        if bytes_arg(&tv[2].clone()).as_ref() != b"eq" {
+                            // Tahoe's server asserts the operator is b"eq".
+                            return Err(Failure::new(
+                                "builtins.AssertionError",
+                                format!("unsupported test operator {:?}", tv[2]),
+                                &[],
+                            ));
+                        }
+                        test.push(TestVector {
+                            offset: u64_arg(&tv[0], "test offset")?,
+                            size: u64_arg(&tv[1], "test length")?,
+                            specimen: bytes_arg(&tv[3]),
+                        });
+                    }
+                    let mut write = Vec::new();
+                    for dv in t[1].as_seq().unwrap_or_default() {
+                        let dv = dv.as_seq().unwrap_or_default();
+                        write.push(WriteVector {
+                            offset: u64_arg(&dv[0], "write offset")?,
+                            data: bytes_arg(&dv[1]),
+                        });
+                    }
+                    let new_length = match &t[2] {
+                        Value::None => None,
+                        v => Some(u64_arg(v, "new_length")?),
+                    };
+                    test_write_vectors.insert(
+                        sh,
+                        TestWriteVectors {
+                            test,
+                            write,
+                            new_length,
+                        },
+                    );
+                }
+                let read_vector = readv_arg(&args[3])?;
+                let r = self
+                    .api
+                    .read_test_write(ReadTestWriteRequest {
+                        storage_index: si,
+                        secrets,
+                        test_write_vectors,
+                        read_vector,
+                    })
+                    .await
+                    .map_err(err)?;
+                Ok(Value::Tuple(vec![
+                    Value::Bool(r.success),
+                    read_data(r.data),
+                ]))
+            }
+            "advise_corrupt_share" => {
+                let share_type = match bytes_arg(&args[0]).as_ref() {
+                    b"immutable" => ShareType::Immutable,
+                    b"mutable" => ShareType::Mutable,
+                    other => {
+                        return Err(Failure::violation(format!(
+                            "share_type must be b'immutable' or b'mutable', not {:?}",
+                            String::from_utf8_lossy(other)
+                        )))
+                    }
+                };
+                let si = si_arg(&args[1])?;
+                let sh = sharenum(&args[2])?;
+                let reason = String::from_utf8_lossy(&bytes_arg(&args[3])).into_owned();
+                silent_not_found(
+                    self.api
+                        .advise_corrupt_share(share_type, si, sh, reason)
+                        .await,
+                )
+            }
+            _ => unreachable!("the schema admits only RIStorageServer methods"),
+        }
+    }
+}
+
+/// The writers of one `allocate_buckets` call and the canary that guards them. The
+/// group holds its writers until all are finished, so an upload is aborted even
+/// when the connection's own references to the writers are already gone.
+struct UploadGroup {
+    canary: Mutex<Option<RemoteRef>>,
+    writers: Mutex<Vec<Arc<BucketWriterObject>>>,
+    done: CancellationToken,
+}
+
+impl UploadGroup {
+    async fn abort_unfinished(&self) {
+        let writers: Vec<_> = self.writers.lock().expect("group").clone();
+        for w in writers {
+            let mut st = w.state.lock().await;
+            if *st == WriterState::Open {
+                debug!(si = %w.si, shnum = w.shnum, "client connection lost: aborting unfinished upload");
+                let _ = w.api.abort_immutable(w.si, w.shnum, &w.secret).await;
+                *st = WriterState::Aborted;
+            }
+        }
+        self.release();
+    }
+
+    /// Once no writer is open, let go of the canary (which decrefs it) and the writers.
+    fn release(&self) {
+        *self.canary.lock().expect("canary") = None;
+        self.writers.lock().expect("group").clear();
+        self.done.cancel();
+    }
+
+    async fn maybe_release(&self) {
+        let writers: Vec<_> = self.writers.lock().expect("group").clone();
+        for w in writers {
+            if *w.state.lock().await == WriterState::Open {
+                return;
+            }
+        }
+        self.release();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriterState {
+    Open,
+    /// Every byte written: the backend already completed the share.
+    Complete,
+    Closed,
+    Aborted,
+}
+
+/// `RIBucketWriter`: calls run one at a time, in order (writes, then close).
+struct BucketWriterObject {
+    api: Arc<dyn StorageApi>,
+    si: StorageIndex,
+    shnum: ShareNum,
+    secret: Secret,
+    state: tokio::sync::Mutex<WriterState>,
+    group: Weak<UploadGroup>,
+}
+
+#[async_trait::async_trait]
+impl RemoteObject for BucketWriterObject {
+    fn interface_name(&self) -> &str {
+        schema::RI_BUCKET_WRITER.name
+    }
+
+    fn schema(&self) -> Option<&'static RemoteInterface> {
+        Some(&schema::RI_BUCKET_WRITER)
+    }
+
+    fn sequential(&self) -> bool {
+        true
+    }
+
+    async fn call(
+        &self,
+        _conn: &Connection,
+        method: &str,
+        args: Vec<Value>,
+    ) -> Result<Value, Failure> {
+        let mut st = self.state.lock().await;
+        let r = match (method, *st) {
+            ("write", WriterState::Open | WriterState::Complete) => {
+                let offset = u64_arg(&args[0], "offset")?;
+                let data = bytes_arg(&args[1]);
+                if *st == WriterState::Complete {
+                    // Rewriting identical bytes of a complete share is harmless in
+                    // Tahoe; the backend no longer takes writes, so accept quietly.
+                    return Ok(Value::None);
+                }
+                let p = self
+                    .api
+                    .write_immutable(self.si, self.shnum, &self.secret, offset, data)
+                    .await
+                    .map_err(err)?;
+                if p.complete() {
+                    *st = WriterState::Complete;
+                }
+                Ok(Value::None)
+            }
+            ("write", _) => Err(Failure::new(
+                "foolscap.ipb.DeadReferenceError",
+                "write after close or abort",
+                &[],
+            )),
+            ("close", WriterState::Open) => {
+                self.api
+                    .close_immutable(self.si, self.shnum, &self.secret)
+                    .await
+                    .map_err(err)?;
+                *st = WriterState::Closed;
+                Ok(Value::None)
+            }
+            ("close", WriterState::Complete) => {
+                *st = WriterState::Closed;
+                Ok(Value::None)
+            }
+            ("close", _) => Err(Failure::new(
+                "builtins.AssertionError",
+                "close() on a closed or aborted bucket",
+                &[],
+            )),
+            ("abort", WriterState::Open) => {
+                let _ = self
+                    .api
+                    .abort_immutable(self.si, self.shnum, &self.secret)
+                    .await;
+                *st = WriterState::Aborted;
+                Ok(Value::None)
+            }
+            ("abort", _) => Ok(Value::None),
+            _ => unreachable!("the schema admits only RIBucketWriter methods"),
+        };
+        drop(st);
+        if matches!(method, "close" | "abort") {
+            if let Some(g) = self.group.upgrade() {
+                g.maybe_release().await;
+            }
+        }
+        r
+    }
+}
+
+/// `RIBucketReader` for one complete immutable share.
+struct BucketReaderObject {
+    api: Arc<dyn StorageApi>,
+    si: StorageIndex,
+    shnum: ShareNum,
+}
+
+#[async_trait::async_trait]
+impl RemoteObject for BucketReaderObject {
+    fn interface_name(&self) -> &str {
+        schema::RI_BUCKET_READER.name
+    }
+
+    fn schema(&self) -> Option<&'static RemoteInterface> {
+        Some(&schema::RI_BUCKET_READER)
+    }
+
+    async fn call(
+        &self,
+        _conn: &Connection,
+        method: &str,
+        args: Vec<Value>,
+    ) -> Result<Value, Failure> {
+        match method {
+            "read" => {
+                let offset = u64_arg(&args[0], "offset")?;
+                let length = u64_arg(&args[1], "length")?;
+                let b = self
+                    .api
+                    .read_immutable(self.si, self.shnum, offset, length)
+                    .await
+                    .map_err(err)?;
+                Ok(Value::Bytes(b))
+            }
+            "advise_corrupt_share" => {
+                let reason = String::from_utf8_lossy(&bytes_arg(&args[0])).into_owned();
+                silent_not_found(
+                    self.api
+                        .advise_corrupt_share(ShareType::Immutable, self.si, self.shnum, reason)
+                        .await,
+                )
+            }
+            _ => unreachable!("the schema admits only RIBucketReader methods"),
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! A link's view of its backend: every storage call counted, timed and sized for
+//! `/metrics`, the upstream's state for `/status`, and the unfinished uploads
+//! remembered so that a shutdown can abort them upstream.
+//!
+//! It wraps any [`StorageApi`] and is itself one, so the fronts see no difference.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::storage::*;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub link: String,
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub link: String,
+    pub method: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    pub link: String,
+    /// `in` (share data written by clients) or `out` (share data read by clients).
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LinkLabel {
+    pub link: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabel {
+    pub protocol: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to ~1.6 s.
+    Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+}
+
+/// Every metric swampgate exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub calls: Family<CallLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub latency: Family<CallLabels, Histogram, fn() -> Histogram>,
+    pub bytes: Family<BytesLabels, Counter>,
+    pub inflight_uploads: Family<LinkLabel, Gauge>,
+    pub connections: Family<ProtocolLabel, Gauge>,
+    pub connections_accepted: Family<ProtocolLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("swampgate");
+        let calls = Family::<CallLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let latency = Family::<CallLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let bytes = Family::<BytesLabels, Counter>::default();
+        let inflight_uploads = Family::<LinkLabel, Gauge>::default();
+        let connections = Family::<ProtocolLabel, Gauge>::default();
+        let connections_accepted = Family::<ProtocolLabel, Counter>::default();
+        registry.register("calls", "Storage calls per link and method", calls.clone());
+        registry.register(
+            "errors",
+            "Failed storage calls per link, method and error kind",
+            errors.clone(),
+        );
+        registry.register(
+            "call_duration_seconds",
+            "Storage call latency per link and method",
+            latency.clone(),
+        );
+        registry.register(
+            "share_bytes",
+            "Share data bytes per link and direction",
+            bytes.clone(),
+        );
+        registry.register(
+            "inflight_uploads",
+            "Immutable share uploads allocated and not yet finished",
+            inflight_uploads.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Open client connections per protocol",
+            connections.clone(),
+        );
+        registry.register(
+            "connections",
+            "Client connections accepted per protocol",
+            connections_accepted.clone(),
+        );
+        Metrics {
+            registry,
+            calls,
+            errors,
+            latency,
+            bytes,
+            inflight_uploads,
+            connections,
+            connections_accepted,
+        }
+    }
+}
+
+impl Metrics {
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+fn error_kind(e: &StorageError) -> &'static str {
+    match e {
+        StorageError::NotFound(_) => "not_found",
+        StorageError::ConflictingWrite(_) => "conflicting_write",
+        StorageError::DataTooLarge(_) => "data_too_large",
+        StorageError::WrongUploadSecret => "wrong_upload_secret",
+        StorageError::BadWriteEnabler(_) => "bad_write_enabler",
+        StorageError::NotAllowed(_) => "not_allowed",
+        StorageError::InvalidRequest(_) => "invalid_request",
+        StorageError::WrongContainer(_) => "wrong_container",
+        StorageError::NoSpace(_) => "no_space",
+        StorageError::Unavailable(_) => "unavailable",
+        StorageError::Remote { .. } => "remote",
+        StorageError::Internal(_) => "internal",
+    }
+}
+
+/// What is known of the upstream, from the calls made to it.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct UpstreamState {
+    /// `up` after a call reached the upstream, `down` after one could not, `unknown`
+    /// before any call.
+    pub state: &'static str,
+    pub last_success_unix: Option<u64>,
+    pub last_failure_unix: Option<u64>,
+    pub last_failure: Option<String>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A backend wrapped for one link.
+pub struct Instrumented {
+    link: String,
+    inner: Arc<dyn StorageApi>,
+    metrics: Arc<Metrics>,
+    uploads: Mutex<HashMap<(StorageIndex, ShareNum), Secret>>,
+    inflight_calls: AtomicUsize,
+    upstream: Mutex<UpstreamState>,
+}
+
+/// Decrements the in-flight count however the call ends.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Instrumented {
+    pub fn new(link: &str, inner: Arc<dyn StorageApi>, metrics: Arc<Metrics>) -> Instrumented {
+        Instrumented {
+            link: link.to_string(),
+            inner,
+            metrics,
+            uploads: Mutex::new(HashMap::new()),
+            inflight_calls: AtomicUsize::new(0),
+            upstream: Mutex::new(UpstreamState {
+                state: "unknown",
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub fn link(&self) -> &str {
+        &self.link
+    }
+
+    /// Calls running now.
+    pub fn inflight_calls(&self) -> usize {
+        self.inflight_calls.load(Ordering::SeqCst)
+    }
+
+    /// Immutable uploads allocated and not yet completed or aborted.
+    pub fn inflight_uploads(&self) -> usize {
+        self.uploads.lock().expect("uploads").len()
+    }
+
+    pub fn upstream_state(&self) -> UpstreamState {
+        self.upstream.lock().expect("upstream").clone()
+    }
+
+    /// Abort every unfinished upload upstream (at shutdown); returns how many.
+    pub async fn abort_unfinished(&self) -> usize {
+        let uploads: Vec<_> = self.uploads.lock().expect("uploads").drain().collect();
+        self.metrics
+            .inflight_uploads
+            .get_or_create(&LinkLabel {
+                link: self.link.clone(),
+            })
+            .set(0);
+        let n = uploads.len();
+        for ((si, sh), secret) in uploads {
+            if let Err(e) = self.inner.abort_immutable(si, sh, &secret).await {
+                tracing::debug!(link = %self.link, %si, sh, "abort at shutdown failed: {e}");
+            }
+        }
+        n
+    }
+
+    fn set_uploads_gauge(&self, n: usize) {
+        self.metrics
+            .inflight_uploads
+            .get_or_create(&LinkLabel {
+                link: self.link.clone(),
+            })
+            .set(n as i64);
+    }
+
+    fn finish_upload(&self, si: StorageIndex, sh: ShareNum) {
+        let n = {
+            let mut u = self.uploads.lock().expect("uploads");
+            u.remove(&(si, sh));
+            u.len()
+        };
+        self.set_uploads_gauge(n);
+    }
+
+    async fn measure<T, F>(&self, method: &'static str, f: F) -> StorageResult<T>
+    where
+        F: std::future::Future<Output = StorageResult<T>>,
+    {
+        self.inflight_calls.fetch_add(1, Ordering::SeqCst);
+        let _guard = InFlight(&self.inflight_calls);
+        let labels = CallLabels {
+            link: self.link.clone(),
+            method: method.to_string(),
+        };
+        let start = Instant::now();
+        let r = f.await;
+        self.metrics.calls.get_or_create(&labels).inc();
+        self.metrics
+            .latency
+            .get_or_create(&labels)
+            .observe(start.elapsed().as_secs_f64());
+        let mut up = self.upstream.lock().expect("upstream");
+        match &r {
+            Err(e) => {
+                self.metrics
+                    .errors
+                    .get_or_create(&ErrorLabels {
+                        link: self.link.clone(),
+                        method: method.to_string(),
+                        kind: error_kind(e).to_string(),
+                    })
+                    .inc();
+                if matches!(e, StorageError::Unavailable(_)) {
+                    up.state = "down";
+                    up.last_failure_unix = Some(now_unix());
+                    up.last_failure = Some(e.to_string());
+                } else {
+                    // Any other answer came from a reachable upstream.
+                    up.state = "up";
+                    up.last_success_unix = Some(now_unix());
+                }
+            }
+            Ok(_) => {
+                up.state = "up";
+                up.last_success_unix = Some(now_unix());
+            }
+        }
+        r
+    }
+
+    fn count_bytes(&self, direction: &str, n: usize) {
+        self.metrics
+            .bytes
+            .get_or_create(&BytesLabels {
+                link: self.link.clone(),
+                direction: direction.to_string(),
+            })
+            .inc_by(n as u64);
+    }
+}
+
+#[async_trait::async_trait]
+impl StorageApi for Instrumented {
+    async fn version(&self) -> StorageResult<VersionInfo> {
+        self.measure("version", self.inner.version()).await
+    }
+
+    async fn allocate_buckets(&self, req: AllocateRequest) -> StorageResult<AllocateResult> {
+        let si = req.storage_index;
+        let secret = req.upload_secret.clone();
+        let r = self
+            .measure("allocate_buckets", self.inner.allocate_buckets(req))
+            .await?;
+        let n = {
+            let mut u = self.uploads.lock().expect("uploads");
+            for sh in &r.allocated {
+                u.insert((si, *sh), secret.clone());
+            }
+            u.len()
+        };
+        self.set_uploads_gauge(n);
+        Ok(r)
+    }
+
+    async fn write_immutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        upload_secret: &Secret,
+        offset: u64,
+        data: Bytes,
+    ) -> StorageResult<WriteProgress> {
+        let len = data.len();
+        let r = self
+            .measure(
+                "write_immutable",
+                self.inner
+                    .write_immutable(si, shnum, upload_secret, offset, data),
+            )
+            .await?;
+        self.count_bytes("in", len);
+        if r.complete() {
+            self.finish_upload(si, shnum);
+        }
+        Ok(r)
+    }
+
+    async fn close_immutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        upload_secret: &Secret,
+    ) -> StorageResult<()> {
+        self.measure(
+            "close_immutable",
+            self.inner.close_immutable(si, shnum, upload_secret),
+        )
+        .await?;
+        self.finish_upload(si, shnum);
+        Ok(())
+    }
+
+    async fn abort_immutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        upload_secret: &Secret,
+    ) -> StorageResult<()> {
+        let r = self
+            .measure(
+                "abort_immutable",
+                self.inner.abort_immutable(si, shnum, upload_secret),
+            )
+            .await;
+        if !matches!(r, Err(StorageError::WrongUploadSecret)) {
+            self.finish_upload(si, shnum);
+        }
+        r
+    }
+
+    async fn list_immutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
+        self.measure(
+            "list_immutable_shares",
+            self.inner.list_immutable_shares(si),
+        )
+        .await
+    }
+
+    async fn read_immutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<Bytes> {
+        let r = self
+            .measure(
+                "read_immutable",
+                self.inner.read_immutable(si, shnum, offset, length),
+            )
+            .await?;
+        self.count_bytes("out", r.len());
+        Ok(r)
+    }
+
+    async fn immutable_share_length(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+    ) -> StorageResult<u64> {
+        self.measure(
+            "immutable_share_length",
+            self.inner.immutable_share_length(si, shnum),
+        )
+        .await
+    }
+
+    async fn add_lease(&self, si: StorageIndex, lease: LeaseSecrets) -> StorageResult<()> {
+        self.measure("add_lease", self.inner.add_lease(si, lease))
+            .await
+    }
+
+    async fn advise_corrupt_share(
+        &self,
+        share_type: ShareType,
+        si: StorageIndex,
+        shnum: ShareNum,
+        reason: String,
+    ) -> StorageResult<()> {
+        self.measure(
+            "advise_corrupt_share",
+            self.inner
+                .advise_corrupt_share(share_type, si, shnum, reason),
+        )
+        .await
+    }
+
+    async fn read_test_write(
+        &self,
+        req: ReadTestWriteRequest,
+    ) -> StorageResult<ReadTestWriteResult> {
+        let written: usize = req
+            .test_write_vectors
+            .values()
+            .flat_map(|t| t.write.iter().map(|w| w.data.len()))
+            .sum();
+        let r = self
+            .measure("read_test_write", self.inner.read_test_write(req))
+            .await?;
+        if r.success {
+            self.count_bytes("in", written);
+        }
+        self.count_bytes("out", r.data.values().flatten().map(|b| b.len()).sum());
+        Ok(r)
+    }
+
+    async fn list_mutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
+        self.measure("list_mutable_shares", self.inner.list_mutable_shares(si))
+            .await
+    }
+
+    async fn read_mutable(
+        &self,
+        si: StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<Bytes> {
+        let r = self
+            .measure(
+                "read_mutable",
+                self.inner.read_mutable(si, shnum, offset, length),
+            )
+            .await?;
+        self.count_bytes("out", r.len());
+        Ok(r)
+    }
+
+    async fn mutable_share_length(&self, si: StorageIndex, shnum: ShareNum) -> StorageResult<u64> {
+        self.measure(
+            "mutable_share_length",
+            self.inner.mutable_share_length(si, shnum),
+        )
+        .await
+    }
+
+    async fn slot_readv(
+        &self,
+        si: StorageIndex,
+        shares: Vec<ShareNum>,
+        readv: Vec<ReadVector>,
+    ) -> StorageResult<BTreeMap<ShareNum, Vec<Bytes>>> {
+        let r = self
+            .measure("slot_readv", self.inner.slot_readv(si, shares, readv))
+            .await?;
+        self.count_bytes("out", r.values().flatten().map(|b| b.len()).sum());
+        Ok(r)
+    }
+}

@@ -1,0 +1,292 @@
+//! The daemon's configuration: a TOML file (or the embedded default), validated so
+//! that every problem is reported with the field it concerns.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7750"        # one port: Foolscap and GBS, told apart by first bytes
+//! location = "tcp:127.0.0.1:7750"  # hints put in FURLs (comma-separated); NURLs use the first
+//! admin = "127.0.0.1:7751"         # optional: /metrics, /healthz, /status
+//!
+//! [[link]]
+//! name = "default"
+//! upstream = "local:shares"        # local:PATH, a FURL, or a NURL ending #v=1
+//! adopt = "/var/lib/tahoe/storage" # optional: serve with that Tahoe node's identity
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::foolscap::furl::{Furl, Hint};
+use crate::gbs::nurl::Nurl;
+
+/// The embedded default: one port on loopback, the embedded share store.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7750";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{field}: {why}")]
+pub struct ConfigError {
+    /// The field (or file) at fault, e.g. `link[0].upstream`.
+    pub field: String,
+    pub why: String,
+}
+
+fn cfg_err(field: impl Into<String>, why: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        why: why.into(),
+    }
+}
+
+/// Where a link's storage operations go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// The embedded share store in this directory (relative to the state dir).
+    Local(PathBuf),
+    /// A Foolscap storage server.
+    Foolscap(Furl),
+    /// A GBS storage server, by its NURL.
+    Gbs(Nurl),
+}
+
+impl Upstream {
+    pub fn parse(s: &str) -> Result<Upstream, String> {
+        let s = s.trim();
+        if let Some(p) = s.strip_prefix("local:") {
+            if p.is_empty() {
+                return Err("local: needs a directory, e.g. local:shares".into());
+            }
+            return Ok(Upstream::Local(PathBuf::from(p)));
+        }
+        if (s.starts_with("pb://") || s.starts_with("pb+tor://")) && s.contains('#') {
+            return s
+                .parse::<Nurl>()
+                .map(Upstream::Gbs)
+                .map_err(|e| format!("bad NURL: {e}"));
+        }
+        if s.starts_with("pb://") {
+            return Furl::parse(s)
+                .map(Upstream::Foolscap)
+                .map_err(|e| format!("bad FURL: {e}"));
+        }
+        Err("expected local:PATH, a FURL (pb://TUBID@HINTS/NAME) or a NURL (pb://HASH@HOST:PORT/NAME#v=1)".into())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    location: Option<String>,
+    admin: Option<String>,
+    #[serde(default, rename = "link")]
+    links: Vec<RawLink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    name: String,
+    upstream: String,
+    adopt: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkConfig {
+    pub name: String,
+    pub upstream: Upstream,
+    /// A Tahoe node directory whose identity (`private/node.pem`, the swissnum of
+    /// `private/storage.furl`) this link serves with.
+    pub adopt: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Connection hints for FURLs; `None` derives one from the bound address.
+    pub location: Option<Vec<Hint>>,
+    pub admin: Option<SocketAddr>,
+    pub links: Vec<LinkConfig>,
+}
+
+impl Config {
+    /// The embedded default: `127.0.0.1:7750`, one link `default` on the embedded
+    /// store in `STATE/shares`.
+    pub fn embedded_default() -> Config {
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("a valid address"),
+            location: None,
+            admin: None,
+            links: vec![LinkConfig {
+                name: "default".into(),
+                upstream: Upstream::Local(PathBuf::from("shares")),
+                adopt: None,
+            }],
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| cfg_err(path.display().to_string(), format!("cannot read: {e}")))?;
+        Config::parse(&text).map_err(|e| cfg_err(format!("{}: {}", path.display(), e.field), e.why))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e
+                .span()
+                .map(|s| format!(" (at byte {})", s.start))
+                .unwrap_or_default();
+            cfg_err("config", format!("{}{span}", e.message()))
+        })?;
+        let listen = match &raw.listen {
+            Some(l) => parse_addr(l).map_err(|w| cfg_err("listen", w))?,
+            None => DEFAULT_LISTEN.parse().expect("a valid address"),
+        };
+        let location = raw
+            .location
+            .as_deref()
+            .map(|l| parse_location(l).map_err(|w| cfg_err("location", w)))
+            .transpose()?;
+        let admin = raw
+            .admin
+            .as_deref()
+            .map(|a| parse_addr(a).map_err(|w| cfg_err("admin", w)))
+            .transpose()?;
+        if raw.links.is_empty() {
+            return Err(cfg_err("link", "at least one [[link]] is required"));
+        }
+        let mut links: Vec<LinkConfig> = Vec::new();
+        for (i, l) in raw.links.into_iter().enumerate() {
+            validate_name(&l.name).map_err(|w| cfg_err(format!("link[{i}].name"), w))?;
+            if links.iter().any(|x| x.name == l.name) {
+                return Err(cfg_err(
+                    format!("link[{i}].name"),
+                    format!("duplicate link name {:?}", l.name),
+                ));
+            }
+            let upstream = Upstream::parse(&l.upstream)
+                .map_err(|w| cfg_err(format!("link[{i}].upstream"), w))?;
+            if let Some(a) = &l.adopt {
+                check_node_dir(a).map_err(|w| cfg_err(format!("link[{i}].adopt"), w))?;
+            }
+            links.push(LinkConfig {
+                name: l.name,
+                upstream,
+                adopt: l.adopt,
+            });
+        }
+        Ok(Config {
+            listen,
+            location,
+            admin,
+            links,
+        })
+    }
+}
+
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("{s:?} is not an address of the form HOST:PORT (an IP address and a port)")
+    })
+}
+
+/// Comma-separated connection hints (`tcp:HOST:PORT` or `HOST:PORT`).
+pub fn parse_location(s: &str) -> Result<Vec<Hint>, String> {
+    let hints: Vec<Hint> = s
+        .split(',')
+        .map(|h| Hint::parse(h.trim()).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    if hints.is_empty() {
+        return Err("no hints".into());
+    }
+    Ok(hints)
+}
+
+/// Link names become file names under `STATE/links/`: keep them plain.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} must be 1-64 characters of letters, digits, '-' and '_' (not starting with '-')"
+        ))
+    }
+}
+
+/// A Tahoe node directory usable for adoption: it has `private/node.pem` and
+/// `private/storage.furl`.
+pub fn check_node_dir(dir: &Path) -> Result<(), String> {
+    for f in ["private/node.pem", "private/storage.furl"] {
+        let p = dir.join(f);
+        if !p.is_file() {
+            return Err(format!(
+                "{} is not a Tahoe storage node directory: {} is missing",
+                dir.display(),
+                p.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = Config::parse(
+            r#"
+            listen = "127.0.0.1:9000"
+            location = "tcp:example.org:9000,tcp:127.0.0.1:9000"
+            admin = "127.0.0.1:9001"
+            [[link]]
+            name = "legacy"
+            upstream = "pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:42102/yci4erqgi6kgb3ybym4y3qlox2zawafr"
+            [[link]]
+            name = "local"
+            upstream = "local:shares"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.location.as_ref().unwrap().len(), 2);
+        assert_eq!(c.links.len(), 2);
+        assert!(matches!(c.links[0].upstream, Upstream::Foolscap(_)));
+        assert_eq!(c.links[1].upstream, Upstream::Local("shares".into()));
+    }
+
+    #[test]
+    fn every_error_names_its_field() {
+        let cases = [
+            ("listen = \"nope\"\n[[link]]\nname=\"a\"\nupstream=\"local:x\"", "listen"),
+            ("admin = \"1.2.3.4\"\n[[link]]\nname=\"a\"\nupstream=\"local:x\"", "admin"),
+            ("[[link]]\nname=\"a/b\"\nupstream=\"local:x\"", "link[0].name"),
+            ("[[link]]\nname=\"a\"\nupstream=\"http://x\"", "link[0].upstream"),
+            ("[[link]]\nname=\"a\"\nupstream=\"pb://short@tcp:h:1/x\"", "link[0].upstream"),
+            ("[[link]]\nname=\"a\"\nupstream=\"local:x\"\n[[link]]\nname=\"a\"\nupstream=\"local:y\"", "link[1].name"),
+            ("[[link]]\nname=\"a\"\nupstream=\"local:x\"\nadopt=\"/nonexistent\"", "link[0].adopt"),
+            ("bogus = 1\n[[link]]\nname=\"a\"\nupstream=\"local:x\"", "config"),
+            ("", "link"),
+        ];
+        for (text, field) in cases {
+            let e = Config::parse(text).unwrap_err();
+            assert_eq!(e.field, field, "{text:?}: {e}");
+            assert!(!e.why.is_empty());
+        }
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded_default();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.links[0].name, "default");
+    }
+}

@@ -1,0 +1,431 @@
+//! The running daemon: one port serving every link over Foolscap and GBS, each link
+//! a pair of fronts on one backend.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, Instrument};
+
+use super::admin::{self, LinkStatus, StatusFn};
+use super::config::{Config, Upstream};
+use super::sniff::{self, Prefixed, Protocol};
+use super::state::{self, StateDir, StateError};
+use crate::bridge::foolscap_backend::FoolscapBackend;
+use crate::bridge::foolscap_front::StorageServerObject;
+use crate::bridge::instrument::{Instrumented, Metrics, ProtocolLabel};
+use crate::foolscap::furl::Hint;
+use crate::foolscap::{Tub, TubConfig, TubIdentity};
+use crate::gbs::client::{ClientConfig, GbsClient};
+use crate::gbs::server::{GbsServer, ServerConfig};
+use crate::gbs::tls::TlsIdentity;
+use crate::storage::store::{Store, StoreConfig};
+use crate::storage::StorageApi;
+
+/// How long a new connection may take to send the 8 bytes that tell its protocol
+/// (Tahoe's `protocol_switch` waits 30 s).
+pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("{field}: {why}")]
+    Config { field: String, why: String },
+    #[error("listen {addr}: {why}")]
+    Listen { addr: SocketAddr, why: String },
+}
+
+fn cfg(field: impl Into<String>, why: impl Into<String>) -> DaemonError {
+    DaemonError::Config {
+        field: field.into(),
+        why: why.into(),
+    }
+}
+
+/// A link's public URLs.
+#[derive(Clone, Debug)]
+pub struct LinkUrls {
+    pub name: String,
+    pub furl: String,
+    pub nurl: String,
+}
+
+/// The daemon, started.
+pub struct Running {
+    pub links: Vec<LinkUrls>,
+    pub local_addr: SocketAddr,
+    /// Where the admin endpoint listens, if configured.
+    pub admin_addr: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    backends: Vec<Arc<Instrumented>>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a shutdown did.
+#[derive(Debug, Default)]
+pub struct ShutdownReport {
+    /// Calls still running when the grace period ended.
+    pub calls_cut_off: usize,
+    /// Unfinished uploads aborted upstream.
+    pub uploads_aborted: usize,
+}
+
+impl Running {
+    /// Stop accepting connections, let calls in flight finish within `grace`, then
+    /// abort every unfinished upload upstream.
+    pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+        let deadline = tokio::time::Instant::now() + grace;
+        let inflight =
+            |b: &[Arc<Instrumented>]| b.iter().map(|l| l.inflight_calls()).sum::<usize>();
+        while inflight(&self.backends) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut report = ShutdownReport {
+            calls_cut_off: inflight(&self.backends),
+            ..Default::default()
+        };
+        for b in &self.backends {
+            report.uploads_aborted += b.abort_unfinished().await;
+        }
+        report
+    }
+}
+
+/// The GBS servers of one port, chosen per request by the `Authorization` swissnum.
+struct GbsRoutes {
+    tls: TlsAcceptor,
+    servers: Vec<(String, GbsServer)>,
+}
+
+impl GbsRoutes {
+    fn pick<B>(&self, req: &Request<B>) -> &GbsServer {
+        let got = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or(b"");
+        self.servers
+            .iter()
+            .find(|(swissnum, _)| {
+                crate::gbs::auth::SwissnumCheck::new(swissnum.as_bytes())
+                    .check(Some(got))
+                    .is_ok()
+            })
+            .map(|(_, s)| s)
+            // No match: any server answers 401 (its own check fails the same way).
+            .unwrap_or(&self.servers[0].1)
+    }
+}
+
+/// Build the backend of a link.
+async fn backend(
+    upstream: &Upstream,
+    state: &StateDir,
+    served: &TubIdentity,
+    client_tub: &Tub,
+) -> Result<Arc<dyn StorageApi>, String> {
+    Ok(match upstream {
+        Upstream::Local(path) => {
+            let root = state.resolve(path);
+            let nodeid = served.tubid().to_string();
+            let store =
+                tokio::task::spawn_blocking(move || Store::open(StoreConfig::new(root, nodeid)));
+            Arc::new(
+                store
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cannot open the embedded store: {e}"))?,
+            )
+        }
+        Upstream::Foolscap(furl) => {
+            Arc::new(FoolscapBackend::new(client_tub.clone(), furl.clone()))
+        }
+        Upstream::Gbs(nurl) => {
+            Arc::new(GbsClient::new(nurl, ClientConfig::default()).map_err(|e| e.to_string())?)
+        }
+    })
+}
+
+/// Start serving `config` with state in `state`.
+pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonError> {
+    // One port, one identity: adopted links must all adopt the same node, and then
+    // every link on the port serves with it.
+    let mut adopted: Option<(std::path::PathBuf, TubIdentity)> = None;
+    for (i, l) in config.links.iter().enumerate() {
+        if let Some(dir) = &l.adopt {
+            let (id, _) = state::adopt(dir)?;
+            match &adopted {
+                Some((_, a)) if a.tubid() != id.tubid() => {
+                    return Err(cfg(
+                        format!("link[{i}].adopt"),
+                        "links on one port share one identity; this link adopts a different node",
+                    ))
+                }
+                _ => adopted = Some((dir.clone(), id)),
+            }
+        }
+    }
+    if adopted.is_some() {
+        if let Some(i) = config.links.iter().position(|l| l.adopt.is_none()) {
+            return Err(cfg(
+                format!("link[{i}].adopt"),
+                "when one link adopts a node's identity, every link on the port must adopt it",
+            ));
+        }
+    }
+    let identity = match &adopted {
+        Some((_, id)) => id.clone(),
+        None => state.identity()?,
+    };
+    let client_identity = state.client_identity()?;
+    let tub = Tub::new(identity.clone(), TubConfig::default())
+        .map_err(|e| cfg("identity", e.to_string()))?;
+    let client_tub = Tub::new(client_identity, TubConfig::default())
+        .map_err(|e| cfg("identity", e.to_string()))?;
+    let tls_identity = TlsIdentity::from_pem(identity.to_pem().as_bytes())
+        .map_err(|e| cfg("identity", e.to_string()))?;
+    let tls = TlsAcceptor::from(
+        tls_identity
+            .server_config()
+            .map_err(|e| cfg("identity", e))?,
+    );
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| DaemonError::Listen {
+            addr: config.listen,
+            why: e.to_string(),
+        })?;
+    let local_addr = listener.local_addr().map_err(|e| DaemonError::Listen {
+        addr: config.listen,
+        why: e.to_string(),
+    })?;
+    let hints = config.location.clone().unwrap_or_else(|| {
+        vec![Hint::Tcp {
+            host: local_addr.ip().to_string(),
+            port: local_addr.port(),
+        }]
+    });
+    let (nurl_host, nurl_port) = hints
+        .iter()
+        .find_map(|h| match h {
+            Hint::Tcp { host, port } => Some((host.clone(), *port)),
+            Hint::Other(_) => None,
+        })
+        .ok_or_else(|| cfg("location", "needs at least one tcp: hint"))?;
+    let spki = identity.spki_hash();
+
+    let metrics = Arc::new(Metrics::default());
+    let mut links = Vec::new();
+    let mut servers = Vec::new();
+    let mut backends = Vec::new();
+    let mut statuses = Vec::new();
+    for (i, l) in config.links.iter().enumerate() {
+        let swissnum = match &l.adopt {
+            Some(dir) => state::adopt(dir)?.1,
+            None => state.swissnum(&l.name)?,
+        };
+        let api = backend(&l.upstream, state, &identity, &client_tub)
+            .await
+            .map_err(|why| cfg(format!("link[{i}].upstream"), why))?;
+        let instrumented = Arc::new(Instrumented::new(&l.name, api, metrics.clone()));
+        backends.push(instrumented.clone());
+        statuses.push((describe(&l.upstream), instrumented.clone()));
+        let api: Arc<dyn StorageApi> = instrumented;
+        tub.publish(&swissnum, StorageServerObject::new(api.clone()));
+        servers.push((
+            swissnum.clone(),
+            GbsServer::new(api, ServerConfig::new(swissnum.clone())),
+        ));
+        let furl = tub.furl(&swissnum, hints.clone()).to_string();
+        let host = if nurl_host.contains(':') {
+            format!("[{nurl_host}]")
+        } else {
+            nurl_host.clone()
+        };
+        let nurl = format!("pb://{spki}@{host}:{nurl_port}/{swissnum}#v=1");
+        state.write_link_urls(&l.name, &furl, &nurl)?;
+        info!(link = %l.name, upstream = %describe(&l.upstream), "link ready");
+        links.push(LinkUrls {
+            name: l.name.clone(),
+            furl,
+            nurl,
+        });
+    }
+    let routes = Arc::new(GbsRoutes { tls, servers });
+    let shutdown = CancellationToken::new();
+    let admin_addr = match config.admin {
+        None => None,
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| DaemonError::Listen {
+                    addr,
+                    why: format!("admin: {e}"),
+                })?;
+            let bound = l.local_addr().ok();
+            let m = metrics.clone();
+            let status: StatusFn = Arc::new(move || {
+                let links: Vec<LinkStatus> = statuses
+                    .iter()
+                    .map(|(upstream, b)| LinkStatus {
+                        name: b.link().to_string(),
+                        upstream: upstream.clone(),
+                        upstream_state: b.upstream_state(),
+                        inflight_calls: b.inflight_calls(),
+                        inflight_uploads: b.inflight_uploads(),
+                    })
+                    .collect();
+                let conns = |p: &str| {
+                    m.connections
+                        .get_or_create(&ProtocolLabel { protocol: p.into() })
+                        .get()
+                };
+                serde_json::json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "listen": local_addr.to_string(),
+                    "connections": {"foolscap": conns("foolscap"), "gbs": conns("gbs")},
+                    "links": links,
+                })
+            });
+            tokio::spawn(admin::serve(l, metrics.clone(), status, shutdown.clone()));
+            bound
+        }
+    };
+    let task = tokio::spawn(accept_loop(
+        listener,
+        tub,
+        routes,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    Ok(Running {
+        links,
+        local_addr,
+        admin_addr,
+        metrics,
+        backends,
+        shutdown,
+        task,
+    })
+}
+
+/// The upstream, for logs: never a swissnum.
+fn describe(u: &Upstream) -> String {
+    match u {
+        Upstream::Local(p) => format!("local:{}", p.display()),
+        Upstream::Foolscap(f) => format!("{f:?}"),
+        Upstream::Gbs(n) => n.redacted(),
+    }
+}
+
+/// Counts a connection in the `open_connections` gauge while it lives.
+struct ConnGauge(prometheus_client::metrics::gauge::Gauge);
+
+impl ConnGauge {
+    fn open(metrics: &Metrics, protocol: &str) -> ConnGauge {
+        let label = ProtocolLabel {
+            protocol: protocol.into(),
+        };
+        metrics.connections_accepted.get_or_create(&label).inc();
+        let g = metrics.connections.get_or_create(&label).clone();
+        g.inc();
+        ConnGauge(g)
+    }
+}
+
+impl Drop for ConnGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tub: Tub,
+    routes: Arc<GbsRoutes>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (mut tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    debug!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let tub = tub.clone();
+        let routes = routes.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(
+            async move {
+                let (proto, prefix) = match sniff::sniff(&mut tcp, SNIFF_TIMEOUT).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        debug!("closing: {e}");
+                        return;
+                    }
+                };
+                match proto {
+                    Protocol::Foolscap => match tub.accept(tcp, prefix).await {
+                        Ok(c) => {
+                            let _g = ConnGauge::open(&metrics, "foolscap");
+                            debug!(peer_tubid = %c.peer_tubid(), "foolscap connection");
+                            c.closed().await;
+                        }
+                        Err(e) => debug!("foolscap negotiation failed: {e}"),
+                    },
+                    Protocol::Tls => {
+                        let _g = ConnGauge::open(&metrics, "gbs");
+                        serve_gbs(Prefixed::new(prefix, tcp), routes, peer).await
+                    }
+                    Protocol::Unknown => debug!("neither Foolscap nor TLS: closing"),
+                }
+            }
+            .instrument(info_span!("conn", %peer)),
+        );
+    }
+}
+
+async fn serve_gbs<IO>(io: IO, routes: Arc<GbsRoutes>, peer: SocketAddr)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = routes.servers[0].1.config().header_read_timeout;
+    let stream = match tokio::time::timeout(header_timeout, routes.tls.accept(io)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return debug!("TLS handshake failed: {e}"),
+        Err(_) => return debug!("TLS handshake timed out"),
+    };
+    let r = routes.clone();
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let r = r.clone();
+        async move { Ok::<_, Infallible>(r.pick(&req).handle(req).await) }
+    });
+    let max_header = routes.servers[0].1.config().max_header_bytes;
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(max_header.max(8192))
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        debug!(%peer, "GBS connection ended: {e}");
+    }
+}

@@ -1,0 +1,198 @@
+//! The state directory: identity and swissnums that make a link's URLs stable across
+//! restarts, and the `links/NAME.{furl,nurl}` files other tools read.
+//!
+//! ```text
+//! STATE/private/node.pem            the served identity (Tahoe's node.pem layout)
+//! STATE/private/client.pem          the identity used to dial Foolscap upstreams
+//! STATE/private/links/NAME.swissnum a link's swissnum (unless adopted)
+//! STATE/links/NAME.furl, NAME.nurl  the URLs clients use
+//! STATE/shares/                     the embedded store of `local:shares`
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::foolscap::{Furl, TubIdentity};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {why}")]
+pub struct StateError {
+    pub path: String,
+    pub why: String,
+}
+
+fn err(path: &Path, why: impl std::fmt::Display) -> StateError {
+    StateError {
+        path: path.display().to_string(),
+        why: why.to_string(),
+    }
+}
+
+/// Write `text` to `path` atomically (temp file, fsync, rename), mode 0600 if `secret`.
+pub fn write_atomic(path: &Path, text: &str, secret: bool) -> Result<(), StateError> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| err(d, e))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if secret {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(|e| err(&tmp, e))?;
+    f.write_all(text.as_bytes()).map_err(|e| err(&tmp, e))?;
+    f.sync_all().map_err(|e| err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
+}
+
+/// A new random swissnum: 32 lowercase base32 characters (160 bits), as Tahoe makes.
+pub fn new_swissnum() -> String {
+    crate::storage::base32_lower(&rand::random::<[u8; 20]>())
+}
+
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    pub fn open(root: &Path) -> Result<StateDir, StateError> {
+        std::fs::create_dir_all(root.join("private"))
+            .map_err(|e| err(root, format!("cannot create: {e}")))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let p = root.join("private");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| err(&p, e))?;
+        }
+        Ok(StateDir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The served identity, created on first use.
+    pub fn identity(&self) -> Result<TubIdentity, StateError> {
+        let p = self.root.join("private/node.pem");
+        TubIdentity::load_or_generate(&p).map_err(|e| err(&p, e))
+    }
+
+    /// The identity for dialling Foolscap upstreams: distinct from the served one,
+    /// which may be the upstream's own (adoption).
+    pub fn client_identity(&self) -> Result<TubIdentity, StateError> {
+        let p = self.root.join("private/client.pem");
+        TubIdentity::load_or_generate(&p).map_err(|e| err(&p, e))
+    }
+
+    /// A link's swissnum, created on first use.
+    pub fn swissnum(&self, link: &str) -> Result<String, StateError> {
+        let p = self
+            .root
+            .join("private/links")
+            .join(format!("{link}.swissnum"));
+        match std::fs::read_to_string(&p) {
+            Ok(s) => {
+                let s = s.trim().to_string();
+                if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(err(&p, "not a swissnum (expected base32 characters)"));
+                }
+                Ok(s)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let s = new_swissnum();
+                write_atomic(&p, &s, true)?;
+                Ok(s)
+            }
+            Err(e) => Err(err(&p, e)),
+        }
+    }
+
+    /// Record a link's URLs in `STATE/links/`.
+    pub fn write_link_urls(&self, link: &str, furl: &str, nurl: &str) -> Result<(), StateError> {
+        let d = self.root.join("links");
+        write_atomic(&d.join(format!("{link}.furl")), &format!("{furl}\n"), true)?;
+        write_atomic(&d.join(format!("{link}.nurl")), &format!("{nurl}\n"), true)
+    }
+
+    /// Resolve a path of the config relative to the state dir.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.root.join(p)
+        }
+    }
+}
+
+/// A Tahoe storage node's identity: its certificate and key, and the swissnum of its
+/// storage FURL, so a link serves exactly the FURL (but for hints) and NURL the node
+/// would announce.
+pub fn adopt(nodedir: &Path) -> Result<(TubIdentity, String), StateError> {
+    let pem = nodedir.join("private/node.pem");
+    let id = TubIdentity::load(&pem).map_err(|e| err(&pem, e))?;
+    let furl_path = nodedir.join("private/storage.furl");
+    let text = std::fs::read_to_string(&furl_path).map_err(|e| err(&furl_path, e))?;
+    let furl = Furl::parse(text.trim()).map_err(|e| err(&furl_path, e))?;
+    if furl.tubid != id.tubid() {
+        return Err(err(
+            &furl_path,
+            format!(
+                "names tubid {} but node.pem has tubid {}",
+                furl.tubid,
+                id.tubid()
+            ),
+        ));
+    }
+    Ok((id, furl.swissnum))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_and_swissnums_persist() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateDir::open(d.path()).unwrap();
+        let a = (s.identity().unwrap(), s.swissnum("x").unwrap());
+        let s2 = StateDir::open(d.path()).unwrap();
+        let b = (s2.identity().unwrap(), s2.swissnum("x").unwrap());
+        assert_eq!(a.0.tubid(), b.0.tubid());
+        assert_eq!(a.1, b.1);
+        assert_eq!(a.1.len(), 32);
+        assert_ne!(s.client_identity().unwrap().tubid(), a.0.tubid());
+        s.write_link_urls("x", "pb://f", "pb://n#v=1").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("links/x.furl")).unwrap(),
+            "pb://f\n"
+        );
+    }
+
+    #[test]
+    fn adopt_checks_the_node_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let e = adopt(d.path()).unwrap_err();
+        assert!(e.path.ends_with("node.pem"), "{e}");
+        let id = TubIdentity::generate().unwrap();
+        id.save(&d.path().join("private/node.pem")).unwrap();
+        std::fs::write(
+            d.path().join("private/storage.furl"),
+            format!("pb://{}@tcp:127.0.0.1:1/abc\n", id.tubid()),
+        )
+        .unwrap();
+        let (got, swiss) = adopt(d.path()).unwrap();
+        assert_eq!(got.tubid(), id.tubid());
+        assert_eq!(swiss, "abc");
+        std::fs::write(
+            d.path().join("private/storage.furl"),
+            "pb://aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@tcp:127.0.0.1:1/abc\n",
+        )
+        .unwrap();
+        assert!(adopt(d.path()).unwrap_err().why.contains("names tubid"));
+    }
+}
