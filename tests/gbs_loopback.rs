@@ -2,7 +2,7 @@
 //! in-memory store behind the server; and raw requests against the server for the
 //! error statuses.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -16,6 +16,8 @@ use swampgate::gbs::tls::TlsIdentity;
 use swampgate::storage::memory::MemoryStorage;
 use swampgate::storage::*;
 
+mod gbs_support;
+
 const SWISSNUM: &str = "abcdefghijklmnopqrstuvwxyz234567";
 
 fn si(n: u8) -> StorageIndex {
@@ -23,20 +25,6 @@ fn si(n: u8) -> StorageIndex {
     b[0] = n;
     b[15] = 0x5a;
     StorageIndex(b)
-}
-
-fn lease(n: u8) -> LeaseSecrets {
-    LeaseSecrets {
-        renew: Secret(vec![n; 32]),
-        cancel: Secret(vec![n.wrapping_add(1); 32]),
-    }
-}
-
-fn data(len: usize, seed: u8) -> Bytes {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect::<Vec<u8>>()
-        .into()
 }
 
 /// A backend wrapper that records the largest write and read the front asks for.
@@ -157,299 +145,18 @@ async fn client_and_server_agree_on_every_operation() {
     config.read_chunk_size = 64 * 1024;
     let (backend, _server, handle, nurl) = start(config).await;
     let client = GbsClient::new(&nurl, ClientConfig::default()).unwrap();
-
-    let v = client.version().await.unwrap();
-    assert_eq!(v, backend.inner.version().await.unwrap());
-
-    // Immutable: allocate, chunked writes (one big enough to be streamed in several
-    // backend writes), reads inside, across and past the end, empty reads.
-    let size = 300_000usize;
-    let share = data(size, 7);
-    let up = Secret(vec![9; 20]);
-    let alloc = client
-        .allocate_buckets(AllocateRequest {
-            storage_index: si(1),
-            lease: lease(1),
-            upload_secret: up.clone(),
-            share_numbers: [0, 1, 5].into_iter().collect(),
-            allocated_size: size as u64,
-        })
-        .await
-        .unwrap();
-    assert_eq!(alloc.allocated, [0, 1, 5].into_iter().collect());
-    assert!(alloc.already_have.is_empty());
-    let p = client
-        .write_immutable(si(1), 0, &up, 0, share.slice(..100))
-        .await
-        .unwrap();
     assert_eq!(
-        p.required,
-        vec![ByteRange {
-            begin: 100,
-            end: size as u64
-        }]
+        client.version().await.unwrap(),
+        backend.inner.version().await.unwrap()
     );
-    let p = client
-        .write_immutable(si(1), 0, &up, 100, share.slice(100..))
-        .await
-        .unwrap();
-    assert!(p.complete());
+    gbs_support::exercise(&client, 1).await;
+    // Share data went through the front in bounded chunks, both ways.
     assert!(backend.max_write.load(Ordering::SeqCst) <= 64 * 1024);
-    assert_eq!(
-        client.list_immutable_shares(si(1)).await.unwrap(),
-        [0].into_iter().collect()
-    );
-    assert_eq!(
-        client.read_immutable(si(1), 0, 10, 20).await.unwrap(),
-        share.slice(10..30)
-    );
-    assert_eq!(
-        client
-            .read_immutable(si(1), 0, 0, size as u64)
-            .await
-            .unwrap(),
-        share
-    );
     assert!(backend.max_read.load(Ordering::SeqCst) <= 64 * 1024);
     assert_eq!(
-        client
-            .read_immutable(si(1), 0, size as u64 - 5, 100)
-            .await
-            .unwrap(),
-        share.slice(size - 5..)
-    );
-    assert!(client
-        .read_immutable(si(1), 0, size as u64, 10)
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(client
-        .read_immutable(si(1), 0, 5, 0)
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        client.immutable_share_length(si(1), 0).await.unwrap(),
-        size as u64
-    );
-    // Errors: conflicting write, wrong secret, unknown share, reading in-progress.
-    let p = client
-        .write_immutable(si(1), 1, &up, 0, share.slice(..10))
-        .await
-        .unwrap();
-    assert!(!p.complete());
-    assert!(matches!(
-        client
-            .write_immutable(si(1), 1, &up, 0, Bytes::from_static(b"xxxxxxxxxx"))
-            .await,
-        Err(StorageError::ConflictingWrite(_))
-    ));
-    assert_eq!(
-        client
-            .write_immutable(si(1), 1, &Secret(vec![1; 20]), 10, share.slice(10..20))
-            .await,
-        Err(StorageError::WrongUploadSecret)
-    );
-    assert!(matches!(
-        client.read_immutable(si(1), 1, 0, 10).await,
-        Err(StorageError::NotFound(_))
-    ));
-    assert!(matches!(
-        client.read_immutable(si(2), 0, 0, 10).await,
-        Err(StorageError::NotFound(_))
-    ));
-    assert!(matches!(
-        client
-            .write_immutable(si(1), 0, &up, 0, share.slice(..10))
-            .await,
-        Err(StorageError::NotFound(_))
-    ));
-    // Abort: in progress, completed, unknown.
-    client.abort_immutable(si(1), 5, &up).await.unwrap();
-    assert!(matches!(
-        client.abort_immutable(si(1), 0, &up).await,
-        Err(StorageError::NotAllowed(_))
-    ));
-    assert!(matches!(
-        client.abort_immutable(si(1), 5, &up).await,
-        Err(StorageError::NotFound(_))
-    ));
-    // close() of an incomplete share fills the holes with zeros.
-    client.close_immutable(si(1), 1, &up).await.unwrap();
-    let mut expect = share.slice(..10).to_vec();
-    expect.resize(size, 0);
-    assert_eq!(
-        client
-            .read_immutable(si(1), 1, 0, size as u64)
-            .await
-            .unwrap(),
-        Bytes::from(expect)
-    );
-    // Re-allocation reports what is there.
-    let again = client
-        .allocate_buckets(AllocateRequest {
-            storage_index: si(1),
-            lease: lease(1),
-            upload_secret: up.clone(),
-            share_numbers: [0, 1, 2].into_iter().collect(),
-            allocated_size: size as u64,
-        })
-        .await
-        .unwrap();
-    assert_eq!(again.already_have, [0, 1].into_iter().collect());
-    assert_eq!(again.allocated, [2].into_iter().collect());
-
-    // Leases and corruption advisories.
-    client.add_lease(si(1), lease(3)).await.unwrap();
-    assert!(matches!(
-        client.add_lease(si(9), lease(3)).await,
-        Err(StorageError::NotFound(_))
-    ));
-    client
-        .advise_corrupt_share(ShareType::Immutable, si(1), 0, "bad hash".into())
-        .await
-        .unwrap();
-    assert_eq!(
-        backend.inner.corruption_reports(si(1)),
+        backend.inner.corruption_reports(gbs_support::si(1, 1)),
         vec![(0, "bad hash".to_string())]
     );
-    assert!(matches!(
-        client
-            .advise_corrupt_share(ShareType::Immutable, si(1), 7, "x".into())
-            .await,
-        Err(StorageError::NotFound(_))
-    ));
-
-    // Mutable: create under the "must be empty" test, read, failing test, bad write
-    // enabler, truncation, deletion.
-    let secrets = MutableSecrets {
-        write_enabler: Secret(vec![4; 32]),
-        lease: lease(5),
-    };
-    let rtw =
-        |tw: BTreeMap<ShareNum, TestWriteVectors>, rv: Vec<ReadVector>, s: &MutableSecrets| {
-            ReadTestWriteRequest {
-                storage_index: si(3),
-                secrets: s.clone(),
-                test_write_vectors: tw,
-                read_vector: rv,
-            }
-        };
-    let create = |d: &'static [u8]| TestWriteVectors {
-        test: vec![TestVector {
-            offset: 0,
-            size: 1,
-            specimen: Bytes::new(),
-        }],
-        write: vec![WriteVector {
-            offset: 0,
-            data: Bytes::from_static(d),
-        }],
-        new_length: None,
-    };
-    let r = client
-        .read_test_write(rtw(
-            [(0, create(b"0123456789")), (1, create(b"abcdefghij"))].into(),
-            vec![],
-            &secrets,
-        ))
-        .await
-        .unwrap();
-    assert!(r.success);
-    assert!(r.data.is_empty());
-    let r = client
-        .read_test_write(rtw(
-            [(0, create(b"zzz"))].into(),
-            vec![ReadVector {
-                offset: 8,
-                size: 10,
-            }],
-            &secrets,
-        ))
-        .await
-        .unwrap();
-    assert!(!r.success);
-    assert_eq!(
-        r.data,
-        [
-            (0, vec![Bytes::from_static(b"89")]),
-            (1, vec![Bytes::from_static(b"ij")])
-        ]
-        .into()
-    );
-    let bad = MutableSecrets {
-        write_enabler: Secret(vec![5; 32]),
-        lease: lease(5),
-    };
-    assert!(matches!(
-        client
-            .read_test_write(rtw(BTreeMap::new(), vec![], &bad))
-            .await,
-        Err(StorageError::BadWriteEnabler(_))
-    ));
-    assert_eq!(
-        client.list_mutable_shares(si(3)).await.unwrap(),
-        [0, 1].into_iter().collect()
-    );
-    assert_eq!(
-        client.read_mutable(si(3), 0, 2, 3).await.unwrap(),
-        Bytes::from_static(b"234")
-    );
-    assert_eq!(
-        client.read_mutable(si(3), 0, 8, 100).await.unwrap(),
-        Bytes::from_static(b"89")
-    );
-    assert!(client
-        .read_mutable(si(3), 0, 10, 5)
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(client.mutable_share_length(si(3), 1).await.unwrap(), 10);
-    let truncate = TestWriteVectors {
-        test: vec![],
-        write: vec![WriteVector {
-            offset: 20,
-            data: Bytes::from_static(b"Z"),
-        }],
-        new_length: Some(15),
-    };
-    let delete = TestWriteVectors {
-        test: vec![],
-        write: vec![],
-        new_length: Some(0),
-    };
-    assert!(
-        client
-            .read_test_write(rtw([(1, truncate)].into(), vec![], &secrets))
-            .await
-            .unwrap()
-            .success
-    );
-    assert_eq!(
-        client.read_mutable(si(3), 1, 0, 100).await.unwrap(),
-        Bytes::from_static(b"abcdefghij\0\0\0\0\0")
-    );
-    assert!(
-        client
-            .read_test_write(rtw([(0, delete)].into(), vec![], &secrets))
-            .await
-            .unwrap()
-            .success
-    );
-    assert!(matches!(
-        client.read_mutable(si(3), 0, 0, 1).await,
-        Err(StorageError::NotFound(_))
-    ));
-    let readv = client
-        .slot_readv(si(3), vec![], vec![ReadVector { offset: 0, size: 3 }])
-        .await
-        .unwrap();
-    assert_eq!(readv, [(1, vec![Bytes::from_static(b"abc")])].into());
-    client
-        .advise_corrupt_share(ShareType::Mutable, si(3), 1, "bad signature".into())
-        .await
-        .unwrap();
-    client.add_lease(si(3), lease(8)).await.unwrap();
 
     handle.shutdown().await;
     // After shutdown the client reports the server unavailable.
@@ -458,6 +165,25 @@ async fn client_and_server_agree_on_every_operation() {
         fresh.version().await,
         Err(StorageError::Unavailable(_))
     ));
+}
+
+#[tokio::test]
+async fn client_and_server_with_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        swampgate::storage::store::Store::open(swampgate::storage::store::StoreConfig::new(
+            dir.path().join("storage"),
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ))
+        .unwrap();
+    let server = GbsServer::new(Arc::new(store), ServerConfig::new(SWISSNUM));
+    let handle = server
+        .listen("127.0.0.1:0".parse().unwrap(), &TlsIdentity::generate())
+        .await
+        .unwrap();
+    let client = GbsClient::new(&handle.nurl("127.0.0.1"), ClientConfig::default()).unwrap();
+    gbs_support::exercise(&client, 2).await;
+    handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -920,4 +646,160 @@ async fn raw_requests_get_tahoes_statuses() {
         a.body,
         Bytes::from(hex::decode("a26773756363657373f56464617461a0").unwrap())
     );
+}
+
+#[tokio::test]
+async fn connection_limit_and_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = ServerConfig::new(SWISSNUM);
+    config.max_connections = 1;
+    config.header_read_timeout = std::time::Duration::from_millis(300);
+    let server = GbsServer::new(Arc::new(MemoryStorage::default()), config);
+
+    // First connection: plain HTTP over an in-memory pipe, served until it goes idle.
+    let (mut client1, server1) = tokio::io::duplex(64 * 1024);
+    let s = server.clone();
+    let first = tokio::spawn(async move { s.serve_connection(server1, None).await });
+    let auth = swampgate::gbs::auth::authorization_value(SWISSNUM.as_bytes());
+    client1
+        .write_all(
+            format!("GET /storage/v1/version HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = client1.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200 OK"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    // A second connection while the first is open is closed at once.
+    let (mut client2, server2) = tokio::io::duplex(1024);
+    server.serve_connection(server2, None).await.unwrap();
+    assert_eq!(client2.read(&mut buf).await.unwrap(), 0);
+
+    // The idle first connection is closed by the header read timeout, freeing its
+    // place.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), first).await;
+    assert!(ended.is_ok(), "idle connection was not closed");
+    let (mut client3, server3) = tokio::io::duplex(64 * 1024);
+    let s = server.clone();
+    tokio::spawn(async move { s.serve_connection(server3, None).await });
+    client3
+        .write_all(
+            format!("GET /storage/v1/version HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let n = client3.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+}
+
+#[tokio::test]
+async fn serves_tls_connections_accepted_elsewhere() {
+    // A listener of our own (as the one-port listener will be) hands accepted TCP
+    // connections to the server, which does the TLS handshake.
+    let server = GbsServer::new(
+        Arc::new(MemoryStorage::default()),
+        ServerConfig::new(SWISSNUM),
+    );
+    let identity = TlsIdentity::generate();
+    let acceptor = identity.tls_acceptor().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let s = server.clone();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
+    let accept_loop = tokio::spawn(async move {
+        loop {
+            let (sock, peer) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            let s = s.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move { s.serve_tls_connection(sock, &acceptor, Some(peer)).await });
+        }
+    });
+    let nurl: Nurl = format!(
+        "pb://{}@127.0.0.1:{port}/{SWISSNUM}#v=1",
+        identity.spki_hash().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let client = GbsClient::new(&nurl, ClientConfig::default()).unwrap();
+    gbs_support::exercise(&client, 4).await;
+    // Well over a hundred requests, one at a time: the pool reuses its connection.
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&n),
+        "{n} connections for one sequential client"
+    );
+    accept_loop.abort();
+}
+
+#[tokio::test]
+async fn client_timeouts() {
+    use std::time::{Duration, Instant};
+    // A peer that accepts TCP and then says nothing: the TLS handshake times out.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (sock, _) = listener.accept().await.unwrap();
+            held.push(sock);
+        }
+    });
+    let nurl: Nurl = format!(
+        "pb://{}@127.0.0.1:{port}/{SWISSNUM}#v=1",
+        TlsIdentity::generate().spki_hash().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let config = ClientConfig {
+        connect_timeout: Duration::from_millis(300),
+        ..ClientConfig::default()
+    };
+    let client = GbsClient::new(&nurl, config).unwrap();
+    let t = Instant::now();
+    match client.version().await {
+        Err(StorageError::Unavailable(msg)) => assert!(msg.contains("timed out"), "{msg}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(5));
+    hold.abort();
+
+    // A server that handshakes but never answers: the request times out.
+    let identity = TlsIdentity::generate();
+    let acceptor = identity.tls_acceptor().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (sock, _) = listener.accept().await.unwrap();
+            if let Ok(tls) = acceptor.accept(sock).await {
+                held.push(tls);
+            }
+        }
+    });
+    let nurl: Nurl = format!(
+        "pb://{}@127.0.0.1:{port}/{SWISSNUM}#v=1",
+        identity.spki_hash().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let config = ClientConfig {
+        request_timeout: Duration::from_millis(300),
+        ..ClientConfig::default()
+    };
+    let client = GbsClient::new(&nurl, config).unwrap();
+    match client.version().await {
+        Err(StorageError::Unavailable(msg)) => assert!(msg.contains("no response"), "{msg}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    silent.abort();
 }

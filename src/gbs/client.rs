@@ -335,9 +335,7 @@ impl GbsClient {
         };
         // HTTP cannot ask for nothing; ask for one byte so a missing share is still
         // reported as missing.
-        let Some(range_value) = range::range_value(offset, length.max(1)) else {
-            unreachable!("length is at least 1")
-        };
+        let range_value = range::range_value(offset, length.max(1)).expect("length is at least 1");
         let path = format!("/{}/{}/{}", kind.as_str(), si, sh);
         let resp = self
             .send(op, Method::GET, &path, &[], &[(RANGE, range_value)], None)

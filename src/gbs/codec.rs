@@ -1194,6 +1194,50 @@ mod tests {
     }
 
     #[test]
+    fn garbage_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(258);
+        let seeds: Vec<Vec<u8>> = [
+            "allocate_request",
+            "rtw_request",
+            "corrupt_request",
+            "version",
+            "rtw_response",
+            "write_progress",
+        ]
+        .iter()
+        .map(|n| vector(n))
+        .collect();
+        for i in 0..10_000 {
+            // Mutations of valid messages reach deeper than random bytes.
+            let mut b = seeds[i % seeds.len()].clone();
+            for _ in 0..rng.gen_range(1..4) {
+                let at = rng.gen_range(0..b.len());
+                match rng.gen_range(0..3) {
+                    0 => b[at] = rng.gen(),
+                    1 => {
+                        b.truncate(at);
+                    }
+                    _ => b.insert(at, rng.gen()),
+                }
+                if b.is_empty() {
+                    b.push(rng.gen());
+                }
+            }
+            for fmt in [Format::Cbor, Format::Json] {
+                let _ = decode_allocate(&b, fmt);
+                let _ = decode_corrupt(&b, fmt);
+                let _ = decode_read_test_write(&b, fmt);
+            }
+            let _ = decode_version(&b);
+            let _ = decode_allocate_result(&b);
+            let _ = decode_share_set(&b);
+            let _ = decode_write_progress(&b);
+            let _ = decode_read_test_write_result(&b);
+        }
+    }
+
+    #[test]
     fn set_order_does_not_matter_when_decoding() {
         // cbor2 writes {2, 3, 200} as 200, 2, 3.
         let body = hex::decode(

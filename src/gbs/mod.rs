@@ -16,6 +16,24 @@
 //! - [`client`]: the backend: a [`StorageApi`](crate::storage::StorageApi) that speaks
 //!   GBS to an upstream server.
 //!
+//! # Use
+//! Serve a backend over GBS on its own listener:
+//! ```no_run
+//! # async fn f(api: std::sync::Arc<dyn swampgate::storage::StorageApi>) -> std::io::Result<()> {
+//! use swampgate::gbs::{server::{GbsServer, ServerConfig}, tls::TlsIdentity};
+//! let identity = TlsIdentity::generate(); // or TlsIdentity::from_pem(node.pem bytes)
+//! let server = GbsServer::new(api, ServerConfig::new("swissnum"));
+//! let handle = server.listen("127.0.0.1:0".parse().unwrap(), &identity).await?;
+//! println!("{}", handle.nurl("127.0.0.1"));
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+//! or hand it connections accepted elsewhere: `server.serve_tls_connection(stream,
+//! &identity.tls_acceptor()?, peer)` (TLS) or `server.serve_connection(stream, peer)`
+//! (already plaintext). Use an upstream GBS server as a backend:
+//! `GbsClient::new(&nurl, ClientConfig::default())?`, which implements
+//! [`StorageApi`](crate::storage::StorageApi).
+//!
 //! `nurl`, `auth`, `range`, `media`, `codec` and `errors` are pure: no sockets, no
 //! clocks. The authority for every behaviour is Tahoe-LAFS 1.20's own server and
 //! client; where the written specification differs, the code says so.

@@ -209,6 +209,26 @@ mod tests {
     }
 
     #[test]
+    fn garbage_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(416);
+        let alphabet = b"bytes=-,/* 0123456789\t";
+        for _ in 0..20_000 {
+            let len = rng.gen_range(0..24);
+            let s: String = (0..len)
+                .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+                .collect();
+            let _ = plan_read(Some(&s), rng.gen_range(0..100));
+            if let Some(r) = parse_content_range(&s) {
+                assert!(r.begin < r.end, "{s:?}");
+            }
+            if let Some((b, e)) = parse_range(&s) {
+                assert!(b < e, "{s:?}");
+            }
+        }
+    }
+
+    #[test]
     fn patch_content_range() {
         let p = parse_content_range;
         assert_eq!(p("bytes 0-15/*"), Some(br(0, 16)));

@@ -109,6 +109,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// The largest request head (request line and headers) accepted.
     pub max_header_bytes: usize,
+    /// After an early answer (e.g. a 401 to a PATCH), how much of the unread request
+    /// body is read and discarded so the client sees the answer; past this the
+    /// connection is closed instead.
+    pub drain_limit: u64,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -121,6 +125,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_connections", &self.max_connections)
             .field("max_header_bytes", &self.max_header_bytes)
+            .field("drain_limit", &self.drain_limit)
             .finish()
     }
 }
@@ -136,6 +141,7 @@ impl ServerConfig {
             header_read_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_header_bytes: 64 * 1024,
+            drain_limit: 16 << 20,
         }
     }
 }
@@ -540,9 +546,18 @@ impl Inner {
         let path = req.uri().path().to_owned();
         let span = info_span!("gbs_request", %method, path = %path);
         async move {
-            let response = match self.dispatch(req).await {
+            let (parts, mut body) = req.into_parts();
+            let head = Request::from_parts(parts, ());
+            let response = match self.dispatch(&head, &mut body).await {
                 Ok(r) | Err(r) => r,
             };
+            // Read what is left of the request body before answering, as Tahoe (whose
+            // web server reads whole bodies before dispatching) effectively does.
+            // Without it a client still sending its body when an early error (401,
+            // 404, 409…) comes back sees the connection close under it instead of the
+            // status. Past `drain_limit`, or when the client stalls, give up: hyper then
+            // closes the connection.
+            self.drain(&mut body).await;
             debug!(status = %response.status(), "answered");
             response
         }
@@ -550,7 +565,26 @@ impl Inner {
         .await
     }
 
-    async fn dispatch<B>(&self, req: Request<B>) -> Handled
+    async fn drain<B>(&self, body: &mut B)
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+    {
+        let limit = self.config.drain_limit;
+        let drain = async {
+            let mut seen = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(d) = frame.into_data() {
+                    seen += d.len() as u64;
+                    if seen > limit {
+                        return;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.config.header_read_timeout, drain).await;
+    }
+
+    async fn dispatch<B>(&self, req: &Request<()>, body: &mut B) -> Handled
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: std::fmt::Display,
@@ -597,7 +631,7 @@ impl Inner {
         let api = &self.api;
         match route {
             Route::Version => {
-                let fmt = self.response_format(&req)?;
+                let fmt = self.response_format(req)?;
                 let v = api
                     .version()
                     .await
@@ -609,9 +643,14 @@ impl Inner {
                 ))
             }
             Route::Allocate(si) => {
-                let fmt = self.response_format(&req)?;
+                let fmt = self.response_format(req)?;
                 let body = self
-                    .read_body(req, self.config.limits.allocate, codec::decode_allocate)
+                    .read_body(
+                        req,
+                        body,
+                        self.config.limits.allocate,
+                        codec::decode_allocate,
+                    )
                     .await?;
                 let lease = secrets.lease().expect("required");
                 let result = api
@@ -630,16 +669,16 @@ impl Inner {
                     codec::encode_allocate_result(&result, fmt),
                 ))
             }
-            Route::Write(si, sh) => self.write(req, si, sh, &secrets).await,
+            Route::Write(si, sh) => self.write(req, body, si, sh, &secrets).await,
             Route::Abort(si, sh) => {
-                let sh = sh.ok_or_else(|| not_found_response(op))?;
+                let sh = sh.ok_or_else(not_found_response)?;
                 api.abort_immutable(si, sh, &secret(&secrets, SecretKind::Upload))
                     .await
                     .map_err(|e| storage_error_response(op, &e))?;
                 Ok(error_response(StatusCode::OK, ""))
             }
             Route::ListImmutable(si) | Route::ListMutable(si) => {
-                let fmt = self.response_format(&req)?;
+                let fmt = self.response_format(req)?;
                 let shares: BTreeSet<ShareNum> = if matches!(route, Route::ListImmutable(_)) {
                     api.list_immutable_shares(si).await
                 } else {
@@ -653,12 +692,12 @@ impl Inner {
                 ))
             }
             Route::ReadImmutable(si, sh) => self
-                .read(&req, ShareType::Immutable, si, sh)
+                .read(req, ShareType::Immutable, si, sh)
                 .await
                 .map(octet_stream)
                 .map_err(octet_stream),
             Route::ReadMutable(si, sh) => self
-                .read(&req, ShareType::Mutable, si, sh)
+                .read(req, ShareType::Mutable, si, sh)
                 .await
                 .map(octet_stream)
                 .map_err(octet_stream),
@@ -674,7 +713,7 @@ impl Inner {
                 } else {
                     ShareType::Mutable
                 };
-                let sh = sh.ok_or_else(|| not_found_response(op))?;
+                let sh = sh.ok_or_else(not_found_response)?;
                 // Tahoe looks the share up before it reads the body.
                 let exists = match share_type {
                     ShareType::Immutable => api.immutable_share_length(si, sh).await.map(|_| true),
@@ -684,13 +723,11 @@ impl Inner {
                 };
                 match exists {
                     Ok(true) => {}
-                    Ok(false) | Err(StorageError::NotFound(_)) => {
-                        return Err(not_found_response(op))
-                    }
+                    Ok(false) | Err(StorageError::NotFound(_)) => return Err(not_found_response()),
                     Err(e) => return Err(storage_error_response(op, &e)),
                 }
                 let reason = self
-                    .read_body(req, self.config.limits.corrupt, codec::decode_corrupt)
+                    .read_body(req, body, self.config.limits.corrupt, codec::decode_corrupt)
                     .await?;
                 api.advise_corrupt_share(share_type, si, sh, reason)
                     .await
@@ -698,10 +735,11 @@ impl Inner {
                 Ok(error_response(StatusCode::OK, ""))
             }
             Route::ReadTestWrite(si) => {
-                let fmt = self.response_format(&req)?;
+                let fmt = self.response_format(req)?;
                 let body = self
                     .read_body(
                         req,
+                        body,
                         self.config.limits.read_test_write,
                         codec::decode_read_test_write,
                     )
@@ -742,7 +780,8 @@ impl Inner {
     /// decode.
     async fn read_body<B, T>(
         &self,
-        req: Request<B>,
+        req: &Request<()>,
+        body: &mut B,
         limit: u64,
         decode: fn(&[u8], Format) -> Result<T, CodecError>,
     ) -> Result<T, Response<ResponseBody>>
@@ -767,7 +806,6 @@ impl Inner {
                 return Err(too_large());
             }
         }
-        let mut body = req.into_body();
         let mut buf = BytesMut::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
@@ -786,7 +824,8 @@ impl Inner {
     /// `PATCH /immutable/:si/:sh`: stream the body into the backend.
     async fn write<B>(
         &self,
-        req: Request<B>,
+        req: &Request<()>,
+        body: &mut B,
         si: StorageIndex,
         sh: ShareArg,
         secrets: &Secrets,
@@ -803,11 +842,10 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .and_then(range::parse_content_range)
             .ok_or_else(|| error_response(StatusCode::RANGE_NOT_SATISFIABLE, ""))?;
-        let sh = sh.ok_or_else(|| not_found_response(op))?;
-        let fmt = self.response_format(&req)?;
+        let sh = sh.ok_or_else(not_found_response)?;
+        let fmt = self.response_format(req)?;
         let upload_secret = secret(secrets, SecretKind::Upload);
         let chunk = self.config.write_chunk_size.max(1) as u64;
-        let mut body = req.into_body();
         let mut pending = Bytes::new();
         let mut offset = range.begin;
         let mut remaining = range.end - range.begin;
@@ -875,9 +913,9 @@ impl Inner {
     }
 
     /// `GET /{immutable,mutable}/:si/:sh`.
-    async fn read<B>(
+    async fn read(
         &self,
-        req: &Request<B>,
+        req: &Request<()>,
         kind: ShareType,
         si: StorageIndex,
         sh: ShareArg,
@@ -974,8 +1012,8 @@ impl Inner {
     }
 }
 
-fn not_found_response(op: Operation) -> Response<ResponseBody> {
-    let _ = op;
+/// Tahoe's bare 404 for a share or upload that is not there.
+fn not_found_response() -> Response<ResponseBody> {
     error_response(StatusCode::NOT_FOUND, "")
 }
 

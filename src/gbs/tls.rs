@@ -124,6 +124,14 @@ impl TlsIdentity {
     }
 }
 
+impl TlsIdentity {
+    /// A TLS acceptor for [`GbsServer::serve_tls_connection`](super::server::GbsServer::serve_tls_connection),
+    /// for listeners that accept connections themselves.
+    pub fn tls_acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, String> {
+        Ok(tokio_rustls::TlsAcceptor::from(self.server_config()?))
+    }
+}
+
 /// Accepts exactly the server whose certificate's SPKI hashes to the NURL's value.
 #[derive(Debug)]
 pub struct SpkiPinVerifier {

@@ -21,12 +21,15 @@ use subtle::ConstantTimeEq;
 
 use super::*;
 
-/// Default `available_space`: 1 TiB, so ordinary tests never hit it.
-pub const DEFAULT_AVAILABLE_SPACE: u64 = 1 << 40;
+/// Default `available_space`: 1 GiB, plenty for tests and small enough for memory.
+pub const DEFAULT_AVAILABLE_SPACE: u64 = 1 << 30;
 
 #[derive(Default)]
 struct Upload {
     secret: Vec<u8>,
+    /// The allocated size.
+    size: u64,
+    /// The bytes up to the furthest write (grown on demand, zeros in the holes).
     data: Vec<u8>,
     /// Written ranges, non-overlapping, sorted, merged.
     written: Vec<ByteRange>,
@@ -45,7 +48,7 @@ impl Upload {
             }
             pos = pos.max(r.end);
         }
-        let size = self.data.len() as u64;
+        let size = self.size;
         if pos < size {
             out.push(ByteRange {
                 begin: pos,
@@ -53,6 +56,12 @@ impl Upload {
             });
         }
         out
+    }
+
+    /// The finished share: every allocated byte, holes as zeros.
+    fn into_share(mut self) -> Bytes {
+        self.data.resize(self.size as usize, 0);
+        Bytes::from(self.data)
     }
 
     fn mark(&mut self, r: ByteRange) {
@@ -193,7 +202,8 @@ impl StorageApi for MemoryStorage {
                     sh,
                     Upload {
                         secret: req.upload_secret.0.clone(),
-                        data: vec![0; req.allocated_size as usize],
+                        size: req.allocated_size,
+                        data: Vec::new(),
                         written: Vec::new(),
                     },
                 );
@@ -232,12 +242,12 @@ impl StorageApi for MemoryStorage {
         }
         let end = offset
             .checked_add(data.len() as u64)
-            .filter(|&e| e <= up.data.len() as u64)
+            .filter(|&e| e <= up.size)
             .ok_or_else(|| {
                 StorageError::DataTooLarge(format!(
                     "write of {} bytes at {offset} past the allocated {} bytes",
                     data.len(),
-                    up.data.len()
+                    up.size
                 ))
             })?;
         // Bytes already written must match.
@@ -254,6 +264,9 @@ impl StorageApi for MemoryStorage {
                 }
             }
         }
+        if (up.data.len() as u64) < end {
+            up.data.resize(end as usize, 0);
+        }
         up.data[offset as usize..end as usize].copy_from_slice(&data);
         if end > offset {
             up.mark(ByteRange { begin: offset, end });
@@ -261,7 +274,7 @@ impl StorageApi for MemoryStorage {
         let required = up.required();
         if required.is_empty() {
             let up = imm.uploads.remove(&shnum).expect("present");
-            imm.complete.insert(shnum, Bytes::from(up.data));
+            imm.complete.insert(shnum, up.into_share());
         }
         Ok(WriteProgress { required })
     }
@@ -285,7 +298,7 @@ impl StorageApi for MemoryStorage {
             return Err(StorageError::WrongUploadSecret);
         }
         let up = imm.uploads.remove(&shnum).expect("present");
-        imm.complete.insert(shnum, Bytes::from(up.data));
+        imm.complete.insert(shnum, up.into_share());
         Ok(())
     }
 
