@@ -165,6 +165,51 @@ fn tahoes_client_sees_the_same_from_swampgate_as_from_tahoe() {
     assert_same_outcomes("swampgate in front of Tahoe", &tahoe, &proxied);
 }
 
+/// Tahoe's HTTP client through swampgate's GBS server and Foolscap backend to a
+/// Foolscap-only node sees what it sees from a node speaking HTTP itself: the
+/// protocol gap (implicit completion vs close, per-share reads vs slot_readv, error
+/// statuses) is closed in the bridge.
+#[test]
+fn tahoes_http_client_through_bridge_to_foolscap_node() {
+    let (node, upstream) = join(
+        || {
+            storage_node(StorageOptions {
+                nickname: "gbs-reference".into(),
+                ..StorageOptions::default()
+            })
+        },
+        || storage_node(StorageOptions::foolscap_only()),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let logs = work.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let run_script = |nurl: &str, name: &str| {
+        let out = work.path().join(name);
+        run_python_script("gbs_script.py", [nurl, out.to_str().unwrap()], &logs);
+        read_json(&out)
+    };
+    let tahoe = run_script(node.nurl(), "tahoe.json");
+
+    let identity = TlsIdentity::from_pem(&std::fs::read(node.node_pem()).unwrap()).unwrap();
+    let rt = runtime();
+    let tub = swampgate::foolscap::Tub::new(
+        swampgate::foolscap::TubIdentity::generate().unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let backend = swampgate::bridge::foolscap_backend::FoolscapBackend::new(
+        tub,
+        swampgate::foolscap::Furl::parse(upstream.furl()).unwrap(),
+    );
+    let server = GbsServer::new(Arc::new(backend), ServerConfig::new(node.swissnum()));
+    let handle = rt
+        .block_on(server.listen("127.0.0.1:0".parse().unwrap(), &identity))
+        .unwrap();
+    let bridged = run_script(&handle.nurl("127.0.0.1").to_string(), "bridged.json");
+    rt.block_on(handle.shutdown());
+    assert_same_outcomes("swampgate bridging to Foolscap", &tahoe, &bridged);
+}
+
 #[test]
 fn swampgates_client_against_a_real_tahoe_node() {
     let node = storage_node(StorageOptions {

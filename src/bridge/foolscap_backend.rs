@@ -39,7 +39,13 @@ pub struct FoolscapBackend {
     /// waiting fail at once with `Unavailable`, as clients would see for a dead
     /// server, instead of each dialling again.
     backoff: Mutex<Backoff>,
+    /// Recently completed uploads, so an abort of one gets NotAllowed (GBS's 405)
+    /// rather than NotFound. Bounded: the oldest are forgotten first.
+    completed: Mutex<std::collections::VecDeque<(StorageIndex, ShareNum)>>,
 }
+
+/// How many completed uploads are remembered for the abort answer.
+const COMPLETED_MEMORY: usize = 4096;
 
 /// First and longest wait between reconnection attempts.
 pub const RECONNECT_BASE: Duration = Duration::from_millis(250);
@@ -53,7 +59,17 @@ impl FoolscapBackend {
             server: tokio::sync::Mutex::new(None),
             uploads: Mutex::new(HashMap::new()),
             backoff: Mutex::new(Backoff::new(RECONNECT_BASE, RECONNECT_MAX)),
+            completed: Mutex::new(std::collections::VecDeque::new()),
         }
+    }
+
+    fn completed(&self, si: StorageIndex, shnum: ShareNum) {
+        self.uploads.lock().expect("uploads").remove(&(si, shnum));
+        let mut c = self.completed.lock().expect("completed");
+        if c.len() >= COMPLETED_MEMORY {
+            c.pop_front();
+        }
+        c.push_back((si, shnum));
     }
 
     /// The upstream storage server, (re)connecting if needed.
@@ -325,7 +341,7 @@ impl StorageApi for FoolscapBackend {
                 .call("close", &[])
                 .await
                 .map_err(|e| self.writer_failed(si, shnum, e))?;
-            self.uploads.lock().expect("uploads").remove(&(si, shnum));
+            self.completed(si, shnum);
         }
         Ok(WriteProgress {
             required: u.required.clone(),
@@ -347,7 +363,7 @@ impl StorageApi for FoolscapBackend {
             .call("close", &[])
             .await
             .map_err(|e| self.writer_failed(si, shnum, e))?;
-        self.uploads.lock().expect("uploads").remove(&(si, shnum));
+        self.completed(si, shnum);
         Ok(())
     }
 
@@ -357,6 +373,16 @@ impl StorageApi for FoolscapBackend {
         shnum: ShareNum,
         upload_secret: &Secret,
     ) -> StorageResult<()> {
+        if self
+            .completed
+            .lock()
+            .expect("completed")
+            .contains(&(si, shnum))
+        {
+            return Err(StorageError::NotAllowed(format!(
+                "the upload of share {shnum} of {si} is complete"
+            )));
+        }
         let up = self.upload(si, shnum)?;
         let u = up.lock().await;
         if u.secret != *upload_secret {
@@ -402,6 +428,15 @@ impl StorageApi for FoolscapBackend {
     }
 
     async fn add_lease(&self, si: StorageIndex, lease: LeaseSecrets) -> StorageResult<()> {
+        // Foolscap's add_lease ignores an unknown storage index; GBS answers 404.
+        // Each probe fails on a container of the other kind, so either succeeding
+        // with shares is enough.
+        let immutable = matches!(self.readers(si).await, Ok(r) if !r.is_empty());
+        if !immutable
+            && !matches!(self.slot_readv(si, vec![], vec![]).await, Ok(r) if !r.is_empty())
+        {
+            return Err(StorageError::NotFound(format!("no shares for {si}")));
+        }
         self.call(
             "add_lease",
             &[
