@@ -129,6 +129,7 @@ fn main() -> ExitCode {
                     upstream,
                     adopt,
                 }],
+                limits: Default::default(),
             };
             (config, state_dir)
         }

@@ -172,7 +172,12 @@ pub struct Instrumented {
     link: String,
     inner: Arc<dyn StorageApi>,
     metrics: Arc<Metrics>,
-    uploads: Mutex<HashMap<(StorageIndex, ShareNum), Secret>>,
+    /// Unfinished uploads: their secret (to abort them at shutdown) and allocated size.
+    uploads: Mutex<HashMap<(StorageIndex, ShareNum), (Secret, u64)>>,
+    /// Shares and bytes of allocations on their way upstream, counted against the
+    /// limits until the upstream answers.
+    reserved: Mutex<(usize, u64)>,
+    upload_limits: (usize, u64),
     inflight_calls: AtomicUsize,
     upstream: Mutex<UpstreamState>,
 }
@@ -193,12 +198,68 @@ impl Instrumented {
             inner,
             metrics,
             uploads: Mutex::new(HashMap::new()),
+            reserved: Mutex::new((0, 0)),
+            upload_limits: (usize::MAX, u64::MAX),
             inflight_calls: AtomicUsize::new(0),
             upstream: Mutex::new(UpstreamState {
                 state: "unknown",
                 ..Default::default()
             }),
         }
+    }
+
+    /// Limit the unfinished uploads of this link: at most `max_uploads` shares
+    /// allocated and not finished, holding at most `max_bytes` allocated bytes. An
+    /// allocation past either fails with [`StorageError::NoSpace`] (Foolscap clients
+    /// get an `OSError`, GBS clients a 507) before it reaches the upstream; Tahoe
+    /// clients then place those shares on other servers.
+    pub fn with_upload_limits(mut self, max_uploads: usize, max_bytes: u64) -> Instrumented {
+        self.upload_limits = (max_uploads, max_bytes);
+        self
+    }
+
+    /// Allocated bytes of the unfinished uploads.
+    pub fn inflight_upload_bytes(&self) -> u64 {
+        self.uploads
+            .lock()
+            .expect("uploads")
+            .values()
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    /// Reserve room for an allocation, or refuse it.
+    fn reserve(&self, req: &AllocateRequest) -> StorageResult<(usize, u64)> {
+        let uploads = self.uploads.lock().expect("uploads");
+        let new = req
+            .share_numbers
+            .iter()
+            .filter(|sh| !uploads.contains_key(&(req.storage_index, **sh)))
+            .count();
+        let bytes = (new as u64).saturating_mul(req.allocated_size);
+        let held: u64 = uploads.values().map(|(_, n)| *n).sum();
+        let mut reserved = self.reserved.lock().expect("reserved");
+        let (max_n, max_b) = self.upload_limits;
+        if uploads.len() + reserved.0 + new > max_n {
+            return Err(StorageError::NoSpace(format!(
+                "this gateway link already has {} share uploads in flight (limit {max_n})",
+                uploads.len() + reserved.0
+            )));
+        }
+        if held.saturating_add(reserved.1).saturating_add(bytes) > max_b {
+            return Err(StorageError::NoSpace(format!(
+                "the share uploads in flight on this gateway link would hold more than {max_b} bytes"
+            )));
+        }
+        reserved.0 += new;
+        reserved.1 += bytes;
+        Ok((new, bytes))
+    }
+
+    fn unreserve(&self, (n, b): (usize, u64)) {
+        let mut reserved = self.reserved.lock().expect("reserved");
+        reserved.0 -= n;
+        reserved.1 -= b;
     }
 
     pub fn link(&self) -> &str {
@@ -221,7 +282,13 @@ impl Instrumented {
 
     /// Abort every unfinished upload upstream (at shutdown); returns how many.
     pub async fn abort_unfinished(&self) -> usize {
-        let uploads: Vec<_> = self.uploads.lock().expect("uploads").drain().collect();
+        let uploads: Vec<_> = self
+            .uploads
+            .lock()
+            .expect("uploads")
+            .drain()
+            .map(|(k, (secret, _))| (k, secret))
+            .collect();
         self.metrics
             .inflight_uploads
             .get_or_create(&LinkLabel {
@@ -321,16 +388,22 @@ impl StorageApi for Instrumented {
     async fn allocate_buckets(&self, req: AllocateRequest) -> StorageResult<AllocateResult> {
         let si = req.storage_index;
         let secret = req.upload_secret.clone();
+        let size = req.allocated_size;
+        // Refused here, without bothering the upstream (and without counting as an
+        // answer from it).
+        let reservation = self.reserve(&req)?;
         let r = self
             .measure("allocate_buckets", self.inner.allocate_buckets(req))
-            .await?;
+            .await;
         let n = {
             let mut u = self.uploads.lock().expect("uploads");
-            for sh in &r.allocated {
-                u.insert((si, *sh), secret.clone());
+            self.unreserve(reservation);
+            for sh in &r.as_ref().map(|r| r.allocated.clone()).unwrap_or_default() {
+                u.insert((si, *sh), (secret.clone(), size));
             }
             u.len()
         };
+        let r = r?;
         self.set_uploads_gauge(n);
         Ok(r)
     }
@@ -508,5 +581,98 @@ impl StorageApi for Instrumented {
             .await?;
         self.count_bytes("out", r.values().flatten().map(|b| b.len()).sum());
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::memory::MemoryStorage;
+    use crate::storage::LeaseSecrets;
+
+    fn alloc(si: u8, shares: &[ShareNum], size: u64) -> AllocateRequest {
+        AllocateRequest {
+            storage_index: StorageIndex([si; 16]),
+            lease: LeaseSecrets {
+                renew: Secret(vec![1; 32]),
+                cancel: Secret(vec![2; 32]),
+            },
+            upload_secret: Secret(vec![si; 32]),
+            share_numbers: shares.iter().copied().collect(),
+            allocated_size: size,
+        }
+    }
+
+    fn link(max_uploads: usize, max_bytes: u64) -> Instrumented {
+        Instrumented::new(
+            "t",
+            Arc::new(MemoryStorage::new(1 << 30)),
+            Arc::new(Metrics::default()),
+        )
+        .with_upload_limits(max_uploads, max_bytes)
+    }
+
+    #[tokio::test]
+    async fn upload_count_limit_at_and_past_the_boundary() {
+        let l = link(3, u64::MAX);
+        let r = l.allocate_buckets(alloc(1, &[0, 1, 2], 10)).await.unwrap();
+        assert_eq!(r.allocated.len(), 3);
+        assert_eq!(l.inflight_uploads(), 3);
+        // One more share is past the limit: refused, and nothing reaches the store.
+        let e = l.allocate_buckets(alloc(2, &[0], 10)).await.unwrap_err();
+        assert!(matches!(e, StorageError::NoSpace(_)), "{e}");
+        assert!(l
+            .list_immutable_shares(StorageIndex([2; 16]))
+            .await
+            .unwrap()
+            .is_empty());
+        // Asking again for shares already in flight is not counted twice.
+        l.allocate_buckets(alloc(1, &[0, 1], 10)).await.unwrap();
+        // Finishing one upload frees its room.
+        let secret = Secret(vec![1; 32]);
+        let p = l
+            .write_immutable(
+                StorageIndex([1; 16]),
+                0,
+                &secret,
+                0,
+                Bytes::from(vec![7; 10]),
+            )
+            .await
+            .unwrap();
+        assert!(p.complete());
+        assert_eq!(l.inflight_uploads(), 2);
+        l.allocate_buckets(alloc(2, &[0], 10)).await.unwrap();
+        // Aborting frees room too.
+        l.abort_immutable(StorageIndex([1; 16]), 1, &secret)
+            .await
+            .unwrap();
+        l.allocate_buckets(alloc(3, &[0], 10)).await.unwrap();
+        assert_eq!(l.inflight_uploads(), 3);
+    }
+
+    #[tokio::test]
+    async fn upload_bytes_limit_at_and_past_the_boundary() {
+        let l = link(usize::MAX, 100);
+        l.allocate_buckets(alloc(1, &[0, 1], 50)).await.unwrap();
+        assert_eq!(l.inflight_upload_bytes(), 100);
+        let e = l.allocate_buckets(alloc(2, &[0], 1)).await.unwrap_err();
+        assert!(matches!(e, StorageError::NoSpace(_)), "{e}");
+        let l = link(usize::MAX, 100);
+        let e = l.allocate_buckets(alloc(1, &[0, 1], 51)).await.unwrap_err();
+        assert!(matches!(e, StorageError::NoSpace(_)), "{e}");
+        assert_eq!(l.inflight_uploads(), 0);
+        // A refused allocation leaves no reservation behind.
+        l.allocate_buckets(alloc(1, &[0, 1], 50)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn abort_unfinished_clears_the_bytes() {
+        let l = link(10, 1000);
+        l.allocate_buckets(alloc(1, &[0, 1], 100)).await.unwrap();
+        assert_eq!(l.abort_unfinished().await, 2);
+        assert_eq!(l.inflight_upload_bytes(), 0);
+        let ten: Vec<ShareNum> = (0..10).collect();
+        l.allocate_buckets(alloc(2, &ten, 100)).await.unwrap();
     }
 }

@@ -10,6 +10,9 @@
 //! name = "default"
 //! upstream = "local:shares"        # local:PATH, a FURL, or a NURL ending #v=1
 //! adopt = "/var/lib/tahoe/storage" # optional: serve with that Tahoe node's identity
+//!
+//! [limits]                         # optional: every key has a safe default, see [`Limits`]
+//! max_connections = 1024
 //! ```
 
 use std::net::SocketAddr;
@@ -81,6 +84,121 @@ struct RawConfig {
     admin: Option<String>,
     #[serde(default, rename = "link")]
     links: Vec<RawLink>,
+    #[serde(default)]
+    limits: Limits,
+}
+
+/// Resource limits, the `[limits]` table. Each has a default that is safe on an
+/// untrusted network and generous for real Tahoe traffic; see SECURITY.md for what
+/// a peer gets past each one.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections open at once on the one port, all peers together. Past it a new
+    /// connection is closed at once, before a byte is read.
+    pub max_connections: usize,
+    /// Connections open at once from one peer IP address. Past it that peer's new
+    /// connection is closed at once; other peers are unaffected.
+    pub max_connections_per_ip: usize,
+    /// Seconds a new connection has to send the first bytes that tell its protocol
+    /// (Tahoe's `protocol_switch` waits 30 s).
+    pub sniff_timeout_secs: u64,
+    /// Seconds from the first byte to the end of Foolscap negotiation (foolscap: 120).
+    pub negotiation_timeout_secs: u64,
+    /// Seconds a GBS client has for its TLS handshake and for each request's headers;
+    /// also how long an idle keep-alive GBS connection is kept (slowloris).
+    pub header_timeout_secs: u64,
+    /// Seconds of silence after which a Foolscap connection is dropped. swampgate
+    /// pings a silent peer every `keepalive_secs`, and a live peer answers, so only a
+    /// dead or stalled peer reaches this. 0 disables it.
+    pub idle_timeout_secs: u64,
+    /// Seconds of silence before swampgate pings a Foolscap peer (foolscap: 240).
+    pub keepalive_secs: u64,
+    /// Calls one Foolscap connection may have running at once; past it swampgate stops
+    /// reading from that connection until one finishes (back-pressure).
+    pub max_inflight_calls: usize,
+    /// The largest Foolscap STRING token buffered; a longer one is skipped and its
+    /// call answered with a Violation.
+    pub max_string_bytes: u64,
+    /// The largest Foolscap message (all its strings plus a per-token charge); past it
+    /// the call is answered with a Violation.
+    pub max_message_bytes: u64,
+    /// The largest GBS request head (request line and headers); past it 431.
+    pub max_header_bytes: usize,
+    /// The largest GBS read-test-write body (decoded in memory); past it 413.
+    pub max_read_test_write_bytes: u64,
+    /// Immutable share uploads allocated and not yet finished, per link. Past it an
+    /// allocation fails with the protocol's out-of-space error.
+    pub max_inflight_uploads: usize,
+    /// The allocated bytes of those unfinished uploads, per link; same answer past it.
+    pub max_inflight_upload_bytes: u64,
+    /// Connections one link opens to a GBS upstream at once (a Foolscap upstream always
+    /// gets exactly one). Calls past it wait for a connection.
+    pub max_upstream_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_connections_per_ip: 128,
+            sniff_timeout_secs: 30,
+            negotiation_timeout_secs: 120,
+            header_timeout_secs: 60,
+            idle_timeout_secs: 900,
+            keepalive_secs: 240,
+            max_inflight_calls: 256,
+            max_string_bytes: 64 << 20,
+            max_message_bytes: 128 << 20,
+            max_header_bytes: 64 << 10,
+            max_read_test_write_bytes: 128 << 20,
+            max_inflight_uploads: 4096,
+            max_inflight_upload_bytes: 64 << 30,
+            max_upstream_connections: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// Refuse values that would make the daemon unusable (a zero where zero would stop
+    /// all traffic); the error names the key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let nonzero: [(&str, u64); 12] = [
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_ip", self.max_connections_per_ip as u64),
+            ("sniff_timeout_secs", self.sniff_timeout_secs),
+            ("negotiation_timeout_secs", self.negotiation_timeout_secs),
+            ("header_timeout_secs", self.header_timeout_secs),
+            ("keepalive_secs", self.keepalive_secs),
+            ("max_inflight_calls", self.max_inflight_calls as u64),
+            ("max_string_bytes", self.max_string_bytes),
+            ("max_message_bytes", self.max_message_bytes),
+            ("max_header_bytes", self.max_header_bytes as u64),
+            ("max_inflight_uploads", self.max_inflight_uploads as u64),
+            (
+                "max_upstream_connections",
+                self.max_upstream_connections as u64,
+            ),
+        ];
+        for (key, v) in nonzero {
+            if v == 0 {
+                return Err(cfg_err(format!("limits.{key}"), "must be at least 1"));
+            }
+        }
+        if self.max_header_bytes < 8192 {
+            return Err(cfg_err(
+                "limits.max_header_bytes",
+                "must be at least 8192 (Tahoe's requests carry several long headers)",
+            ));
+        }
+        if self.idle_timeout_secs != 0 && self.idle_timeout_secs <= self.keepalive_secs {
+            return Err(cfg_err(
+                "limits.idle_timeout_secs",
+                "must be 0 (never) or longer than keepalive_secs, or live idle peers are dropped",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +225,7 @@ pub struct Config {
     pub location: Option<Vec<Hint>>,
     pub admin: Option<SocketAddr>,
     pub links: Vec<LinkConfig>,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -122,6 +241,7 @@ impl Config {
                 upstream: Upstream::Local(PathBuf::from("shares")),
                 adopt: None,
             }],
+            limits: Limits::default(),
         }
     }
 
@@ -137,8 +257,18 @@ impl Config {
                 .span()
                 .map(|s| format!(" (at byte {})", s.start))
                 .unwrap_or_default();
-            cfg_err("config", format!("{}{span}", e.message()))
+            // Name the key when the error is inside `[limits]`.
+            let field = match e.span() {
+                Some(sp) if limits_table_span(text).is_some_and(|t| t.contains(&sp.start)) => {
+                    key_at(text, sp.start)
+                        .map(|k| format!("limits.{k}"))
+                        .unwrap_or_else(|| "limits".into())
+                }
+                _ => "config".into(),
+            };
+            cfg_err(field, format!("{}{span}", e.message()))
         })?;
+        raw.limits.validate()?;
         let listen = match &raw.listen {
             Some(l) => parse_addr(l).map_err(|w| cfg_err("listen", w))?,
             None => DEFAULT_LISTEN.parse().expect("a valid address"),
@@ -181,8 +311,29 @@ impl Config {
             location,
             admin,
             links,
+            limits: raw.limits,
         })
     }
+}
+
+/// The byte range of the `[limits]` table in `text`, if it has one.
+fn limits_table_span(text: &str) -> Option<std::ops::Range<usize>> {
+    let start = text.find("[limits]")?;
+    let after = start + "[limits]".len();
+    let end = text[after..]
+        .find("\n[")
+        .map(|i| after + i)
+        .unwrap_or(text.len());
+    Some(start..end)
+}
+
+/// The key of the `key = value` line holding byte `at`.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
 }
 
 pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -281,6 +432,64 @@ mod tests {
             assert_eq!(e.field, field, "{text:?}: {e}");
             assert!(!e.why.is_empty());
         }
+    }
+
+    #[test]
+    fn limits_default_when_absent_and_parse_when_given() {
+        let base = "[[link]]\nname=\"a\"\nupstream=\"local:x\"\n";
+        assert_eq!(Config::parse(base).unwrap().limits, Limits::default());
+        let c = Config::parse(&format!(
+            "{base}[limits]\nmax_connections = 7\nmax_connections_per_ip = 3\n\
+             sniff_timeout_secs = 2\nidle_timeout_secs = 0\nmax_inflight_uploads = 1\n\
+             max_inflight_upload_bytes = 0\nmax_upstream_connections = 1\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.max_connections, 7);
+        assert_eq!(c.limits.max_connections_per_ip, 3);
+        assert_eq!(c.limits.sniff_timeout_secs, 2);
+        assert_eq!(c.limits.idle_timeout_secs, 0);
+        assert_eq!(c.limits.max_inflight_uploads, 1);
+        assert_eq!(c.limits.max_inflight_upload_bytes, 0);
+        assert_eq!(c.limits.max_upstream_connections, 1);
+        // Untouched keys keep their defaults.
+        assert_eq!(
+            c.limits.max_message_bytes,
+            Limits::default().max_message_bytes
+        );
+        // The table may come before the links, too.
+        let c = Config::parse(&format!("[limits]\nmax_connections = 1\n{base}")).unwrap();
+        assert_eq!(c.limits.max_connections, 1);
+    }
+
+    #[test]
+    fn limit_errors_name_the_key() {
+        let base = "[[link]]\nname=\"a\"\nupstream=\"local:x\"\n[limits]\n";
+        let cases = [
+            ("max_connections = 0", "limits.max_connections"),
+            (
+                "max_connections_per_ip = 0",
+                "limits.max_connections_per_ip",
+            ),
+            ("sniff_timeout_secs = 0", "limits.sniff_timeout_secs"),
+            ("header_timeout_secs = 0", "limits.header_timeout_secs"),
+            ("max_inflight_calls = 0", "limits.max_inflight_calls"),
+            ("max_header_bytes = 100", "limits.max_header_bytes"),
+            ("idle_timeout_secs = 10", "limits.idle_timeout_secs"),
+            ("max_connections = \"many\"", "limits.max_connections"),
+            ("max_connections = -1", "limits.max_connections"),
+            ("max_conections = 5", "limits.max_conections"),
+        ];
+        for (line, field) in cases {
+            let e = Config::parse(&format!("{base}{line}\n")).unwrap_err();
+            assert_eq!(e.field, field, "{line:?}: {e}");
+            assert!(!e.why.is_empty());
+        }
+        // At the boundary: the smallest accepted values.
+        let c = Config::parse(&format!(
+            "{base}max_connections = 1\nmax_header_bytes = 8192\nidle_timeout_secs = 241\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.max_header_bytes, 8192);
     }
 
     #[test]

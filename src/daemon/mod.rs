@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod limits;
 pub mod run;
 pub mod sniff;
 pub mod state;

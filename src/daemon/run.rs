@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, Instrument};
 
 use super::admin::{self, LinkStatus, StatusFn};
-use super::config::{Config, Upstream};
+use super::config::{Config, Limits, Upstream};
+use super::limits::ConnLimiter;
 use super::sniff::{self, Prefixed, Protocol};
 use super::state::{self, StateDir, StateError};
 use crate::bridge::foolscap_backend::FoolscapBackend;
@@ -28,9 +29,31 @@ use crate::gbs::tls::TlsIdentity;
 use crate::storage::store::{Store, StoreConfig};
 use crate::storage::StorageApi;
 
-/// How long a new connection may take to send the 8 bytes that tell its protocol
-/// (Tahoe's `protocol_switch` waits 30 s).
-pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(30);
+/// The Tub settings the `[limits]` table asks for (both the served Tub and the one
+/// that dials Foolscap upstreams: an upstream is no more trusted than a client).
+fn tub_config(l: &Limits) -> TubConfig {
+    let mut t = TubConfig {
+        negotiation_timeout: Duration::from_secs(l.negotiation_timeout_secs),
+        ..TubConfig::default()
+    };
+    t.broker.decode.max_string = l.max_string_bytes;
+    t.broker.message.max_message_bytes = l.max_message_bytes;
+    t.broker.keepalive = Some(Duration::from_secs(l.keepalive_secs));
+    t.broker.disconnect_after =
+        (l.idle_timeout_secs > 0).then(|| Duration::from_secs(l.idle_timeout_secs));
+    t.broker.max_inflight_calls = l.max_inflight_calls;
+    t
+}
+
+/// The GBS server settings the `[limits]` table asks for.
+fn server_config(swissnum: &str, l: &Limits) -> ServerConfig {
+    let mut c = ServerConfig::new(swissnum);
+    c.header_read_timeout = Duration::from_secs(l.header_timeout_secs);
+    c.max_header_bytes = l.max_header_bytes;
+    c.max_connections = l.max_connections;
+    c.limits.read_test_write = l.max_read_test_write_bytes;
+    c
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -65,6 +88,7 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     backends: Vec<Arc<Instrumented>>,
+    limiter: ConnLimiter,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -79,6 +103,17 @@ pub struct ShutdownReport {
 }
 
 impl Running {
+    /// Connections open on the port now (admitted by the connection limits).
+    pub fn open_connections(&self) -> usize {
+        self.limiter.open()
+    }
+
+    /// Connections closed unread because of `max_connections` or
+    /// `max_connections_per_ip`.
+    pub fn refused_connections(&self) -> u64 {
+        self.limiter.refused()
+    }
+
     /// Stop accepting connections, let calls in flight finish within `grace`, then
     /// abort every unfinished upload upstream.
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
@@ -133,6 +168,7 @@ async fn backend(
     state: &StateDir,
     served: &TubIdentity,
     client_tub: &Tub,
+    limits: &Limits,
 ) -> Result<Arc<dyn StorageApi>, String> {
     Ok(match upstream {
         Upstream::Local(path) => {
@@ -151,7 +187,11 @@ async fn backend(
             Arc::new(FoolscapBackend::new(client_tub.clone(), furl.clone()))
         }
         Upstream::Gbs(nurl) => {
-            Arc::new(GbsClient::new(nurl, ClientConfig::default()).map_err(|e| e.to_string())?)
+            let config = ClientConfig {
+                max_connections: limits.max_upstream_connections,
+                ..ClientConfig::default()
+            };
+            Arc::new(GbsClient::new(nurl, config).map_err(|e| e.to_string())?)
         }
     })
 }
@@ -188,9 +228,9 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         None => state.identity()?,
     };
     let client_identity = state.client_identity()?;
-    let tub = Tub::new(identity.clone(), TubConfig::default())
+    let tub = Tub::new(identity.clone(), tub_config(&config.limits))
         .map_err(|e| cfg("identity", e.to_string()))?;
-    let client_tub = Tub::new(client_identity, TubConfig::default())
+    let client_tub = Tub::new(client_identity, tub_config(&config.limits))
         .map_err(|e| cfg("identity", e.to_string()))?;
     let tls_identity = TlsIdentity::from_pem(identity.to_pem().as_bytes())
         .map_err(|e| cfg("identity", e.to_string()))?;
@@ -235,17 +275,22 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             Some(dir) => state::adopt(dir)?.1,
             None => state.swissnum(&l.name)?,
         };
-        let api = backend(&l.upstream, state, &identity, &client_tub)
+        let api = backend(&l.upstream, state, &identity, &client_tub, &config.limits)
             .await
             .map_err(|why| cfg(format!("link[{i}].upstream"), why))?;
-        let instrumented = Arc::new(Instrumented::new(&l.name, api, metrics.clone()));
+        let instrumented = Arc::new(
+            Instrumented::new(&l.name, api, metrics.clone()).with_upload_limits(
+                config.limits.max_inflight_uploads,
+                config.limits.max_inflight_upload_bytes,
+            ),
+        );
         backends.push(instrumented.clone());
         statuses.push((describe(&l.upstream), instrumented.clone()));
         let api: Arc<dyn StorageApi> = instrumented;
         tub.publish(&swissnum, StorageServerObject::new(api.clone()));
         servers.push((
             swissnum.clone(),
-            GbsServer::new(api, ServerConfig::new(swissnum.clone())),
+            GbsServer::new(api, server_config(&swissnum, &config.limits)),
         ));
         let furl = tub.furl(&swissnum, hints.clone()).to_string();
         let host = if nurl_host.contains(':') {
@@ -264,6 +309,11 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     }
     let routes = Arc::new(GbsRoutes { tls, servers });
     let shutdown = CancellationToken::new();
+    let limiter = ConnLimiter::new(
+        config.limits.max_connections,
+        config.limits.max_connections_per_ip,
+    );
+    let sniff_timeout = Duration::from_secs(config.limits.sniff_timeout_secs);
     let admin_addr = match config.admin {
         None => None,
         Some(addr) => {
@@ -275,6 +325,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 })?;
             let bound = l.local_addr().ok();
             let m = metrics.clone();
+            let lim = limiter.clone();
             let status: StatusFn = Arc::new(move || {
                 let links: Vec<LinkStatus> = statuses
                     .iter()
@@ -294,7 +345,12 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 serde_json::json!({
                     "version": env!("CARGO_PKG_VERSION"),
                     "listen": local_addr.to_string(),
-                    "connections": {"foolscap": conns("foolscap"), "gbs": conns("gbs")},
+                    "connections": {
+                        "foolscap": conns("foolscap"),
+                        "gbs": conns("gbs"),
+                        "open": lim.open(),
+                        "refused": lim.refused(),
+                    },
                     "links": links,
                 })
             });
@@ -307,6 +363,10 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         tub,
         routes,
         metrics.clone(),
+        Admission {
+            limiter: limiter.clone(),
+            sniff_timeout,
+        },
         shutdown.clone(),
     ));
     Ok(Running {
@@ -315,6 +375,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         admin_addr,
         metrics,
         backends,
+        limiter,
         shutdown,
         task,
     })
@@ -350,11 +411,18 @@ impl Drop for ConnGauge {
     }
 }
 
+/// What a new connection must pass before its protocol is served.
+struct Admission {
+    limiter: ConnLimiter,
+    sniff_timeout: Duration,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tub: Tub,
     routes: Arc<GbsRoutes>,
     metrics: Arc<Metrics>,
+    admission: Admission,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -369,13 +437,24 @@ async fn accept_loop(
                 }
             },
         };
+        let permit = match admission.limiter.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                // Closed unread: the cheapest answer, and the same for both protocols.
+                debug!(%peer, ?why, "connection limit reached: closing");
+                drop(tcp);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let tub = tub.clone();
         let routes = routes.clone();
         let metrics = metrics.clone();
+        let sniff_timeout = admission.sniff_timeout;
         tokio::spawn(
             async move {
-                let (proto, prefix) = match sniff::sniff(&mut tcp, SNIFF_TIMEOUT).await {
+                let _permit = permit;
+                let (proto, prefix) = match sniff::sniff(&mut tcp, sniff_timeout).await {
                     Ok(x) => x,
                     Err(e) => {
                         debug!("closing: {e}");

@@ -37,6 +37,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
@@ -73,6 +74,9 @@ pub struct ClientConfig {
     pub max_error_body: usize,
     /// The most zero bytes written in one PATCH when closing an incomplete share.
     pub fill_chunk_size: usize,
+    /// Connections open to the server at once (in use or idle). A request that needs
+    /// a new connection past it waits for one to close or to come back to the pool.
+    pub max_connections: usize,
 }
 
 impl Default for ClientConfig {
@@ -86,6 +90,7 @@ impl Default for ClientConfig {
             max_message_size: 30 << 20,
             max_error_body: 10_000,
             fill_chunk_size: 1 << 20,
+            max_connections: 64,
         }
     }
 }
@@ -129,6 +134,7 @@ impl GbsClient {
             server_name,
             timeout: config.connect_timeout,
             redacted: Arc::from(nurl.redacted()),
+            slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
         };
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
@@ -820,6 +826,8 @@ struct PinnedConnector {
     server_name: ServerName<'static>,
     timeout: Duration,
     redacted: Arc<str>,
+    /// One permit per open connection ([`ClientConfig::max_connections`]).
+    slots: Arc<Semaphore>,
 }
 
 impl tower_service::Service<Uri> for PinnedConnector {
@@ -835,6 +843,15 @@ impl tower_service::Service<Uri> for PinnedConnector {
         // Every request of this client goes to the NURL's server, whatever the URI.
         let this = self.clone();
         Box::pin(async move {
+            // Waiting for a slot is not bounded here: the caller's request timeout
+            // bounds it, and hyper hands the request an idle pooled connection as soon
+            // as one comes back.
+            let slot = this
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| io::Error::other("connector closed"))?;
             let connect = async {
                 let tcp = TcpStream::connect((this.host.as_str(), this.port))
                     .await
@@ -849,7 +866,7 @@ impl tower_service::Service<Uri> for PinnedConnector {
                     .map_err(|e| {
                         io::Error::new(e.kind(), format!("TLS with {} refused: {e}", this.redacted))
                     })?;
-                Ok(PinnedStream(TokioIo::new(tls)))
+                Ok(PinnedStream(TokioIo::new(tls), slot))
             };
             match tokio::time::timeout(this.timeout, connect).await {
                 Ok(r) => r,
@@ -862,7 +879,11 @@ impl tower_service::Service<Uri> for PinnedConnector {
     }
 }
 
-struct PinnedStream(TokioIo<TlsStream<TcpStream>>);
+/// A connection, holding its slot until it is dropped.
+struct PinnedStream(
+    TokioIo<TlsStream<TcpStream>>,
+    #[allow(dead_code)] OwnedSemaphorePermit,
+);
 
 impl Connection for PinnedStream {
     fn connected(&self) -> Connected {

@@ -1,0 +1,197 @@
+//! The `[limits]` table enforced by the running daemon, at and past each boundary:
+//! the peer past a limit gets a closed connection or its protocol's error, and every
+//! other peer is served as before. The daemon runs in-process on the embedded store;
+//! the clients are swampgate's own Foolscap and GBS clients over loopback.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use swampgate::daemon::config::{Config, Limits};
+use swampgate::daemon::run::{self, Running};
+use swampgate::daemon::state::StateDir;
+use swampgate::foolscap::furl::Furl;
+use swampgate::foolscap::{Tub, TubConfig, TubIdentity};
+use swampgate::gbs::client::{ClientConfig, GbsClient};
+use swampgate::gbs::nurl::Nurl;
+use swampgate::storage::StorageApi;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+async fn daemon(limits: Limits) -> (Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::parse(
+        "listen = \"127.0.0.1:0\"\n[[link]]\nname = \"default\"\nupstream = \"local:shares\"\n",
+    )
+    .unwrap();
+    config.limits = limits;
+    let state = StateDir::open(dir.path()).unwrap();
+    let r = run::start(&config, &state).await.unwrap();
+    (r, dir)
+}
+
+/// Connect from `from` (any 127.0.0.0/8 address is loopback on Linux).
+async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    s.connect(to).await.unwrap()
+}
+
+/// Does the server close `s` (EOF or reset) within `within`?
+async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
+    let mut b = [0u8; 64];
+    match tokio::time::timeout(within, s.read(&mut b)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) => false,
+        Err(_) => false,
+    }
+}
+
+async fn gbs_works(r: &Running) {
+    let nurl: Nurl = r.links[0].nurl.parse().unwrap();
+    let c = GbsClient::new(&nurl, ClientConfig::default()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), c.version())
+        .await
+        .expect("GBS version in time")
+        .expect("GBS version");
+}
+
+async fn foolscap_works(r: &Running) {
+    let furl = Furl::parse(&r.links[0].furl).unwrap();
+    let tub = Tub::new(TubIdentity::generate().unwrap(), TubConfig::default()).unwrap();
+    let server = tokio::time::timeout(Duration::from_secs(20), tub.get_reference(&furl))
+        .await
+        .expect("Foolscap connect in time")
+        .expect("Foolscap connect");
+    tokio::time::timeout(Duration::from_secs(20), server.call("get_version", &[]))
+        .await
+        .expect("get_version in time")
+        .expect("get_version");
+}
+
+async fn wait_open(r: &Running, n: usize) {
+    // The accept loop counts a connection as soon as it takes it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.open_connections() != n {
+        assert!(
+            Instant::now() < deadline,
+            "open {} != {n}",
+            r.open_connections()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_connection_limit_at_and_past_the_boundary() {
+    let limits = Limits {
+        max_connections: 3,
+        ..Limits::default()
+    };
+    let (r, _d) = daemon(limits).await;
+    let addr = r.local_addr;
+    // Two idle connections that never say which protocol: at the limit with a third.
+    let mut idle = vec![
+        connect_from("127.0.0.2", addr).await,
+        connect_from("127.0.0.3", addr).await,
+    ];
+    wait_open(&r, 2).await;
+    // The third is admitted (at the boundary) and served.
+    gbs_works(&r).await;
+    // The GBS client's connection closes once the client is gone.
+    wait_open(&r, 2).await;
+    let mut third = connect_from("127.0.0.4", addr).await;
+    wait_open(&r, 3).await;
+    // Past it: closed at once, unread.
+    let mut fourth = connect_from("127.0.0.5", addr).await;
+    assert!(closed_by_server(&mut fourth, Duration::from_secs(5)).await);
+    // The admitted ones are still open.
+    assert!(!closed_by_server(&mut third, Duration::from_millis(200)).await);
+    assert!(!closed_by_server(&mut idle[0], Duration::from_millis(200)).await);
+    assert_eq!(r.refused_connections(), 1);
+    // Once one closes, new connections are served again.
+    drop(third);
+    wait_open(&r, 2).await;
+    foolscap_works(&r).await;
+    drop(idle);
+    r.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_ip_limit_leaves_other_peers_unaffected() {
+    let limits = Limits {
+        max_connections_per_ip: 2,
+        ..Limits::default()
+    };
+    let (r, _d) = daemon(limits).await;
+    let addr = r.local_addr;
+    let mut a1 = connect_from("127.0.0.2", addr).await;
+    let _a2 = connect_from("127.0.0.2", addr).await;
+    wait_open(&r, 2).await;
+    let mut a3 = connect_from("127.0.0.2", addr).await;
+    assert!(closed_by_server(&mut a3, Duration::from_secs(5)).await);
+    assert!(!closed_by_server(&mut a1, Duration::from_millis(200)).await);
+    // A client from another address (127.0.0.1) is served over both protocols.
+    gbs_works(&r).await;
+    foolscap_works(&r).await;
+    r.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_first_bytes_are_cut_off_by_the_sniff_timeout() {
+    let limits = Limits {
+        sniff_timeout_secs: 1,
+        ..Limits::default()
+    };
+    let (r, _d) = daemon(limits).await;
+    let mut slow = TcpStream::connect(r.local_addr).await.unwrap();
+    // Seven of the eight bytes that tell the protocol, then nothing.
+    slow.write_all(b"GET /id").await.unwrap();
+    let t = Instant::now();
+    assert!(closed_by_server(&mut slow, Duration::from_secs(10)).await);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    wait_open(&r, 0).await;
+    gbs_works(&r).await;
+    r.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_tls_and_headers_are_cut_off_by_the_header_timeout() {
+    let limits = Limits {
+        header_timeout_secs: 1,
+        ..Limits::default()
+    };
+    let (r, _d) = daemon(limits).await;
+    // A TLS record header and nothing more: the handshake never completes.
+    let mut slow = TcpStream::connect(r.local_addr).await.unwrap();
+    slow.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01])
+        .await
+        .unwrap();
+    let t = Instant::now();
+    assert!(closed_by_server(&mut slow, Duration::from_secs(10)).await);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    gbs_works(&r).await;
+    r.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foolscap_negotiation_timeout_cuts_off_a_stalled_upgrade() {
+    let limits = Limits {
+        negotiation_timeout_secs: 1,
+        ..Limits::default()
+    };
+    let (r, _d) = daemon(limits).await;
+    let mut slow = TcpStream::connect(r.local_addr).await.unwrap();
+    // The upgrade request's first line, and never the blank line that ends it.
+    slow.write_all(b"GET /id/abcdefghijklmnopqrstuvwxyz234567 HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let t = Instant::now();
+    assert!(closed_by_server(&mut slow, Duration::from_secs(10)).await);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    foolscap_works(&r).await;
+    r.shutdown(Duration::from_secs(1)).await;
+}
