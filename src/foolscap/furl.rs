@@ -137,10 +137,12 @@ impl Furl {
         let rest = s.trim().strip_prefix("pb://").ok_or(FurlError::Scheme)?;
         let (tubid, rest) = rest.split_once('@').ok_or(FurlError::Shape)?;
         let (hints, name) = rest.split_once('/').ok_or(FurlError::Shape)?;
-        // Foolscap uses the first 32 characters of the tubid.
-        if tubid.len() < 32 || !valid_tubid(&tubid[..32]) {
-            return Err(FurlError::TubId(tubid.to_string()));
-        }
+        // Foolscap uses the first 32 characters of the tubid. `get` rather than
+        // slicing: byte 32 may fall inside a multi-byte character (a panic before).
+        let tubid32 = match tubid.get(..32) {
+            Some(t) if valid_tubid(t) => t,
+            _ => return Err(FurlError::TubId(tubid.to_string())),
+        };
         if name.is_empty() {
             return Err(FurlError::EmptyName);
         }
@@ -153,7 +155,7 @@ impl Furl {
                 .collect::<Result<_, _>>()?
         };
         Ok(Furl {
-            tubid: tubid[..32].to_string(),
+            tubid: tubid32.to_string(),
             hints,
             swissnum: name.to_string(),
         })
@@ -211,5 +213,12 @@ mod tests {
             Furl::parse("pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:h:1/"),
             Err(FurlError::EmptyName)
         );
+    }
+
+    #[test]
+    fn a_tubid_with_a_multibyte_character_at_the_cut_is_refused_not_a_panic() {
+        // Foolscap keeps the first 32 characters; byte 32 may fall inside a character.
+        let f = format!("pb://{}\u{e9}@tcp:h:1/x", "a".repeat(31));
+        assert!(matches!(Furl::parse(&f), Err(FurlError::TubId(_))));
     }
 }

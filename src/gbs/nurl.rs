@@ -180,8 +180,11 @@ impl FromStr for Nurl {
                 .rsplit_once(':')
                 .ok_or_else(|| NurlError::Syntax("no :PORT after the host".into()))?
         };
+        // A bracketed host was checked as an IPv6 address above; any other host is a
+        // name or an IPv4 address, so it has no ':' (nor '@', '[' ...).
+        let bracketed = hostport.starts_with('[');
         if host.is_empty()
-            || (!host.contains(':')
+            || (!bracketed
                 && !host
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'))
@@ -292,6 +295,11 @@ mod tests {
             format!("pb://{HASH}@[::1:1/sw#v=1"),
             format!("pb://{HASH}@h:1#v=1"),
             format!("pb://{HASH}@h h:1/sw#v=1"),
+            // Found by fuzzing (see SECURITY.md): an unbracketed host with a ':' was
+            // taken unchecked and printed back bracketed, as another NURL.
+            format!("pb://{HASH}@127.5:0.1:7750/sw#v=1"),
+            format!("pb://{HASH}@::1:7750/sw#v=1"),
+            format!("pb://{HASH}@user:pw@h:1/sw#v=1"),
         ];
         for b in bad {
             assert!(b.parse::<Nurl>().is_err(), "{b}");
