@@ -328,3 +328,172 @@ fn several_links_on_one_port_and_no_secret_in_logs() {
         assert!(!log.contains(&secret), "the {what} appears in the log");
     }
 }
+
+/// A full bridged session at the most verbose level: a swampgate whose link's
+/// upstream is another swampgate over Foolscap, driven over both of its fronts with
+/// every kind of secret (upload, lease renew and cancel, write enabler). Neither
+/// process's trace log may hold a swissnum or a secret, raw or in any encoding the
+/// protocols use.
+#[test]
+fn bridged_session_at_trace_level_logs_no_secret() {
+    use data_encoding::{BASE32_NOPAD, BASE64, HEXLOWER};
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let spawn = |name: &str, args: &[&str]| {
+        let mut cmd = swampgate_command();
+        cmd.args(["--log-format", "json", "--log", "trace"])
+            .args(args)
+            .current_dir(p);
+        Process::spawn(name, cmd, p)
+    };
+    let mut up = spawn(
+        "upstream",
+        &[
+            "bridge",
+            "--upstream",
+            "local:up",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            "up",
+        ],
+    );
+    let up_furl = last_word(&up.wait_for_line("link default furl ", STARTUP_TIMEOUT));
+    let up_nurl = last_word(&up.wait_for_line("link default nurl ", STARTUP_TIMEOUT));
+    let mut gw = spawn(
+        "gateway",
+        &[
+            "bridge",
+            "--upstream",
+            &up_furl,
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            "gw",
+        ],
+    );
+    let gw_furl = last_word(&gw.wait_for_line("link default furl ", STARTUP_TIMEOUT));
+    let gw_nurl = last_word(&gw.wait_for_line("link default nurl ", STARTUP_TIMEOUT));
+
+    // Printable and unique, so a Debug of the bytes would show them too.
+    let upload = Secret(b"UPLOADSECRETupl0adsecretUPL0AD!!".to_vec());
+    let renew = Secret(b"RENEWSECRETren3wsecretRENEWSECR!".to_vec());
+    let cancel = Secret(b"CANCELSECRETcanc3lsecretCANCEL!!".to_vec());
+    let we = Secret(b"WRITEENABLERwr1teenablerWRITEEN!".to_vec());
+    let lease = LeaseSecrets {
+        renew: renew.clone(),
+        cancel: cancel.clone(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let gbs: std::sync::Arc<dyn StorageApi> = std::sync::Arc::new(
+            GbsClient::new(&gw_nurl.parse::<Nurl>().unwrap(), ClientConfig::default()).unwrap(),
+        );
+        let tub = swampgate::foolscap::Tub::new(
+            swampgate::foolscap::TubIdentity::generate().unwrap(),
+            Default::default(),
+        )
+        .unwrap();
+        let fs: std::sync::Arc<dyn StorageApi> =
+            std::sync::Arc::new(swampgate::bridge::foolscap_backend::FoolscapBackend::new(
+                tub,
+                swampgate::foolscap::Furl::parse(&gw_furl).unwrap(),
+            ));
+        for (i, api) in [gbs, fs].into_iter().enumerate() {
+            let si = StorageIndex([0x40 + i as u8; 16]);
+            let r = api
+                .allocate_buckets(AllocateRequest {
+                    storage_index: si,
+                    lease: lease.clone(),
+                    upload_secret: upload.clone(),
+                    share_numbers: [0, 1].into_iter().collect(),
+                    allocated_size: 4,
+                })
+                .await
+                .unwrap();
+            assert_eq!(r.allocated.len(), 2);
+            let p = api
+                .write_immutable(si, 0, &upload, 0, bytes::Bytes::from_static(b"data"))
+                .await
+                .unwrap();
+            if !p.complete() {
+                api.close_immutable(si, 0, &upload).await.unwrap();
+            }
+            api.abort_immutable(si, 1, &upload).await.unwrap();
+            // A wrong upload secret is refused (and its error logged) without the secret.
+            assert!(api
+                .write_immutable(si, 1, &Secret(vec![b'Z'; 32]), 0, bytes::Bytes::new())
+                .await
+                .is_err());
+            api.add_lease(si, lease.clone()).await.unwrap();
+            assert_eq!(
+                api.read_immutable(si, 0, 0, 4).await.unwrap(),
+                bytes::Bytes::from_static(b"data")
+            );
+            let msi = StorageIndex([0x50 + i as u8; 16]);
+            let req = ReadTestWriteRequest {
+                storage_index: msi,
+                secrets: MutableSecrets {
+                    write_enabler: we.clone(),
+                    lease: lease.clone(),
+                },
+                test_write_vectors: [(
+                    0,
+                    TestWriteVectors {
+                        test: vec![],
+                        write: vec![WriteVector {
+                            offset: 0,
+                            data: bytes::Bytes::from_static(b"mutable"),
+                        }],
+                        new_length: None,
+                    },
+                )]
+                .into_iter()
+                .collect(),
+                read_vector: vec![],
+            };
+            assert!(api.read_test_write(req).await.unwrap().success);
+            assert_eq!(
+                api.read_mutable(msi, 0, 0, 7).await.unwrap(),
+                bytes::Bytes::from_static(b"mutable")
+            );
+        }
+    });
+    gw.stop();
+    up.stop();
+    let swissnums = [
+        swampgate::foolscap::Furl::parse(&up_furl).unwrap().swissnum,
+        swampgate::foolscap::Furl::parse(&gw_furl).unwrap().swissnum,
+        up_nurl.parse::<Nurl>().unwrap().swissnum,
+        gw_nurl.parse::<Nurl>().unwrap().swissnum,
+    ];
+    for (who, log) in [("upstream", up.stderr()), ("gateway", gw.stderr())] {
+        assert!(
+            log.contains("\"level\":\"TRACE\""),
+            "{who}: logging at trace level"
+        );
+        let mut needles: Vec<(String, String)> = swissnums
+            .iter()
+            .map(|s| ("swissnum".to_string(), s.clone()))
+            .collect();
+        for (what, s) in [
+            ("upload secret", &upload),
+            ("lease renew secret", &renew),
+            ("lease cancel secret", &cancel),
+            ("write enabler", &we),
+        ] {
+            needles.push((what.into(), String::from_utf8(s.0.clone()).unwrap()));
+            needles.push((what.into(), BASE64.encode(&s.0)));
+            needles.push((what.into(), HEXLOWER.encode(&s.0)));
+            needles.push((what.into(), BASE32_NOPAD.encode(&s.0).to_lowercase()));
+            // A fragment, in case a log cuts or escapes the value.
+            needles.push((what.into(), String::from_utf8(s.0[..12].to_vec()).unwrap()));
+        }
+        for (what, needle) in needles {
+            assert!(
+                !log.contains(&needle),
+                "{who}: the {what} appears in the log"
+            );
+        }
+    }
+}
