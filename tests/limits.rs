@@ -195,3 +195,110 @@ async fn foolscap_negotiation_timeout_cuts_off_a_stalled_upgrade() {
     foolscap_works(&r).await;
     r.shutdown(Duration::from_secs(1)).await;
 }
+
+fn lease() -> swampgate::storage::LeaseSecrets {
+    use swampgate::storage::{LeaseSecrets, Secret};
+    LeaseSecrets {
+        renew: Secret(vec![b'R'; 32]),
+        cancel: Secret(vec![b'C'; 32]),
+    }
+}
+
+fn rtw(si: u8, data: Vec<u8>) -> swampgate::storage::ReadTestWriteRequest {
+    use swampgate::storage::*;
+    ReadTestWriteRequest {
+        storage_index: StorageIndex([si; 16]),
+        secrets: MutableSecrets {
+            write_enabler: Secret(vec![b'W'; 32]),
+            lease: lease(),
+        },
+        test_write_vectors: [(
+            0,
+            TestWriteVectors {
+                test: vec![],
+                write: vec![WriteVector {
+                    offset: 0,
+                    data: data.into(),
+                }],
+                new_length: None,
+            },
+        )]
+        .into_iter()
+        .collect(),
+        read_vector: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gbs_read_test_write_body_limit_at_and_past_the_boundary() {
+    let limits = Limits {
+        max_read_test_write_bytes: 4096,
+        ..Limits::default()
+    };
+    let (r, _d) = daemon(limits).await;
+    let nurl: Nurl = r.links[0].nurl.parse().unwrap();
+    let c = GbsClient::new(&nurl, ClientConfig::default()).unwrap();
+    // A body of a little over 3000 bytes (the data plus the CBOR around it) fits.
+    assert!(
+        c.read_test_write(rtw(1, vec![7; 3000]))
+            .await
+            .unwrap()
+            .success
+    );
+    // Past 4096: refused (413), nothing written, and the client keeps working.
+    let e = c.read_test_write(rtw(2, vec![7; 5000])).await.unwrap_err();
+    assert!(
+        e.to_string().contains("413") || e.to_string().to_lowercase().contains("large"),
+        "{e}"
+    );
+    assert!(c
+        .list_mutable_shares(swampgate::storage::StorageIndex([2; 16]))
+        .await
+        .unwrap()
+        .is_empty());
+    gbs_works(&r).await;
+    r.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foolscap_string_limit_at_and_past_the_boundary() {
+    use swampgate::bridge::foolscap_backend::FoolscapBackend;
+    use swampgate::storage::*;
+    let limits = Limits {
+        max_string_bytes: 4096,
+        ..Limits::default()
+    };
+    let (r, _d) = daemon(limits).await;
+    let tub = Tub::new(TubIdentity::generate().unwrap(), TubConfig::default()).unwrap();
+    let api = FoolscapBackend::new(tub, Furl::parse(&r.links[0].furl).unwrap());
+    // At the limit: a 4096-byte write vector is accepted.
+    assert!(
+        api.read_test_write(rtw(1, vec![7; 4096]))
+            .await
+            .unwrap()
+            .success
+    );
+    // Past it: the call fails (a Violation on the wire), nothing is written, and the same
+    // connection goes on serving.
+    let e = api
+        .read_test_write(rtw(2, vec![7; 4097]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StorageError::InvalidRequest(_)) && e.to_string().contains("too large"),
+        "{e}"
+    );
+    assert!(api
+        .list_mutable_shares(StorageIndex([2; 16]))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        api.read_mutable(StorageIndex([1; 16]), 0, 0, 4096)
+            .await
+            .unwrap()
+            .len(),
+        4096
+    );
+    r.shutdown(Duration::from_secs(1)).await;
+}
