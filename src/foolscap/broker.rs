@@ -26,12 +26,15 @@ use super::value::{Failure, Value};
 /// An object that can be called over a connection.
 #[async_trait::async_trait]
 pub trait RemoteObject: Send + Sync + 'static {
-    /// The interface name sent in `my-reference` (`""` for a plain Referenceable).
-    fn interface_name(&self) -> &str;
-
     /// The schema incoming calls are checked against (none: anything goes).
     fn schema(&self) -> Option<&'static RemoteInterface> {
         None
+    }
+
+    /// The interface name sent in `my-reference`: the schema's, or `""` for a plain
+    /// Referenceable.
+    fn interface_name(&self) -> &str {
+        self.schema().map(|s| s.name).unwrap_or("")
     }
 
     /// Whether calls to this object must run one at a time, in arrival order.
@@ -55,10 +58,6 @@ pub struct Canary;
 
 #[async_trait::async_trait]
 impl RemoteObject for Canary {
-    fn interface_name(&self) -> &str {
-        ""
-    }
-
     async fn call(
         &self,
         _conn: &Connection,
@@ -587,42 +586,14 @@ async fn drain(
             Inbound::PeerError(m) => return Ok(Some(format!("peer sent ERROR: {m}"))),
             Inbound::Dropped(why) => debug!("dropped a message: {why}"),
             Inbound::Answer { reqid, value } => {
-                let tx = conn
-                    .inner
-                    .state
-                    .lock()
-                    .expect("broker state")
-                    .pending
-                    .remove(&reqid);
-                if let Some(tx) = tx {
-                    let _ = tx.send(
-                        resolve(conn, value).map_err(|e| CallError::Violation(e.to_string())),
-                    );
-                }
+                let r = resolve(conn, value).map_err(|e| CallError::Violation(e.to_string()));
+                complete(conn, reqid, r);
             }
             Inbound::Error { reqid, failure } => {
-                let tx = conn
-                    .inner
-                    .state
-                    .lock()
-                    .expect("broker state")
-                    .pending
-                    .remove(&reqid);
-                if let Some(tx) = tx {
-                    let _ = tx.send(Err(CallError::Remote(failure)));
-                }
+                complete(conn, reqid, Err(CallError::Remote(failure)))
             }
             Inbound::AnswerViolation { reqid, violation } => {
-                let tx = conn
-                    .inner
-                    .state
-                    .lock()
-                    .expect("broker state")
-                    .pending
-                    .remove(&reqid);
-                if let Some(tx) = tx {
-                    let _ = tx.send(Err(CallError::Violation(violation)));
-                }
+                complete(conn, reqid, Err(CallError::Violation(violation)))
             }
             Inbound::CallViolation { reqid, violation } => {
                 if reqid != 0 {
@@ -663,6 +634,21 @@ async fn drain(
         }
     }
     Ok(None)
+}
+
+/// Hand a call's outcome to its waiting caller; answers to unknown reqIDs are
+/// dropped, as foolscap drops them.
+fn complete(conn: &Connection, reqid: u64, r: Result<Value, CallError>) {
+    let tx = conn
+        .inner
+        .state
+        .lock()
+        .expect("broker state")
+        .pending
+        .remove(&reqid);
+    if let Some(tx) = tx {
+        let _ = tx.send(r);
+    }
 }
 
 /// Turn wire references in a received value into live ones.
