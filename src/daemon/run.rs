@@ -192,8 +192,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         .map_err(|e| cfg("identity", e.to_string()))?;
     let client_tub = Tub::new(client_identity, TubConfig::default())
         .map_err(|e| cfg("identity", e.to_string()))?;
-    let tls_identity = TlsIdentity::from_pem(identity.to_pem().as_bytes())
-        .map_err(|e| cfg("identity", e.to_string()))?;
+    let tls_identity = TlsIdentity::from_tub(&identity);
     let tls = TlsAcceptor::from(
         tls_identity
             .server_config()
