@@ -109,7 +109,7 @@ impl Default for BrokerConfig {
 }
 
 type Pending = oneshot::Sender<Result<Value, CallError>>;
-type Job = (u64, String, Vec<Value>);
+type Job = (u64, String, Vec<Value>, tokio::sync::OwnedSemaphorePermit);
 
 struct Export {
     obj: Arc<dyn RemoteObject>,
@@ -770,10 +770,9 @@ fn dispatch(
         );
         return;
     };
-    let schema_iface = obj.schema();
-    let (args, method_schema) = match schema_iface {
+    let args = match obj.schema() {
         Some(iface) => match schema::check_call(iface, &method, args, kwargs) {
-            Ok((args, m)) => (args, Some(m)),
+            Ok((args, _)) => args,
             Err(v) => {
                 spawn_error(conn, reqid, Failure::violation(v));
                 return;
@@ -784,23 +783,12 @@ fn dispatch(
             let mut kw = kwargs;
             kw.sort_by(|a, b| a.0.cmp(&b.0));
             all.extend(kw.into_iter().map(|(_, v)| v));
-            (all, None)
-        }
-    };
-    let run = {
-        let c = conn.clone();
-        move |obj: Arc<dyn RemoteObject>, method: String, args: Vec<Value>| async move {
-            let mut r = obj.call(&c, &method, args).await;
-            if let (Ok(v), Some(m)) = (&r, method_schema) {
-                if let Err(why) = schema::check_result(m, v) {
-                    warn!(method = %method, "result violates its schema: {why}");
-                    r = Err(Failure::violation(why));
-                }
-            }
-            send_result(&c, reqid, r).await;
+            all
         }
     };
     if obj.sequential() {
+        // One worker per object runs its calls in arrival order. Each queued call
+        // holds its in-flight permit, so the queue is bounded like everything else.
         let queue = {
             let mut st = conn.inner.state.lock().expect("broker state");
             let e = st.exports.get_mut(&clid).expect("looked up above");
@@ -810,30 +798,44 @@ fn dispatch(
                     let c = conn.clone();
                     let o = e.obj.clone();
                     tokio::spawn(async move {
-                        while let Some((reqid, method, args)) = rx.recv().await {
-                            let mut r = o.call(&c, &method, args).await;
-                            if let Ok(v) = &r {
-                                if let Some(m) = o.schema().and_then(|i| i.method(&method)) {
-                                    if let Err(why) = schema::check_result(m, v) {
-                                        r = Err(Failure::violation(why));
-                                    }
-                                }
-                            }
-                            send_result(&c, reqid, r).await;
+                        while let Some((reqid, method, args, permit)) = rx.recv().await {
+                            run_call(&c, &o, reqid, &method, args).await;
+                            drop(permit);
                         }
                     });
                     tx
                 })
                 .clone()
         };
-        let _ = queue.send((reqid, method, args));
-        drop(permit);
+        let _ = queue.send((reqid, method, args, permit));
     } else {
+        let c = conn.clone();
         tokio::spawn(async move {
-            run(obj, method, args).await;
+            run_call(&c, &obj, reqid, &method, args).await;
             drop(permit);
         });
     }
+}
+
+/// Run one call on a local object, check its result against the method's schema
+/// (foolscap's sender-side check), and answer.
+async fn run_call(
+    conn: &Connection,
+    obj: &Arc<dyn RemoteObject>,
+    reqid: u64,
+    method: &str,
+    args: Vec<Value>,
+) {
+    let mut r = obj.call(conn, method, args).await;
+    if let Ok(v) = &r {
+        if let Some(m) = obj.schema().and_then(|i| i.method(method)) {
+            if let Err(why) = schema::check_result(m, v) {
+                warn!(method, "result violates its schema: {why}");
+                r = Err(Failure::violation(why));
+            }
+        }
+    }
+    send_result(conn, reqid, r).await;
 }
 
 /// clid 0: the RIBroker methods.
