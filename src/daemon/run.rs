@@ -60,6 +60,9 @@ pub struct LinkUrls {
 /// The daemon, started.
 pub struct Running {
     pub links: Vec<LinkUrls>,
+    /// The introducer FURL, when the introducer relay is configured.
+    pub introducer_furl: Option<String>,
+    pub relay: Option<crate::introducer::Relay>,
     pub local_addr: SocketAddr,
     /// Where the admin endpoint listens, if configured.
     pub admin_addr: Option<SocketAddr>,
@@ -264,6 +267,14 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     }
     let routes = Arc::new(GbsRoutes { tls, servers });
     let shutdown = CancellationToken::new();
+    let (introducer_furl, relay) = match &config.introducer {
+        None => (None, None),
+        Some(ic) => {
+            let r = crate::introducer::start_relay(ic, state, &tub, &client_tub, &hints, &shutdown)
+                .map_err(|why| cfg("introducer", why))?;
+            (Some(r.0), Some(r.1))
+        }
+    };
     let admin_addr = match config.admin {
         None => None,
         Some(addr) => {
@@ -311,6 +322,8 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     ));
     Ok(Running {
         links,
+        introducer_furl,
+        relay,
         local_addr,
         admin_addr,
         metrics,
