@@ -147,3 +147,143 @@ fn relay_survives_an_upstream_restart() {
         gate.log_tail()
     );
 }
+
+/// `swampgate bridge` to `upstream`, adopting `node`, with the introducer relay to
+/// `introducer`; returns the process, the link's FURL and the introducer FURL.
+fn bridged(
+    upstream: &str,
+    node: &StorageNode,
+    introducer: &str,
+    dir: &Path,
+) -> (Process, String, String) {
+    let mut cmd = swampgate_command();
+    cmd.args(["bridge", "--upstream", upstream, "--listen", "127.0.0.1:0"])
+        .args(["--introducer-upstream", introducer, "--state-dir"])
+        .arg(dir.join("state"))
+        .arg("--adopt")
+        .arg(node.dir())
+        .args(["--log", "swampgate=debug"]);
+    let mut p = Process::spawn("swampgate", cmd, dir);
+    let furl = p.wait_for_line("link default furl ", STARTUP_TIMEOUT);
+    let intro = p.wait_for_line("introducer furl ", STARTUP_TIMEOUT);
+    let last = |l: String| l.rsplit(' ').next().unwrap().to_string();
+    (p, last(furl), last(intro))
+}
+
+fn files_under(p: &Path) -> usize {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        files_under(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Upload and download through `client`; the shares land on `node`.
+fn round_trip(client: &ClientNode, node: &StorageNode, dir: &Path, name: &str) {
+    let before = files_under(&node.shares_dir());
+    let data: Vec<u8> = (0..60_000u32)
+        .map(|i| (i % 253) as u8 ^ name.len() as u8)
+        .collect();
+    let src = dir.join(name);
+    std::fs::write(&src, &data).unwrap();
+    let cap = client.tahoe(["put".as_ref(), src.as_os_str()]);
+    let out = dir.join(format!("{name}.out"));
+    client.tahoe(["get".as_ref(), cap.trim().as_ref(), out.as_os_str()]);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert!(
+        files_under(&node.shares_dir()) > before,
+        "shares on {}",
+        node.nickname()
+    );
+}
+
+/// Announcements of adopted nodes gain swampgate's endpoint, re-signed with the
+/// node's key: an HTTP client reaches a Foolscap-only node, and a Foolscap-only
+/// client a node reached over GBS, with no servers.yaml at all.
+#[test]
+fn augmented_announcements_lead_clients_through_the_bridge() {
+    let upstream = introducer_node();
+    let dir = tempfile::tempdir().unwrap();
+    let (legacy, modern) = join(
+        || {
+            storage_node(StorageOptions {
+                introducer: Some(upstream.furl().into()),
+                ..StorageOptions::foolscap_only()
+            })
+        },
+        || storage("storage-gbs", upstream.furl()),
+    );
+    let d1 = dir.path().join("to-foolscap");
+    let d2 = dir.path().join("to-gbs");
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    let (_g1, _furl1, intro1) = bridged(legacy.furl(), &legacy, upstream.furl(), &d1);
+    let (_g2, furl2, intro2) = bridged(modern.nurl(), &modern, upstream.furl(), &d2);
+
+    // Each client sees both nodes; two shares, one per node (happy = 2), so every
+    // upload also reaches the bridged node.
+    let two_shares = |nickname: &str, force_foolscap: bool, introducer: &str| {
+        client_node(ClientOptions {
+            nickname: nickname.into(),
+            force_foolscap,
+            introducer: Some(introducer.into()),
+            wait_for_servers: false,
+            shares_needed: 1,
+            shares_happy: 2,
+            shares_total: 2,
+            ..ClientOptions::default()
+        })
+    };
+    let (http_client, legacy_client) = join(
+        || two_shares("client-http", false, &intro1),
+        || two_shares("client-legacy", true, &intro2),
+    );
+
+    // HTTP client -> swampgate (GBS) -> Foolscap-only node.
+    let ann = http_client.wait_for_announcement(legacy.server_id());
+    assert!(
+        ann["anonymous-storage-NURLs"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("#v=1"),
+        "{ann}"
+    );
+    assert_eq!(ann["permutation-seed-base32"], legacy.permutation_seed());
+    assert_eq!(ann["anonymous-storage-FURL"], legacy.furl());
+    http_client.wait_for_servers(&[legacy.server_id(), modern.server_id()]);
+    let status = http_client
+        .server_statuses()
+        .into_iter()
+        .find(|s| s.server_id == legacy.server_id())
+        .unwrap();
+    assert_eq!(
+        status.summary, "connected",
+        "HTTP, not Foolscap: {status:?}"
+    );
+    round_trip(&http_client, &legacy, dir.path(), "via-gbs-front");
+
+    // Foolscap-only client -> swampgate (Foolscap) -> node over GBS.
+    let ann = legacy_client.wait_for_announcement(modern.server_id());
+    assert_eq!(ann["anonymous-storage-FURL"], furl2.as_str());
+    assert_eq!(ann["permutation-seed-base32"], modern.permutation_seed());
+    legacy_client.wait_for_servers(&[modern.server_id(), legacy.server_id()]);
+    let gate_hint = furl2.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let status = legacy_client
+        .server_statuses()
+        .into_iter()
+        .find(|s| s.server_id == modern.server_id())
+        .unwrap();
+    assert!(
+        status.summary.contains(gate_hint),
+        "through swampgate: {status:?}"
+    );
+    round_trip(&legacy_client, &modern, dir.path(), "via-foolscap-front");
+}

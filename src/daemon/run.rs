@@ -233,6 +233,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     let mut servers = Vec::new();
     let mut backends = Vec::new();
     let mut statuses = Vec::new();
+    let mut adopted_nodes = Vec::new();
     for (i, l) in config.links.iter().enumerate() {
         let swissnum = match &l.adopt {
             Some(dir) => state::adopt(dir)?.1,
@@ -258,6 +259,22 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         };
         let nurl = format!("pb://{spki}@{host}:{nurl_port}/{swissnum}#v=1");
         state.write_link_urls(&l.name, &furl, &nurl)?;
+        if let (Some(dir), Some(_)) = (&l.adopt, &config.introducer) {
+            let endpoint = match &l.upstream {
+                Upstream::Foolscap(_) => {
+                    Some(crate::introducer::augment::Endpoint::Nurl(nurl.clone()))
+                }
+                Upstream::Gbs(_) => Some(crate::introducer::augment::Endpoint::Furl(furl.clone())),
+                Upstream::Local(_) => None,
+            };
+            if let Some(endpoint) = endpoint {
+                let key = crate::introducer::announcement::load_tahoe_signing_key(
+                    &dir.join("private/node.privkey"),
+                )
+                .map_err(|e| cfg(format!("link[{i}].adopt"), e.to_string()))?;
+                adopted_nodes.push(crate::introducer::augment::Adopted { key, endpoint });
+            }
+        }
         info!(link = %l.name, upstream = %describe(&l.upstream), "link ready");
         links.push(LinkUrls {
             name: l.name.clone(),
@@ -270,8 +287,16 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     let (introducer_furl, relay) = match &config.introducer {
         None => (None, None),
         Some(ic) => {
-            let r = crate::introducer::start_relay(ic, state, &tub, &client_tub, &hints, &shutdown)
-                .map_err(|why| cfg("introducer", why))?;
+            let r = crate::introducer::start_relay(
+                ic,
+                state,
+                &tub,
+                &client_tub,
+                &hints,
+                std::mem::take(&mut adopted_nodes),
+                &shutdown,
+            )
+            .map_err(|why| cfg("introducer", why))?;
             (Some(r.0), Some(r.1))
         }
     };

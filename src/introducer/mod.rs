@@ -8,6 +8,7 @@ pub mod announcement;
 
 pub use announcement::{Announcement, AnnouncementError, SignedAnnouncement};
 
+pub mod augment;
 pub mod relay;
 
 pub use relay::{Augment, Origin, Relay};
@@ -42,7 +43,8 @@ pub fn introducer_swissnum(state: &StateDir) -> Result<String, String> {
     }
 }
 
-/// Publish the relay's introducer on `tub`, write `STATE/introducer.furl`, and (with
+/// Publish the relay's introducer on `tub` (augmenting the announcements of the
+/// `adopted` nodes), write `STATE/introducer.furl`, and (with
 /// an upstream) keep the upstream connection from `client_tub` until `stop`.
 /// Returns the introducer FURL and the relay.
 pub fn start_relay(
@@ -51,10 +53,14 @@ pub fn start_relay(
     tub: &Tub,
     client_tub: &Tub,
     hints: &[Hint],
+    adopted: Vec<augment::Adopted>,
     stop: &CancellationToken,
 ) -> Result<(String, Relay), String> {
     let swissnum = introducer_swissnum(state)?;
-    let relay = Relay::new(&config.nickname, None);
+    let augment = augment::AdoptedNodes::new(adopted);
+    let augment: Option<std::sync::Arc<dyn Augment>> =
+        (!augment.is_empty()).then(|| std::sync::Arc::new(augment) as _);
+    let relay = Relay::new(&config.nickname, augment);
     tub.publish(&swissnum, relay.service_object());
     let furl = tub.furl(&swissnum, hints.to_vec()).to_string();
     state::write_atomic(
