@@ -5,12 +5,19 @@
 mod common;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::*;
 
 /// `swampgate bridge` (an embedded-store link, plus the introducer relay to
 /// `upstream`); returns the process and the introducer FURL it printed.
 fn relay(upstream: &str, dir: &Path) -> (Process, String) {
+    let (p, furl, _) = relay_with_port(upstream, dir);
+    (p, furl)
+}
+
+/// As [`relay`], plus the `HOST:PORT` of its one port (from the link's NURL).
+fn relay_with_port(upstream: &str, dir: &Path) -> (Process, String, String) {
     let mut cmd = swampgate_command();
     cmd.args([
         "bridge",
@@ -25,6 +32,9 @@ fn relay(upstream: &str, dir: &Path) -> (Process, String) {
     .arg(dir.join("state"))
     .args(["--log", "swampgate=debug"]);
     let mut p = Process::spawn("swampgate", cmd, dir);
+    let nurl = p.wait_for_line("link default nurl ", STARTUP_TIMEOUT);
+    let hostport = nurl.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let hostport = hostport.to_string();
     let line = p.wait_for_line("introducer furl ", STARTUP_TIMEOUT);
     let furl = line.rsplit(' ').next().unwrap().to_string();
     assert!(furl.starts_with("pb://"), "{line}");
@@ -34,7 +44,7 @@ fn relay(upstream: &str, dir: &Path) -> (Process, String) {
             .trim(),
         furl
     );
-    (p, furl)
+    (p, furl, hostport)
 }
 
 fn storage(nickname: &str, introducer: &str) -> StorageNode {
@@ -286,4 +296,143 @@ fn augmented_announcements_lead_clients_through_the_bridge() {
         "through swampgate: {status:?}"
     );
     round_trip(&legacy_client, &modern, dir.path(), "via-foolscap-front");
+}
+
+fn lines(p: &Process) -> Vec<serde_json::Value> {
+    p.stdout()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The announcement API on the GBS port: a WebSocket subscriber gets a real node's
+/// announcement and verifies it with Tahoe's code; HTTP publication of a signed
+/// announcement reaches the upstream, a tampered one is refused with 400 and does not.
+#[test]
+fn announcements_over_websocket_and_http() {
+    let upstream = introducer_node();
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, gate_furl, hostport) = relay_with_port(upstream.furl(), dir.path());
+    let swissnum = gate_furl.rsplit('/').next().unwrap().to_string();
+    let http = |args: &[&str]| -> serde_json::Value {
+        let out = run_python_script("introducer_http.py", args, dir.path());
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+
+    let mut sub = python_script(
+        "introducer_http.py",
+        ["subscribe", &hostport, &swissnum, "storage"],
+        dir.path(),
+    );
+    let hs = sub.wait_for_line("{\"handshake\"", STARTUP_TIMEOUT);
+    assert!(hs.contains(" 101 "), "{hs}");
+
+    let (node, client_direct) = join(
+        || storage("storage-ws", &gate_furl),
+        || client("client-direct", upstream.furl()),
+    );
+    // Time from the relay storing the publication to the WebSocket message.
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let stored_line = format!("server={}", node.server_id());
+    let mut stored_at = None;
+    let received = loop {
+        let now = Instant::now();
+        if stored_at.is_none()
+            && gate
+                .stderr()
+                .lines()
+                .any(|l| l.contains("announcement stored") && l.contains(&stored_line))
+        {
+            stored_at = Some(now);
+        }
+        if let Some(m) = lines(&sub)
+            .into_iter()
+            .find(|m| m["key"] == node.server_id())
+        {
+            break (m, now);
+        }
+        assert!(
+            now < deadline,
+            "no WebSocket message for {}: {}",
+            node.server_id(),
+            sub.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (msg, received_at) = received;
+    let stored_at = stored_at.unwrap_or(received_at);
+    assert!(
+        received_at.duration_since(stored_at) < Duration::from_secs(2),
+        "WebSocket delivery took {:?}",
+        received_at.duration_since(stored_at)
+    );
+    assert_eq!(msg["verified"], true, "{msg}");
+    assert_eq!(msg["nickname"], "storage-ws");
+
+    // A tampered copy: refused with 400, never relayed.
+    let env = &msg["envelope"];
+    let raw = data_encoding::BASE64
+        .decode(env["msg"].as_str().unwrap().as_bytes())
+        .unwrap();
+    let tampered = String::from_utf8(raw)
+        .unwrap()
+        .replace("storage-ws", "tampered-ws");
+    let tampered = serde_json::json!({
+        "msg": data_encoding::BASE64.encode(tampered.as_bytes()),
+        "sig": env["sig"],
+        "pubkey": env["pubkey"],
+    });
+    let r = http(&["publish", &hostport, &swissnum, &tampered.to_string()]);
+    assert_eq!(r["status"], 400, "{r}");
+    assert!(r["body"].as_str().unwrap().contains("bad signature"), "{r}");
+    // Wrong swissnum: 401.
+    let r = http(&["publish", &hostport, "wrongwrongwrong", &env.to_string()]);
+    assert_eq!(r["status"], 401, "{r}");
+
+    // A fresh announcement signed with Tahoe's code, published over HTTP: accepted,
+    // seen by the WebSocket subscriber and by a client of the upstream.
+    let fresh = http(&["sign", "http-publisher"]);
+    let key = fresh["key"].as_str().unwrap().to_string();
+    let r = http(&[
+        "publish",
+        &hostport,
+        &swissnum,
+        &fresh["envelope"].to_string(),
+    ]);
+    assert_eq!(r["status"], 200, "{r}");
+    let ann = client_direct.wait_for_announcement(&key);
+    assert_eq!(ann["nickname"], "http-publisher");
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    while !lines(&sub)
+        .iter()
+        .any(|m| m["key"] == key.as_str() && m["verified"] == true)
+    {
+        assert!(Instant::now() < deadline, "{}", sub.log_tail());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let listed = http(&["list", &hostport, &swissnum, "storage"]);
+    assert_eq!(listed["status"], 200, "{listed}");
+    let keys: Vec<&str> = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k.as_str())
+        .collect();
+    assert!(
+        keys.contains(&node.server_id()) && keys.contains(&key.as_str()),
+        "{listed}"
+    );
+
+    // The tampered nickname never reached the upstream's subscribers.
+    let direct_ann = client_direct.wait_for_announcement(node.server_id());
+    assert_eq!(direct_ann["nickname"], "storage-ws");
+    assert!(!client_direct
+        .introducer_announcements()
+        .iter()
+        .any(|a| a["ann"]["nickname"] == "tampered-ws"));
+    let log = gate.stderr();
+    assert!(
+        log.contains("publication refused") || log.contains("announcement refused"),
+        "{log}"
+    );
 }

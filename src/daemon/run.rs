@@ -108,6 +108,8 @@ impl Running {
 struct GbsRoutes {
     tls: TlsAcceptor,
     servers: Vec<(String, GbsServer)>,
+    /// The introducer's announcement API (`/introducer/v1/…`), when configured.
+    announcements: Option<crate::introducer::http::AnnouncementApi>,
 }
 
 impl GbsRoutes {
@@ -282,10 +284,9 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             nurl,
         });
     }
-    let routes = Arc::new(GbsRoutes { tls, servers });
     let shutdown = CancellationToken::new();
-    let (introducer_furl, relay) = match &config.introducer {
-        None => (None, None),
+    let (introducer_furl, relay, announcements) = match &config.introducer {
+        None => (None, None, None),
         Some(ic) => {
             let r = crate::introducer::start_relay(
                 ic,
@@ -297,9 +298,14 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 &shutdown,
             )
             .map_err(|why| cfg("introducer", why))?;
-            (Some(r.0), Some(r.1))
+            (Some(r.0), Some(r.1), Some(r.2))
         }
     };
+    let routes = Arc::new(GbsRoutes {
+        tls,
+        servers,
+        announcements,
+    });
     let admin_addr = match config.admin {
         None => None,
         Some(addr) => {
@@ -454,7 +460,18 @@ where
     let r = routes.clone();
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let r = r.clone();
-        async move { Ok::<_, Infallible>(r.pick(&req).handle(req).await) }
+        async move {
+            if let Some(api) = &r.announcements {
+                if req
+                    .uri()
+                    .path()
+                    .starts_with(crate::introducer::http::PREFIX)
+                {
+                    return Ok::<_, Infallible>(api.handle(req).await);
+                }
+            }
+            Ok::<_, Infallible>(r.pick(&req).handle(req).await)
+        }
     });
     let max_header = routes.servers[0].1.config().max_header_bytes;
     if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -462,6 +479,7 @@ where
         .header_read_timeout(header_timeout)
         .max_buf_size(max_header.max(8192))
         .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
         .await
     {
         debug!(%peer, "GBS connection ended: {e}");

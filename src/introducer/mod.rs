@@ -9,6 +9,7 @@ pub mod announcement;
 pub use announcement::{Announcement, AnnouncementError, SignedAnnouncement};
 
 pub mod augment;
+pub mod http;
 pub mod relay;
 
 pub use relay::{Augment, Origin, Relay};
@@ -46,7 +47,7 @@ pub fn introducer_swissnum(state: &StateDir) -> Result<String, String> {
 /// Publish the relay's introducer on `tub` (augmenting the announcements of the
 /// `adopted` nodes), write `STATE/introducer.furl`, and (with
 /// an upstream) keep the upstream connection from `client_tub` until `stop`.
-/// Returns the introducer FURL and the relay.
+/// Returns the introducer FURL, the relay and its HTTP/WebSocket API.
 pub fn start_relay(
     config: &IntroducerConfig,
     state: &StateDir,
@@ -55,7 +56,7 @@ pub fn start_relay(
     hints: &[Hint],
     adopted: Vec<augment::Adopted>,
     stop: &CancellationToken,
-) -> Result<(String, Relay), String> {
+) -> Result<(String, Relay, http::AnnouncementApi), String> {
     let swissnum = introducer_swissnum(state)?;
     let augment = augment::AdoptedNodes::new(adopted);
     let augment: Option<std::sync::Arc<dyn Augment>> =
@@ -76,5 +77,6 @@ pub fn start_relay(
                 .run_upstream(client_tub.clone(), up.clone(), stop.clone()),
         );
     }
-    Ok((furl, relay))
+    let api = http::AnnouncementApi::new(relay.clone(), &swissnum);
+    Ok((furl, relay, api))
 }
