@@ -334,6 +334,23 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_introducer_relay() {
+        let c = Config::parse(
+            "[introducer]\nupstream = \"pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:42102/yci4erqgi6kgb3ybym4y3qlox2zawafr\"\n[[link]]\nname=\"a\"\nupstream=\"local:x\"",
+        )
+        .unwrap();
+        let i = c.introducer.unwrap();
+        assert_eq!(i.nickname, "swampgate");
+        assert_eq!(
+            i.upstream.unwrap().tubid,
+            "l3uv64hrncybwr7t7esgrafiqoh2njjc"
+        );
+        let c = Config::parse("[introducer]\n[[link]]\nname=\"a\"\nupstream=\"local:x\"").unwrap();
+        assert_eq!(c.introducer.unwrap().upstream, None);
+        assert!(Config::embedded_default().introducer.is_none());
+    }
+
+    #[test]
     fn embedded_default_is_valid() {
         let c = Config::embedded_default();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);

@@ -317,6 +317,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 })?;
             let bound = l.local_addr().ok();
             let m = metrics.clone();
+            let relay_status = relay.clone();
             let status: StatusFn = Arc::new(move || {
                 let links: Vec<LinkStatus> = statuses
                     .iter()
@@ -338,6 +339,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                     "listen": local_addr.to_string(),
                     "connections": {"foolscap": conns("foolscap"), "gbs": conns("gbs")},
                     "links": links,
+                    "introducer": relay_status.as_ref().map(|r| r.status()),
                 })
             });
             tokio::spawn(admin::serve(l, metrics.clone(), status, shutdown.clone()));

@@ -56,6 +56,8 @@ pub enum AnnouncementError {
     NoServiceName,
     #[error("announcement envelope: {0}")]
     Envelope(String),
+    #[error("the relay already holds {0} announcements: no room for another server")]
+    Full(usize),
 }
 
 /// The three parts as received (or as we signed them).

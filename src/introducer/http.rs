@@ -124,7 +124,7 @@ impl AnnouncementApi {
         };
         match self.relay.accept(&signed, Origin::Local, "http") {
             Ok(()) => respond(StatusCode::OK, serde_json::json!({ "accepted": true })),
-            Err(why) => error(StatusCode::BAD_REQUEST, why),
+            Err(why) => error(StatusCode::BAD_REQUEST, why.to_string()),
         }
     }
 

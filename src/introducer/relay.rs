@@ -23,7 +23,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::announcement::{Announcement, Replace, SignedAnnouncement};
+use super::announcement::{Announcement, AnnouncementError, Replace, SignedAnnouncement};
 use crate::bridge::backoff::Backoff;
 use crate::foolscap::broker::Canary;
 use crate::foolscap::schema::{RemoteInterface, RI_INTRODUCER, RI_INTRODUCER_SUBSCRIBER};
@@ -31,6 +31,10 @@ use crate::foolscap::{Connection, Failure, Furl, RemoteObject, RemoteRef, Tub, V
 
 /// The version key every v2 introducer announces and every client requires.
 pub const V2: &str = "http://allmydata.org/tahoe/protocols/introducer/v2";
+
+/// The most announcements (distinct `(service, key)` indexes) the relay keeps; past
+/// it, announcements from new keys are refused (replacements are still taken).
+pub const MAX_ANNOUNCEMENTS: usize = 10_000;
 
 /// What we call ourselves in `get_version` and subscriber info.
 pub fn app_version() -> String {
@@ -141,18 +145,18 @@ impl Relay {
         }
     }
 
-    /// Verify and take in an announcement. `Err` carries the logged reason.
+    /// Verify and take in an announcement. `Err` is the reason, also logged.
     pub fn accept(
         &self,
         signed: &SignedAnnouncement,
         origin: Origin,
         from: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), AnnouncementError> {
         let ann = match signed.verify() {
             Ok(a) => a,
             Err(e) => {
                 warn!(from, ?origin, "announcement refused: {e}");
-                return Err(e.to_string());
+                return Err(e);
             }
         };
         let index = (ann.service().to_string(), ann.key().to_string());
@@ -162,6 +166,12 @@ impl Relay {
         };
         let (subscribers, upstream) = {
             let mut st = self.inner.state.lock().expect("relay state");
+            if !st.announcements.contains_key(&index) && st.announcements.len() >= MAX_ANNOUNCEMENTS
+            {
+                let e = AnnouncementError::Full(MAX_ANNOUNCEMENTS);
+                warn!(from, ?origin, server = %index.1, "announcement refused: {e}");
+                return Err(e);
+            }
             if origin == Origin::Local {
                 // Keep the newest local publication for re-publishing.
                 let newer = match st.published.get(&index).map(|p| p.verify()) {
@@ -405,12 +415,18 @@ impl RemoteObject for ServiceObject {
                 })?;
                 self.relay
                     .accept(&signed, Origin::Local, conn.peer_tubid())
-                    .map_err(|why| {
-                        Failure::new(
-                            "allmydata.crypto.error.BadSignature",
-                            why,
-                            &["builtins.Exception"],
-                        )
+                    .map_err(|e| {
+                        // The exception Tahoe's introducer raises for the same input.
+                        let kind = match e {
+                            AnnouncementError::BadSignature => {
+                                "allmydata.crypto.error.BadSignature"
+                            }
+                            AnnouncementError::Unsigned | AnnouncementError::NotV0(_) => {
+                                "allmydata.introducer.common.UnknownKeyError"
+                            }
+                            _ => "builtins.ValueError",
+                        };
+                        Failure::new(kind, e.to_string(), &["builtins.Exception"])
                     })?;
                 Ok(Value::None)
             }
