@@ -57,6 +57,9 @@ enum Command {
         /// Serve /metrics, /healthz and /status on this address.
         #[arg(long)]
         admin: Option<String>,
+        /// Also serve an introducer FURL relaying to this upstream introducer FURL.
+        #[arg(long)]
+        introducer_upstream: Option<String>,
     },
 }
 
@@ -98,7 +101,19 @@ fn main() -> ExitCode {
             state_dir,
             adopt,
             admin,
+            introducer_upstream,
         } => {
+            let introducer = match introducer_upstream
+                .as_deref()
+                .map(config::IntroducerConfig::parse_upstream)
+                .transpose()
+            {
+                Ok(u) => u.map(|upstream| config::IntroducerConfig {
+                    upstream: Some(upstream),
+                    nickname: "swampgate".into(),
+                }),
+                Err(e) => return fail(format!("--introducer-upstream: {e}")),
+            };
             let admin = match admin.as_deref().map(config::parse_addr).transpose() {
                 Ok(a) => a,
                 Err(e) => return fail(format!("--admin: {e}")),
@@ -129,6 +144,7 @@ fn main() -> ExitCode {
                     upstream,
                     adopt,
                 }],
+                introducer,
             };
             (config, state_dir)
         }
@@ -149,6 +165,9 @@ fn main() -> ExitCode {
         for l in &running.links {
             println!("link {} furl {}", l.name, l.furl);
             println!("link {} nurl {}", l.name, l.nurl);
+        }
+        if let Some(f) = &running.introducer_furl {
+            println!("introducer furl {f}");
         }
         if let Some(a) = running.admin_addr {
             println!("admin http://{a}/");

@@ -10,6 +10,10 @@
 //! name = "default"
 //! upstream = "local:shares"        # local:PATH, a FURL, or a NURL ending #v=1
 //! adopt = "/var/lib/tahoe/storage" # optional: serve with that Tahoe node's identity
+//!
+//! [introducer]                     # optional: serve an introducer FURL on the port
+//! upstream = "pb://…"              # optional: relay both ways to this Foolscap introducer
+//! nickname = "swampgate"           # optional: our nickname towards the upstream
 //! ```
 
 use std::net::SocketAddr;
@@ -81,6 +85,35 @@ struct RawConfig {
     admin: Option<String>,
     #[serde(default, rename = "link")]
     links: Vec<RawLink>,
+    introducer: Option<RawIntroducer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntroducer {
+    upstream: Option<String>,
+    nickname: Option<String>,
+}
+
+/// The introducer relay: swampgate serves an introducer FURL; with an upstream it
+/// relays announcements both ways.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntroducerConfig {
+    pub upstream: Option<Furl>,
+    pub nickname: String,
+}
+
+impl IntroducerConfig {
+    /// Parse an upstream introducer FURL (`--introducer-upstream`, `introducer.upstream`).
+    pub fn parse_upstream(s: &str) -> Result<Furl, String> {
+        let s = s.trim();
+        if s.contains('#') {
+            return Err(
+                "expected an introducer FURL (pb://TUBID@HINTS/SWISSNUM), not a NURL".into(),
+            );
+        }
+        Furl::parse(s).map_err(|e| format!("bad introducer FURL: {e}"))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +140,7 @@ pub struct Config {
     pub location: Option<Vec<Hint>>,
     pub admin: Option<SocketAddr>,
     pub links: Vec<LinkConfig>,
+    pub introducer: Option<IntroducerConfig>,
 }
 
 impl Config {
@@ -122,6 +156,7 @@ impl Config {
                 upstream: Upstream::Local(PathBuf::from("shares")),
                 adopt: None,
             }],
+            introducer: None,
         }
     }
 
@@ -176,11 +211,24 @@ impl Config {
                 adopt: l.adopt,
             });
         }
+        let introducer = match raw.introducer {
+            None => None,
+            Some(i) => Some(IntroducerConfig {
+                upstream: i
+                    .upstream
+                    .as_deref()
+                    .map(IntroducerConfig::parse_upstream)
+                    .transpose()
+                    .map_err(|w| cfg_err("introducer.upstream", w))?,
+                nickname: i.nickname.unwrap_or_else(|| "swampgate".into()),
+            }),
+        };
         Ok(Config {
             listen,
             location,
             admin,
             links,
+            introducer,
         })
     }
 }
@@ -275,12 +323,31 @@ mod tests {
             ("[[link]]\nname=\"a\"\nupstream=\"local:x\"\nadopt=\"/nonexistent\"", "link[0].adopt"),
             ("bogus = 1\n[[link]]\nname=\"a\"\nupstream=\"local:x\"", "config"),
             ("", "link"),
+            ("[introducer]\nupstream=\"http://x\"\n[[link]]\nname=\"a\"\nupstream=\"local:x\"", "introducer.upstream"),
+            ("[introducer]\nupstrem=\"pb://x\"\n[[link]]\nname=\"a\"\nupstream=\"local:x\"", "config"),
         ];
         for (text, field) in cases {
             let e = Config::parse(text).unwrap_err();
             assert_eq!(e.field, field, "{text:?}: {e}");
             assert!(!e.why.is_empty());
         }
+    }
+
+    #[test]
+    fn parses_the_introducer_relay() {
+        let c = Config::parse(
+            "[introducer]\nupstream = \"pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:42102/yci4erqgi6kgb3ybym4y3qlox2zawafr\"\n[[link]]\nname=\"a\"\nupstream=\"local:x\"",
+        )
+        .unwrap();
+        let i = c.introducer.unwrap();
+        assert_eq!(i.nickname, "swampgate");
+        assert_eq!(
+            i.upstream.unwrap().tubid,
+            "l3uv64hrncybwr7t7esgrafiqoh2njjc"
+        );
+        let c = Config::parse("[introducer]\n[[link]]\nname=\"a\"\nupstream=\"local:x\"").unwrap();
+        assert_eq!(c.introducer.unwrap().upstream, None);
+        assert!(Config::embedded_default().introducer.is_none());
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct LinkUrls {
 /// The daemon, started.
 pub struct Running {
     pub links: Vec<LinkUrls>,
+    /// The introducer FURL, when the introducer relay is configured.
+    pub introducer_furl: Option<String>,
+    pub relay: Option<crate::introducer::Relay>,
     pub local_addr: SocketAddr,
     /// Where the admin endpoint listens, if configured.
     pub admin_addr: Option<SocketAddr>,
@@ -105,6 +108,8 @@ impl Running {
 struct GbsRoutes {
     tls: TlsAcceptor,
     servers: Vec<(String, GbsServer)>,
+    /// The introducer's announcement API (`/introducer/v1/…`), when configured.
+    announcements: Option<crate::introducer::http::AnnouncementApi>,
 }
 
 impl GbsRoutes {
@@ -229,6 +234,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     let mut servers = Vec::new();
     let mut backends = Vec::new();
     let mut statuses = Vec::new();
+    let mut adopted_nodes = Vec::new();
     for (i, l) in config.links.iter().enumerate() {
         let swissnum = match &l.adopt {
             Some(dir) => state::adopt(dir)?.1,
@@ -254,6 +260,22 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         };
         let nurl = format!("pb://{spki}@{host}:{nurl_port}/{swissnum}#v=1");
         state.write_link_urls(&l.name, &furl, &nurl)?;
+        if let (Some(dir), Some(_)) = (&l.adopt, &config.introducer) {
+            let endpoint = match &l.upstream {
+                Upstream::Foolscap(_) => {
+                    Some(crate::introducer::augment::Endpoint::Nurl(nurl.clone()))
+                }
+                Upstream::Gbs(_) => Some(crate::introducer::augment::Endpoint::Furl(furl.clone())),
+                Upstream::Local(_) => None,
+            };
+            if let Some(endpoint) = endpoint {
+                let key = crate::introducer::announcement::load_tahoe_signing_key(
+                    &dir.join("private/node.privkey"),
+                )
+                .map_err(|e| cfg(format!("link[{i}].adopt"), e.to_string()))?;
+                adopted_nodes.push(crate::introducer::augment::Adopted { key, endpoint });
+            }
+        }
         info!(link = %l.name, upstream = %describe(&l.upstream), "link ready");
         links.push(LinkUrls {
             name: l.name.clone(),
@@ -261,8 +283,28 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             nurl,
         });
     }
-    let routes = Arc::new(GbsRoutes { tls, servers });
     let shutdown = CancellationToken::new();
+    let (introducer_furl, relay, announcements) = match &config.introducer {
+        None => (None, None, None),
+        Some(ic) => {
+            let r = crate::introducer::start_relay(
+                ic,
+                state,
+                &tub,
+                &client_tub,
+                &hints,
+                std::mem::take(&mut adopted_nodes),
+                &shutdown,
+            )
+            .map_err(|why| cfg("introducer", why))?;
+            (Some(r.0), Some(r.1), Some(r.2))
+        }
+    };
+    let routes = Arc::new(GbsRoutes {
+        tls,
+        servers,
+        announcements,
+    });
     let admin_addr = match config.admin {
         None => None,
         Some(addr) => {
@@ -274,6 +316,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 })?;
             let bound = l.local_addr().ok();
             let m = metrics.clone();
+            let relay_status = relay.clone();
             let status: StatusFn = Arc::new(move || {
                 let links: Vec<LinkStatus> = statuses
                     .iter()
@@ -295,6 +338,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                     "listen": local_addr.to_string(),
                     "connections": {"foolscap": conns("foolscap"), "gbs": conns("gbs")},
                     "links": links,
+                    "introducer": relay_status.as_ref().map(|r| r.status()),
                 })
             });
             tokio::spawn(admin::serve(l, metrics.clone(), status, shutdown.clone()));
@@ -310,6 +354,8 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     ));
     Ok(Running {
         links,
+        introducer_furl,
+        relay,
         local_addr,
         admin_addr,
         metrics,
@@ -415,7 +461,18 @@ where
     let r = routes.clone();
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let r = r.clone();
-        async move { Ok::<_, Infallible>(r.pick(&req).handle(req).await) }
+        async move {
+            if let Some(api) = &r.announcements {
+                if req
+                    .uri()
+                    .path()
+                    .starts_with(crate::introducer::http::PREFIX)
+                {
+                    return Ok::<_, Infallible>(api.handle(req).await);
+                }
+            }
+            Ok::<_, Infallible>(r.pick(&req).handle(req).await)
+        }
     });
     let max_header = routes.servers[0].1.config().max_header_bytes;
     if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -423,6 +480,7 @@ where
         .header_read_timeout(header_timeout)
         .max_buf_size(max_header.max(8192))
         .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
         .await
     {
         debug!(%peer, "GBS connection ended: {e}");
