@@ -16,6 +16,7 @@
 //! connection owns the IO.
 
 pub mod bridge;
+pub mod check;
 pub mod daemon;
 pub mod foolscap;
 pub mod gbs;

@@ -58,6 +58,8 @@ enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
+    /// Check that a storage server (FURL or NURL) behaves like Tahoe's, or compare two.
+    Check(swampgate::check::cli::CheckArgs),
 }
 
 /// How long calls in flight may take to finish after SIGINT/SIGTERM.
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
     }
     let (config, state_dir) = match cli.command {
+        Command::Check(args) => return swampgate::check::cli::main(args),
         Command::Run { config, state_dir } => match config {
             None => (Config::embedded_default(), state_dir),
             Some(path) => match Config::load(&path) {
