@@ -132,7 +132,7 @@ pub enum Status {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Status::Pass => "PASS",
             Status::Fail => "FAIL",
             Status::NotObservable => "N/OBS",

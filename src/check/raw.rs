@@ -273,15 +273,15 @@ async fn gbs_edges(nurl: &Nurl) -> Vec<CheckResult> {
                 .expect("request"),
         ),
         (
-            "gbs.accept-any",
-            "Accept */* (not CBOR) is refused as not acceptable",
+            "gbs.accept-html",
+            "Accept: text/html (neither CBOR nor a wildcard) is refused as not acceptable",
             406,
             b.req(Method::GET, "/version")
                 .header(
                     http::header::AUTHORIZATION,
                     authorization_value(nurl.swissnum.as_bytes()),
                 )
-                .header(http::header::ACCEPT, "*/*")
+                .header(http::header::ACCEPT, "text/html")
                 .body(empty())
                 .expect("request"),
         ),
@@ -306,11 +306,11 @@ async fn gbs_edges(nurl: &Nurl) -> Vec<CheckResult> {
             allocate(32, false).body(alloc_body()).expect("request"),
         ),
         (
-            "gbs.json-body",
-            "a JSON body is refused as an unsupported media type",
+            "gbs.text-body",
+            "a text/plain body is refused as an unsupported media type",
             415,
             b.authed(Method::POST, &format!("/immutable/{si}"))
-                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(http::header::CONTENT_TYPE, "text/plain")
                 .header(SECRETS_HEADER, secret_header(SecretKind::LeaseRenew, 32))
                 .header(SECRETS_HEADER, secret_header(SecretKind::LeaseCancel, 32))
                 .header(SECRETS_HEADER, secret_header(SecretKind::Upload, 32))
