@@ -57,6 +57,14 @@ enum Command {
         /// Serve /metrics, /healthz and /status on this address.
         #[arg(long)]
         admin: Option<String>,
+        /// Record every storage call as a JSON line in FILE (no secrets, no share data).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
+    },
+    /// Read call-by-call traces.
+    Trace {
+        #[command(subcommand)]
+        command: swampgate::bridge::trace::cli::TraceCommand,
     },
     /// Check that a storage server (FURL or NURL) behaves like Tahoe's, or compare two.
     Check(swampgate::check::cli::CheckArgs),
@@ -87,6 +95,7 @@ fn main() -> ExitCode {
     }
     let (config, state_dir) = match cli.command {
         Command::Check(args) => return swampgate::check::cli::main(args),
+        Command::Trace { command } => return swampgate::bridge::trace::cli::main(command),
         Command::Run { config, state_dir } => match config {
             None => (Config::embedded_default(), state_dir),
             Some(path) => match Config::load(&path) {
@@ -101,6 +110,7 @@ fn main() -> ExitCode {
             state_dir,
             adopt,
             admin,
+            trace,
         } => {
             let admin = match admin.as_deref().map(config::parse_addr).transpose() {
                 Ok(a) => a,
@@ -131,6 +141,8 @@ fn main() -> ExitCode {
                     name: "default".into(),
                     upstream,
                     adopt,
+                    // Relative to where the command runs, not to the state dir.
+                    trace: trace.map(|t| std::path::absolute(&t).unwrap_or(t)),
                 }],
             };
             (config, state_dir)

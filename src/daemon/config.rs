@@ -10,6 +10,7 @@
 //! name = "default"
 //! upstream = "local:shares"        # local:PATH, a FURL, or a NURL ending #v=1
 //! adopt = "/var/lib/tahoe/storage" # optional: serve with that Tahoe node's identity
+//! trace = "default.trace.jsonl"    # optional: one JSON line per call (relative to the state dir)
 //! ```
 
 use std::net::SocketAddr;
@@ -89,6 +90,7 @@ struct RawLink {
     name: String,
     upstream: String,
     adopt: Option<PathBuf>,
+    trace: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +100,9 @@ pub struct LinkConfig {
     /// A Tahoe node directory whose identity (`private/node.pem`, the swissnum of
     /// `private/storage.furl`) this link serves with.
     pub adopt: Option<PathBuf>,
+    /// Record every call crossing the link, as JSON lines, in this file (relative
+    /// paths are under the state dir). No secrets or share data are recorded.
+    pub trace: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +126,7 @@ impl Config {
                 name: "default".into(),
                 upstream: Upstream::Local(PathBuf::from("shares")),
                 adopt: None,
+                trace: None,
             }],
         }
     }
@@ -170,10 +176,16 @@ impl Config {
             if let Some(a) = &l.adopt {
                 check_node_dir(a).map_err(|w| cfg_err(format!("link[{i}].adopt"), w))?;
             }
+            if let Some(t) = &l.trace {
+                if t.as_os_str().is_empty() {
+                    return Err(cfg_err(format!("link[{i}].trace"), "needs a file name"));
+                }
+            }
             links.push(LinkConfig {
                 name: l.name,
                 upstream,
                 adopt: l.adopt,
+                trace: l.trace,
             });
         }
         Ok(Config {
@@ -281,6 +293,19 @@ mod tests {
             assert_eq!(e.field, field, "{text:?}: {e}");
             assert!(!e.why.is_empty());
         }
+    }
+
+    #[test]
+    fn a_link_may_name_a_trace_file() {
+        let c = Config::parse(
+            "[[link]]\nname=\"a\"\nupstream=\"local:x\"\ntrace=\"a.jsonl\"\n[[link]]\nname=\"b\"\nupstream=\"local:y\"",
+        )
+        .unwrap();
+        assert_eq!(c.links[0].trace, Some(PathBuf::from("a.jsonl")));
+        assert_eq!(c.links[1].trace, None);
+        let e =
+            Config::parse("[[link]]\nname=\"a\"\nupstream=\"local:x\"\ntrace=\"\"").unwrap_err();
+        assert_eq!(e.field, "link[0].trace");
     }
 
     #[test]
