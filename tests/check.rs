@@ -180,3 +180,29 @@ fn compare_of_tahoe_and_the_embedded_store_finds_no_differences() {
     let out = run_ok("swampgate-compare-text", cmd, dir.path(), CHECK_TIMEOUT);
     assert!(out.contains("0 differences"), "{out}");
 }
+
+#[test]
+fn check_refuses_bad_urls_and_groups_and_prints_text() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, needle) in [
+        (vec!["check", "http://example.org/"], "URL"),
+        (vec!["check", "pb://short@tcp:h:1/x"], "URL"),
+        (vec!["check", "pb://x", "--only", "bogus"], "--only"),
+    ] {
+        let mut cmd = swampgate_command();
+        cmd.args(&args);
+        let f = run("check-bad", cmd, dir.path(), CHECK_TIMEOUT);
+        assert_eq!(f.status.code(), Some(2), "{args:?}: {}", f.stderr);
+        assert!(f.stderr.contains(needle), "{args:?}: {}", f.stderr);
+    }
+    // Text output: one line per check and a summary.
+    let (_p, _furl, nurl) = bridge("local:shares", dir.path(), &[]);
+    let mut cmd = swampgate_command();
+    cmd.args(["check", &nurl, "--only", "version", "--only", "corruption"]);
+    let out = run_ok("check-text", cmd, dir.path(), CHECK_TIMEOUT);
+    assert!(out.contains("PASS  version.answers"), "{out}");
+    assert!(out.contains("SKIP  corruption.existing"), "{out}");
+    assert!(!out.contains("immutable."), "{out}");
+    assert!(out.contains("0 failed"), "{out}");
+    assert!(!out.contains(&nurl), "the swissnum is not printed: {out}");
+}
