@@ -17,6 +17,8 @@ use swampgate::storage::*;
 
 #[derive(Clone, Copy)]
 enum Fault {
+    /// None: the embedded store as it is.
+    Healthy,
     /// Reads starting at or past the end of an immutable share are refused instead of
     /// returning nothing.
     RefuseReadPastEnd,
@@ -131,9 +133,23 @@ impl StorageApi for Faulty {
     }
 }
 
-/// Serve a faulty store over both fronts; run the suite over each; return the ids of
-/// the failed checks per protocol.
-async fn failures(fault: Fault) -> (BTreeSet<String>, BTreeSet<String>) {
+/// A store with `fault`, served over both fronts until dropped.
+struct Served {
+    furl: String,
+    nurl: String,
+    serving: tokio::task::JoinHandle<()>,
+    gbs: swampgate::gbs::server::ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    async fn stop(self) {
+        self.serving.abort();
+        self.gbs.shutdown().await;
+    }
+}
+
+async fn serve(fault: Fault) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let identity = TubIdentity::generate().unwrap();
     let store = Store::open(StoreConfig::new(dir.path(), identity.tubid().to_string())).unwrap();
@@ -162,12 +178,25 @@ async fn failures(fault: Fault) -> (BTreeSet<String>, BTreeSet<String>) {
         .await
         .unwrap();
     let nurl = gbs.nurl("127.0.0.1").to_string();
+    Served {
+        furl: furl.to_string(),
+        nurl,
+        serving,
+        gbs,
+        _dir: dir,
+    }
+}
+
+/// Serve a faulty store over both fronts; run the suite over each; return the ids of
+/// the failed checks per protocol.
+async fn failures(fault: Fault) -> (BTreeSet<String>, BTreeSet<String>) {
+    let served = serve(fault).await;
     let opts = Options {
         only: vec![],
         destructive: true,
     };
     let mut out = Vec::new();
-    for url in [furl.to_string(), nurl] {
+    for url in [served.furl.clone(), served.nurl.clone()] {
         let report = check::run_url(&url, &opts).await.unwrap();
         let failed: BTreeSet<String> = report
             .checks
@@ -184,8 +213,7 @@ async fn failures(fault: Fault) -> (BTreeSet<String>, BTreeSet<String>) {
         assert_eq!(text.contains("expected:"), !failed.is_empty(), "{text}");
         out.push(failed);
     }
-    serving.abort();
-    gbs.shutdown().await;
+    served.stop().await;
     let gbs = out.pop().unwrap();
     (out.pop().unwrap(), gbs)
 }
@@ -208,4 +236,31 @@ async fn check_names_test_vectors_ignored() {
     let want = set(&["mutable.test-fails", "mutable.test-past-end-data"]);
     assert_eq!(foolscap, want);
     assert_eq!(gbs, want);
+}
+
+/// `--compare` of a healthy and a faulty server reports exactly the results the fault
+/// changes, on either protocol and across protocols.
+#[tokio::test]
+async fn compare_reports_the_differences_a_fault_makes() {
+    let healthy = serve(Fault::Healthy).await;
+    let faulty = serve(Fault::IgnoreTestVectors).await;
+    let opts = Options {
+        only: vec!["mutable".into()],
+        destructive: false,
+    };
+    let want = set(&["mutable.test-fails", "mutable.test-past-end-data"]);
+    for (a, b) in [
+        (&healthy.nurl, &faulty.nurl),
+        (&healthy.furl, &faulty.furl),
+        (&healthy.furl, &faulty.nurl),
+    ] {
+        let c = check::compare_urls(a, b, &opts).await.unwrap();
+        let ids: BTreeSet<String> = c.differences.iter().map(|d| d.id.clone()).collect();
+        assert_eq!(ids, want, "{}", c.to_text());
+        let text = c.to_text();
+        assert!(text.contains("DIFF  mutable.test-fails"), "{text}");
+        assert!(text.contains("2 differences"), "{text}");
+    }
+    healthy.stop().await;
+    faulty.stop().await;
 }
