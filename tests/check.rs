@@ -195,6 +195,13 @@ fn check_refuses_bad_urls_and_groups_and_prints_text() {
         assert_eq!(f.status.code(), Some(2), "{args:?}: {}", f.stderr);
         assert!(f.stderr.contains(needle), "{args:?}: {}", f.stderr);
     }
+    // An unreachable server: one failure saying so, the rest skipped, exit 1.
+    let port = free_port();
+    let furl = format!("pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:{port}/yci4erqgi6kgb3ybym4y3qlox2zawafr");
+    let (ok, report, _) = check(&furl, dir.path(), &[]);
+    assert!(!ok);
+    assert_eq!(report["summary"]["fail"], 1, "{report}");
+    assert_eq!(report["checks"][0]["id"], "version.reachable");
     // Text output: one line per check and a summary.
     let (_p, _furl, nurl) = bridge("local:shares", dir.path(), &[]);
     let mut cmd = swampgate_command();

@@ -197,10 +197,15 @@ impl Report {
         for c in &self.checks {
             out.push_str(&format!("{:<5} {:<44} {}", c.status, c.id, c.description));
             match c.status {
-                Status::Fail => out.push_str(&format!(
-                    "\n      expected: {}\n      got:      {}",
-                    c.expected, c.got
-                )),
+                Status::Fail => {
+                    out.push_str(&format!(
+                        "\n      expected: {}\n      got:      {}",
+                        c.expected, c.got
+                    ));
+                    if let Some(n) = &c.note {
+                        out.push_str(&format!("\n      detail:   {n}"));
+                    }
+                }
                 Status::NotObservable | Status::Skipped => {
                     if let Some(n) = &c.note {
                         out.push_str(&format!(" ({n})"));
@@ -261,24 +266,47 @@ pub async fn run(target: &Target, api: Arc<dyn StorageApi>, tub: &Tub, opts: &Op
     };
     let application_version = match s.api.version().await {
         Ok(v) => Some(String::from_utf8_lossy(&v.application_version).into_owned()),
+        Err(StorageError::Unavailable(why)) => {
+            // Nothing else can be learnt; say so once rather than fail every check.
+            s.record(
+                "version",
+                "reachable",
+                "the server can be reached",
+                "ok",
+                "error unavailable",
+                Some(why),
+                false,
+            );
+            for g in GROUPS.iter().filter(|g| opts.wants(g)) {
+                s.special(
+                    g,
+                    "all",
+                    "every check of the group",
+                    Status::Skipped,
+                    "the server cannot be reached",
+                );
+            }
+            None
+        }
         Err(_) => None,
     };
-    if opts.wants("version") {
+    let reachable = s.checks.is_empty();
+    if reachable && opts.wants("version") {
         s.version().await;
     }
-    if opts.wants("immutable") {
+    if reachable && opts.wants("immutable") {
         s.immutable().await;
     }
-    if opts.wants("mutable") {
+    if reachable && opts.wants("mutable") {
         s.mutable().await;
     }
-    if opts.wants("leases") {
+    if reachable && opts.wants("leases") {
         s.leases(target, tub).await;
     }
-    if opts.wants("corruption") {
+    if reachable && opts.wants("corruption") {
         s.corruption().await;
     }
-    if opts.wants("edges") {
+    if reachable && opts.wants("edges") {
         let edges = raw::edges(target, tub).await;
         s.checks.extend(edges);
     }
