@@ -708,6 +708,22 @@ impl Suite {
             w(&r),
             d,
         );
+        if self.proto == Protocol::Gbs {
+            let r = self
+                .api
+                .write_immutable(si, 0, &up, 0, body.slice(0..10))
+                .await;
+            let d = err_detail(&r);
+            self.check_proto(
+                g,
+                "write-after-complete",
+                "a write to a completed share finds no upload in progress (GBS only: 404)",
+                "",
+                "error not-found",
+                w(&r),
+                d,
+            );
+        }
         let r = self.api.list_immutable_shares(si).await;
         let got = match &r {
             Ok(s) => shares(s),
