@@ -17,6 +17,7 @@
 //! connection owns the IO.
 
 pub mod bridge;
+pub mod check;
 pub mod daemon;
 pub mod foolscap;
 pub mod gbs;

@@ -60,7 +60,17 @@ enum Command {
         /// Also serve an introducer FURL relaying to this upstream introducer FURL.
         #[arg(long)]
         introducer_upstream: Option<String>,
+        /// Record every storage call as a JSON line in FILE (no secrets, no share data).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
     },
+    /// Read call-by-call traces.
+    Trace {
+        #[command(subcommand)]
+        command: swampgate::bridge::trace::cli::TraceCommand,
+    },
+    /// Check that a storage server (FURL or NURL) behaves like Tahoe's, or compare two.
+    Check(swampgate::check::cli::CheckArgs),
 }
 
 /// How long calls in flight may take to finish after SIGINT/SIGTERM.
@@ -87,6 +97,8 @@ fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
     }
     let (config, state_dir) = match cli.command {
+        Command::Check(args) => return swampgate::check::cli::main(args),
+        Command::Trace { command } => return swampgate::bridge::trace::cli::main(command),
         Command::Run { config, state_dir } => match config {
             None => (Config::embedded_default(), state_dir),
             Some(path) => match Config::load(&path) {
@@ -102,6 +114,7 @@ fn main() -> ExitCode {
             adopt,
             admin,
             introducer_upstream,
+            trace,
         } => {
             let introducer = match introducer_upstream
                 .as_deref()
@@ -143,6 +156,8 @@ fn main() -> ExitCode {
                     name: "default".into(),
                     upstream,
                     adopt,
+                    // Relative to where the command runs, not to the state dir.
+                    trace: trace.map(|t| std::path::absolute(&t).unwrap_or(t)),
                 }],
                 introducer,
             };

@@ -10,6 +10,7 @@
 //! name = "default"
 //! upstream = "local:shares"        # local:PATH, a FURL, or a NURL ending #v=1
 //! adopt = "/var/lib/tahoe/storage" # optional: serve with that Tahoe node's identity
+//! trace = "default.trace.jsonl"    # optional: one JSON line per call (relative to the state dir)
 //!
 //! [introducer]                     # optional: serve an introducer FURL on the port
 //! upstream = "pb://…"              # optional: relay both ways to this Foolscap introducer
@@ -122,6 +123,7 @@ struct RawLink {
     name: String,
     upstream: String,
     adopt: Option<PathBuf>,
+    trace: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,6 +133,9 @@ pub struct LinkConfig {
     /// A Tahoe node directory whose identity (`private/node.pem`, the swissnum of
     /// `private/storage.furl`) this link serves with.
     pub adopt: Option<PathBuf>,
+    /// Record every call crossing the link, as JSON lines, in this file (relative
+    /// paths are under the state dir). No secrets or share data are recorded.
+    pub trace: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,6 +160,7 @@ impl Config {
                 name: "default".into(),
                 upstream: Upstream::Local(PathBuf::from("shares")),
                 adopt: None,
+                trace: None,
             }],
             introducer: None,
         }
@@ -205,10 +211,16 @@ impl Config {
             if let Some(a) = &l.adopt {
                 check_node_dir(a).map_err(|w| cfg_err(format!("link[{i}].adopt"), w))?;
             }
+            if let Some(t) = &l.trace {
+                if t.as_os_str().is_empty() {
+                    return Err(cfg_err(format!("link[{i}].trace"), "needs a file name"));
+                }
+            }
             links.push(LinkConfig {
                 name: l.name,
                 upstream,
                 adopt: l.adopt,
+                trace: l.trace,
             });
         }
         let introducer = match raw.introducer {
@@ -348,6 +360,19 @@ mod tests {
         let c = Config::parse("[introducer]\n[[link]]\nname=\"a\"\nupstream=\"local:x\"").unwrap();
         assert_eq!(c.introducer.unwrap().upstream, None);
         assert!(Config::embedded_default().introducer.is_none());
+    }
+
+    #[test]
+    fn a_link_may_name_a_trace_file() {
+        let c = Config::parse(
+            "[[link]]\nname=\"a\"\nupstream=\"local:x\"\ntrace=\"a.jsonl\"\n[[link]]\nname=\"b\"\nupstream=\"local:y\"",
+        )
+        .unwrap();
+        assert_eq!(c.links[0].trace, Some(PathBuf::from("a.jsonl")));
+        assert_eq!(c.links[1].trace, None);
+        let e =
+            Config::parse("[[link]]\nname=\"a\"\nupstream=\"local:x\"\ntrace=\"\"").unwrap_err();
+        assert_eq!(e.field, "link[0].trace");
     }
 
     #[test]

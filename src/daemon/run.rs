@@ -247,10 +247,20 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         backends.push(instrumented.clone());
         statuses.push((describe(&l.upstream), instrumented.clone()));
         let api: Arc<dyn StorageApi> = instrumented;
-        tub.publish(&swissnum, StorageServerObject::new(api.clone()));
+        let (foolscap_api, gbs_api) = match &l.trace {
+            None => (api.clone(), api),
+            Some(path) => crate::bridge::trace::traced_fronts(
+                &l.name,
+                &state.resolve(path),
+                upstream_protocol(&l.upstream),
+                api,
+            )
+            .map_err(|why| cfg(format!("link[{i}].trace"), why))?,
+        };
+        tub.publish(&swissnum, StorageServerObject::new(foolscap_api));
         servers.push((
             swissnum.clone(),
-            GbsServer::new(api, ServerConfig::new(swissnum.clone())),
+            GbsServer::new(gbs_api, ServerConfig::new(swissnum.clone())),
         ));
         let furl = tub.furl(&swissnum, hints.clone()).to_string();
         let host = if nurl_host.contains(':') {
@@ -363,6 +373,15 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         shutdown,
         task,
     })
+}
+
+/// The protocol a link's backend speaks, for traces.
+fn upstream_protocol(u: &Upstream) -> &'static str {
+    match u {
+        Upstream::Local(_) => "local",
+        Upstream::Foolscap(_) => "foolscap",
+        Upstream::Gbs(_) => "gbs",
+    }
 }
 
 /// The upstream, for logs: never a swissnum.
