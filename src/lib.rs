@@ -10,13 +10,16 @@
 //!   authorization and Range handling.
 //! - [`storage`]: the protocol-neutral seam ([`storage::StorageApi`]) every front calls
 //!   and every backend implements, plus the embedded share store.
-//! - `bridge`, `daemon`, `introducer`: later layers built on the above.
+//! - `bridge`, `daemon`: later layers built on the above.
+//! - [`introducer`]: signed announcements, the introducer protocol and its relay.
 //!
 //! Pure codecs know nothing of sockets or clocks; one thin async driver per
 //! connection owns the IO.
 
 pub mod bridge;
+pub mod check;
 pub mod daemon;
 pub mod foolscap;
 pub mod gbs;
+pub mod introducer;
 pub mod storage;

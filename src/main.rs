@@ -57,7 +57,20 @@ enum Command {
         /// Serve /metrics, /healthz and /status on this address.
         #[arg(long)]
         admin: Option<String>,
+        /// Also serve an introducer FURL relaying to this upstream introducer FURL.
+        #[arg(long)]
+        introducer_upstream: Option<String>,
+        /// Record every storage call as a JSON line in FILE (no secrets, no share data).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
     },
+    /// Read call-by-call traces.
+    Trace {
+        #[command(subcommand)]
+        command: swampgate::bridge::trace::cli::TraceCommand,
+    },
+    /// Check that a storage server (FURL or NURL) behaves like Tahoe's, or compare two.
+    Check(swampgate::check::cli::CheckArgs),
 }
 
 /// How long calls in flight may take to finish after SIGINT/SIGTERM.
@@ -84,6 +97,8 @@ fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
     }
     let (config, state_dir) = match cli.command {
+        Command::Check(args) => return swampgate::check::cli::main(args),
+        Command::Trace { command } => return swampgate::bridge::trace::cli::main(command),
         Command::Run { config, state_dir } => match config {
             None => (Config::embedded_default(), state_dir),
             Some(path) => match Config::load(&path) {
@@ -98,7 +113,20 @@ fn main() -> ExitCode {
             state_dir,
             adopt,
             admin,
+            introducer_upstream,
+            trace,
         } => {
+            let introducer = match introducer_upstream
+                .as_deref()
+                .map(config::IntroducerConfig::parse_upstream)
+                .transpose()
+            {
+                Ok(u) => u.map(|upstream| config::IntroducerConfig {
+                    upstream: Some(upstream),
+                    nickname: "swampgate".into(),
+                }),
+                Err(e) => return fail(format!("--introducer-upstream: {e}")),
+            };
             let admin = match admin.as_deref().map(config::parse_addr).transpose() {
                 Ok(a) => a,
                 Err(e) => return fail(format!("--admin: {e}")),
@@ -128,8 +156,11 @@ fn main() -> ExitCode {
                     name: "default".into(),
                     upstream,
                     adopt,
+                    // Relative to where the command runs, not to the state dir.
+                    trace: trace.map(|t| std::path::absolute(&t).unwrap_or(t)),
                 }],
                 limits: Default::default(),
+                introducer,
             };
             (config, state_dir)
         }
@@ -150,6 +181,9 @@ fn main() -> ExitCode {
         for l in &running.links {
             println!("link {} furl {}", l.name, l.furl);
             println!("link {} nurl {}", l.name, l.nurl);
+        }
+        if let Some(f) = &running.introducer_furl {
+            println!("introducer furl {f}");
         }
         if let Some(a) = running.admin_addr {
             println!("admin http://{a}/");

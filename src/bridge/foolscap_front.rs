@@ -99,10 +99,6 @@ fn silent_not_found(r: Result<(), StorageError>) -> Result<Value, Failure> {
 
 #[async_trait::async_trait]
 impl RemoteObject for StorageServerObject {
-    fn interface_name(&self) -> &str {
-        schema::RI_STORAGE_SERVER.name
-    }
-
     fn schema(&self) -> Option<&'static RemoteInterface> {
         Some(&schema::RI_STORAGE_SERVER)
     }
@@ -403,10 +399,6 @@ struct BucketWriterObject {
 
 #[async_trait::async_trait]
 impl RemoteObject for BucketWriterObject {
-    fn interface_name(&self) -> &str {
-        schema::RI_BUCKET_WRITER.name
-    }
-
     fn schema(&self) -> Option<&'static RemoteInterface> {
         Some(&schema::RI_BUCKET_WRITER)
     }
@@ -508,10 +500,6 @@ struct BucketReaderObject {
 
 #[async_trait::async_trait]
 impl RemoteObject for BucketReaderObject {
-    fn interface_name(&self) -> &str {
-        schema::RI_BUCKET_READER.name
-    }
-
     fn schema(&self) -> Option<&'static RemoteInterface> {
         Some(&schema::RI_BUCKET_READER)
     }

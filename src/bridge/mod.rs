@@ -7,3 +7,4 @@ pub mod errors;
 pub mod foolscap_backend;
 pub mod foolscap_front;
 pub mod instrument;
+pub mod trace;

@@ -10,6 +10,11 @@
 //! name = "default"
 //! upstream = "local:shares"        # local:PATH, a FURL, or a NURL ending #v=1
 //! adopt = "/var/lib/tahoe/storage" # optional: serve with that Tahoe node's identity
+//! trace = "default.trace.jsonl"    # optional: one JSON line per call (relative to the state dir)
+//!
+//! [introducer]                     # optional: serve an introducer FURL on the port
+//! upstream = "pb://…"              # optional: relay both ways to this Foolscap introducer
+//! nickname = "swampgate"           # optional: our nickname towards the upstream
 //!
 //! [limits]                         # optional: every key has a safe default, see [`Limits`]
 //! max_connections = 1024
@@ -86,6 +91,35 @@ struct RawConfig {
     links: Vec<RawLink>,
     #[serde(default)]
     limits: Limits,
+    introducer: Option<RawIntroducer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntroducer {
+    upstream: Option<String>,
+    nickname: Option<String>,
+}
+
+/// The introducer relay: swampgate serves an introducer FURL; with an upstream it
+/// relays announcements both ways.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntroducerConfig {
+    pub upstream: Option<Furl>,
+    pub nickname: String,
+}
+
+impl IntroducerConfig {
+    /// Parse an upstream introducer FURL (`--introducer-upstream`, `introducer.upstream`).
+    pub fn parse_upstream(s: &str) -> Result<Furl, String> {
+        let s = s.trim();
+        if s.contains('#') {
+            return Err(
+                "expected an introducer FURL (pb://TUBID@HINTS/SWISSNUM), not a NURL".into(),
+            );
+        }
+        Furl::parse(s).map_err(|e| format!("bad introducer FURL: {e}"))
+    }
 }
 
 /// Resource limits, the `[limits]` table. Each has a default that is safe on an
@@ -207,6 +241,7 @@ struct RawLink {
     name: String,
     upstream: String,
     adopt: Option<PathBuf>,
+    trace: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -216,6 +251,9 @@ pub struct LinkConfig {
     /// A Tahoe node directory whose identity (`private/node.pem`, the swissnum of
     /// `private/storage.furl`) this link serves with.
     pub adopt: Option<PathBuf>,
+    /// Record every call crossing the link, as JSON lines, in this file (relative
+    /// paths are under the state dir). No secrets or share data are recorded.
+    pub trace: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,6 +264,7 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     pub links: Vec<LinkConfig>,
     pub limits: Limits,
+    pub introducer: Option<IntroducerConfig>,
 }
 
 impl Config {
@@ -240,8 +279,10 @@ impl Config {
                 name: "default".into(),
                 upstream: Upstream::Local(PathBuf::from("shares")),
                 adopt: None,
+                trace: None,
             }],
             limits: Limits::default(),
+            introducer: None,
         }
     }
 
@@ -300,18 +341,37 @@ impl Config {
             if let Some(a) = &l.adopt {
                 check_node_dir(a).map_err(|w| cfg_err(format!("link[{i}].adopt"), w))?;
             }
+            if let Some(t) = &l.trace {
+                if t.as_os_str().is_empty() {
+                    return Err(cfg_err(format!("link[{i}].trace"), "needs a file name"));
+                }
+            }
             links.push(LinkConfig {
                 name: l.name,
                 upstream,
                 adopt: l.adopt,
+                trace: l.trace,
             });
         }
+        let introducer = match raw.introducer {
+            None => None,
+            Some(i) => Some(IntroducerConfig {
+                upstream: i
+                    .upstream
+                    .as_deref()
+                    .map(IntroducerConfig::parse_upstream)
+                    .transpose()
+                    .map_err(|w| cfg_err("introducer.upstream", w))?,
+                nickname: i.nickname.unwrap_or_else(|| "swampgate".into()),
+            }),
+        };
         Ok(Config {
             listen,
             location,
             admin,
             links,
             limits: raw.limits,
+            introducer,
         })
     }
 }
@@ -426,6 +486,8 @@ mod tests {
             ("[[link]]\nname=\"a\"\nupstream=\"local:x\"\nadopt=\"/nonexistent\"", "link[0].adopt"),
             ("bogus = 1\n[[link]]\nname=\"a\"\nupstream=\"local:x\"", "config"),
             ("", "link"),
+            ("[introducer]\nupstream=\"http://x\"\n[[link]]\nname=\"a\"\nupstream=\"local:x\"", "introducer.upstream"),
+            ("[introducer]\nupstrem=\"pb://x\"\n[[link]]\nname=\"a\"\nupstream=\"local:x\"", "config"),
         ];
         for (text, field) in cases {
             let e = Config::parse(text).unwrap_err();
@@ -490,6 +552,36 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.limits.max_header_bytes, 8192);
+    }
+
+    #[test]
+    fn parses_the_introducer_relay() {
+        let c = Config::parse(
+            "[introducer]\nupstream = \"pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:42102/yci4erqgi6kgb3ybym4y3qlox2zawafr\"\n[[link]]\nname=\"a\"\nupstream=\"local:x\"",
+        )
+        .unwrap();
+        let i = c.introducer.unwrap();
+        assert_eq!(i.nickname, "swampgate");
+        assert_eq!(
+            i.upstream.unwrap().tubid,
+            "l3uv64hrncybwr7t7esgrafiqoh2njjc"
+        );
+        let c = Config::parse("[introducer]\n[[link]]\nname=\"a\"\nupstream=\"local:x\"").unwrap();
+        assert_eq!(c.introducer.unwrap().upstream, None);
+        assert!(Config::embedded_default().introducer.is_none());
+    }
+
+    #[test]
+    fn a_link_may_name_a_trace_file() {
+        let c = Config::parse(
+            "[[link]]\nname=\"a\"\nupstream=\"local:x\"\ntrace=\"a.jsonl\"\n[[link]]\nname=\"b\"\nupstream=\"local:y\"",
+        )
+        .unwrap();
+        assert_eq!(c.links[0].trace, Some(PathBuf::from("a.jsonl")));
+        assert_eq!(c.links[1].trace, None);
+        let e =
+            Config::parse("[[link]]\nname=\"a\"\nupstream=\"local:x\"\ntrace=\"\"").unwrap_err();
+        assert_eq!(e.field, "link[0].trace");
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub struct LinkUrls {
 /// The daemon, started.
 pub struct Running {
     pub links: Vec<LinkUrls>,
+    /// The introducer FURL, when the introducer relay is configured.
+    pub introducer_furl: Option<String>,
+    pub relay: Option<crate::introducer::Relay>,
     pub local_addr: SocketAddr,
     /// Where the admin endpoint listens, if configured.
     pub admin_addr: Option<SocketAddr>,
@@ -140,6 +143,8 @@ impl Running {
 struct GbsRoutes {
     tls: TlsAcceptor,
     servers: Vec<(String, GbsServer)>,
+    /// The introducer's announcement API (`/introducer/v1/…`), when configured.
+    announcements: Option<crate::introducer::http::AnnouncementApi>,
 }
 
 impl GbsRoutes {
@@ -232,8 +237,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         .map_err(|e| cfg("identity", e.to_string()))?;
     let client_tub = Tub::new(client_identity, tub_config(&config.limits))
         .map_err(|e| cfg("identity", e.to_string()))?;
-    let tls_identity = TlsIdentity::from_pem(identity.to_pem().as_bytes())
-        .map_err(|e| cfg("identity", e.to_string()))?;
+    let tls_identity = TlsIdentity::from_tub(&identity);
     let tls = TlsAcceptor::from(
         tls_identity
             .server_config()
@@ -270,6 +274,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     let mut servers = Vec::new();
     let mut backends = Vec::new();
     let mut statuses = Vec::new();
+    let mut adopted_nodes = Vec::new();
     for (i, l) in config.links.iter().enumerate() {
         let swissnum = match &l.adopt {
             Some(dir) => state::adopt(dir)?.1,
@@ -287,10 +292,20 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         backends.push(instrumented.clone());
         statuses.push((describe(&l.upstream), instrumented.clone()));
         let api: Arc<dyn StorageApi> = instrumented;
-        tub.publish(&swissnum, StorageServerObject::new(api.clone()));
+        let (foolscap_api, gbs_api) = match &l.trace {
+            None => (api.clone(), api),
+            Some(path) => crate::bridge::trace::traced_fronts(
+                &l.name,
+                &state.resolve(path),
+                upstream_protocol(&l.upstream),
+                api,
+            )
+            .map_err(|why| cfg(format!("link[{i}].trace"), why))?,
+        };
+        tub.publish(&swissnum, StorageServerObject::new(foolscap_api));
         servers.push((
             swissnum.clone(),
-            GbsServer::new(api, server_config(&swissnum, &config.limits)),
+            GbsServer::new(gbs_api, server_config(&swissnum, &config.limits)),
         ));
         let furl = tub.furl(&swissnum, hints.clone()).to_string();
         let host = if nurl_host.contains(':') {
@@ -300,6 +315,22 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         };
         let nurl = format!("pb://{spki}@{host}:{nurl_port}/{swissnum}#v=1");
         state.write_link_urls(&l.name, &furl, &nurl)?;
+        if let (Some(dir), Some(_)) = (&l.adopt, &config.introducer) {
+            let endpoint = match &l.upstream {
+                Upstream::Foolscap(_) => {
+                    Some(crate::introducer::augment::Endpoint::Nurl(nurl.clone()))
+                }
+                Upstream::Gbs(_) => Some(crate::introducer::augment::Endpoint::Furl(furl.clone())),
+                Upstream::Local(_) => None,
+            };
+            if let Some(endpoint) = endpoint {
+                let key = crate::introducer::announcement::load_tahoe_signing_key(
+                    &dir.join("private/node.privkey"),
+                )
+                .map_err(|e| cfg(format!("link[{i}].adopt"), e.to_string()))?;
+                adopted_nodes.push(crate::introducer::augment::Adopted { key, endpoint });
+            }
+        }
         info!(link = %l.name, upstream = %describe(&l.upstream), "link ready");
         links.push(LinkUrls {
             name: l.name.clone(),
@@ -307,8 +338,28 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             nurl,
         });
     }
-    let routes = Arc::new(GbsRoutes { tls, servers });
     let shutdown = CancellationToken::new();
+    let (introducer_furl, relay, announcements) = match &config.introducer {
+        None => (None, None, None),
+        Some(ic) => {
+            let r = crate::introducer::start_relay(
+                ic,
+                state,
+                &tub,
+                &client_tub,
+                &hints,
+                std::mem::take(&mut adopted_nodes),
+                &shutdown,
+            )
+            .map_err(|why| cfg("introducer", why))?;
+            (Some(r.0), Some(r.1), Some(r.2))
+        }
+    };
+    let routes = Arc::new(GbsRoutes {
+        tls,
+        servers,
+        announcements,
+    });
     let limiter = ConnLimiter::new(
         config.limits.max_connections,
         config.limits.max_connections_per_ip,
@@ -326,6 +377,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             let bound = l.local_addr().ok();
             let m = metrics.clone();
             let lim = limiter.clone();
+            let relay_status = relay.clone();
             let status: StatusFn = Arc::new(move || {
                 let links: Vec<LinkStatus> = statuses
                     .iter()
@@ -352,6 +404,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                         "refused": lim.refused(),
                     },
                     "links": links,
+                    "introducer": relay_status.as_ref().map(|r| r.status()),
                 })
             });
             tokio::spawn(admin::serve(l, metrics.clone(), status, shutdown.clone()));
@@ -371,6 +424,8 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     ));
     Ok(Running {
         links,
+        introducer_furl,
+        relay,
         local_addr,
         admin_addr,
         metrics,
@@ -379,6 +434,15 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         shutdown,
         task,
     })
+}
+
+/// The protocol a link's backend speaks, for traces.
+fn upstream_protocol(u: &Upstream) -> &'static str {
+    match u {
+        Upstream::Local(_) => "local",
+        Upstream::Foolscap(_) => "foolscap",
+        Upstream::Gbs(_) => "gbs",
+    }
 }
 
 /// The upstream, for logs: never a swissnum.
@@ -495,7 +559,18 @@ where
     let r = routes.clone();
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let r = r.clone();
-        async move { Ok::<_, Infallible>(r.pick(&req).handle(req).await) }
+        async move {
+            if let Some(api) = &r.announcements {
+                if req
+                    .uri()
+                    .path()
+                    .starts_with(crate::introducer::http::PREFIX)
+                {
+                    return Ok::<_, Infallible>(api.handle(req).await);
+                }
+            }
+            Ok::<_, Infallible>(r.pick(&req).handle(req).await)
+        }
     });
     let max_header = routes.servers[0].1.config().max_header_bytes;
     if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -503,6 +578,7 @@ where
         .header_read_timeout(header_timeout)
         .max_buf_size(max_header.max(8192))
         .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
         .await
     {
         debug!(%peer, "GBS connection ended: {e}");

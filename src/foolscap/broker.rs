@@ -26,12 +26,15 @@ use super::value::{Failure, Value};
 /// An object that can be called over a connection.
 #[async_trait::async_trait]
 pub trait RemoteObject: Send + Sync + 'static {
-    /// The interface name sent in `my-reference` (`""` for a plain Referenceable).
-    fn interface_name(&self) -> &str;
-
     /// The schema incoming calls are checked against (none: anything goes).
     fn schema(&self) -> Option<&'static RemoteInterface> {
         None
+    }
+
+    /// The interface name sent in `my-reference`: the schema's, or `""` for a plain
+    /// Referenceable.
+    fn interface_name(&self) -> &str {
+        self.schema().map(|s| s.name).unwrap_or("")
     }
 
     /// Whether calls to this object must run one at a time, in arrival order.
@@ -55,10 +58,6 @@ pub struct Canary;
 
 #[async_trait::async_trait]
 impl RemoteObject for Canary {
-    fn interface_name(&self) -> &str {
-        ""
-    }
-
     async fn call(
         &self,
         _conn: &Connection,
@@ -110,7 +109,7 @@ impl Default for BrokerConfig {
 }
 
 type Pending = oneshot::Sender<Result<Value, CallError>>;
-type Job = (u64, String, Vec<Value>);
+type Job = (u64, String, Vec<Value>, tokio::sync::OwnedSemaphorePermit);
 
 struct Export {
     obj: Arc<dyn RemoteObject>,
@@ -587,42 +586,14 @@ async fn drain(
             Inbound::PeerError(m) => return Ok(Some(format!("peer sent ERROR: {m}"))),
             Inbound::Dropped(why) => debug!("dropped a message: {why}"),
             Inbound::Answer { reqid, value } => {
-                let tx = conn
-                    .inner
-                    .state
-                    .lock()
-                    .expect("broker state")
-                    .pending
-                    .remove(&reqid);
-                if let Some(tx) = tx {
-                    let _ = tx.send(
-                        resolve(conn, value).map_err(|e| CallError::Violation(e.to_string())),
-                    );
-                }
+                let r = resolve(conn, value).map_err(|e| CallError::Violation(e.to_string()));
+                complete(conn, reqid, r);
             }
             Inbound::Error { reqid, failure } => {
-                let tx = conn
-                    .inner
-                    .state
-                    .lock()
-                    .expect("broker state")
-                    .pending
-                    .remove(&reqid);
-                if let Some(tx) = tx {
-                    let _ = tx.send(Err(CallError::Remote(failure)));
-                }
+                complete(conn, reqid, Err(CallError::Remote(failure)))
             }
             Inbound::AnswerViolation { reqid, violation } => {
-                let tx = conn
-                    .inner
-                    .state
-                    .lock()
-                    .expect("broker state")
-                    .pending
-                    .remove(&reqid);
-                if let Some(tx) = tx {
-                    let _ = tx.send(Err(CallError::Violation(violation)));
-                }
+                complete(conn, reqid, Err(CallError::Violation(violation)))
             }
             Inbound::CallViolation { reqid, violation } => {
                 if reqid != 0 {
@@ -663,6 +634,21 @@ async fn drain(
         }
     }
     Ok(None)
+}
+
+/// Hand a call's outcome to its waiting caller; answers to unknown reqIDs are
+/// dropped, as foolscap drops them.
+fn complete(conn: &Connection, reqid: u64, r: Result<Value, CallError>) {
+    let tx = conn
+        .inner
+        .state
+        .lock()
+        .expect("broker state")
+        .pending
+        .remove(&reqid);
+    if let Some(tx) = tx {
+        let _ = tx.send(r);
+    }
 }
 
 /// Turn wire references in a received value into live ones.
@@ -784,10 +770,9 @@ fn dispatch(
         );
         return;
     };
-    let schema_iface = obj.schema();
-    let (args, method_schema) = match schema_iface {
+    let args = match obj.schema() {
         Some(iface) => match schema::check_call(iface, &method, args, kwargs) {
-            Ok((args, m)) => (args, Some(m)),
+            Ok((args, _)) => args,
             Err(v) => {
                 spawn_error(conn, reqid, Failure::violation(v));
                 return;
@@ -798,23 +783,12 @@ fn dispatch(
             let mut kw = kwargs;
             kw.sort_by(|a, b| a.0.cmp(&b.0));
             all.extend(kw.into_iter().map(|(_, v)| v));
-            (all, None)
-        }
-    };
-    let run = {
-        let c = conn.clone();
-        move |obj: Arc<dyn RemoteObject>, method: String, args: Vec<Value>| async move {
-            let mut r = obj.call(&c, &method, args).await;
-            if let (Ok(v), Some(m)) = (&r, method_schema) {
-                if let Err(why) = schema::check_result(m, v) {
-                    warn!(method = %method, "result violates its schema: {why}");
-                    r = Err(Failure::violation(why));
-                }
-            }
-            send_result(&c, reqid, r).await;
+            all
         }
     };
     if obj.sequential() {
+        // One worker per object runs its calls in arrival order. Each queued call
+        // holds its in-flight permit, so the queue is bounded like everything else.
         let queue = {
             let mut st = conn.inner.state.lock().expect("broker state");
             let e = st.exports.get_mut(&clid).expect("looked up above");
@@ -824,30 +798,44 @@ fn dispatch(
                     let c = conn.clone();
                     let o = e.obj.clone();
                     tokio::spawn(async move {
-                        while let Some((reqid, method, args)) = rx.recv().await {
-                            let mut r = o.call(&c, &method, args).await;
-                            if let Ok(v) = &r {
-                                if let Some(m) = o.schema().and_then(|i| i.method(&method)) {
-                                    if let Err(why) = schema::check_result(m, v) {
-                                        r = Err(Failure::violation(why));
-                                    }
-                                }
-                            }
-                            send_result(&c, reqid, r).await;
+                        while let Some((reqid, method, args, permit)) = rx.recv().await {
+                            run_call(&c, &o, reqid, &method, args).await;
+                            drop(permit);
                         }
                     });
                     tx
                 })
                 .clone()
         };
-        let _ = queue.send((reqid, method, args));
-        drop(permit);
+        let _ = queue.send((reqid, method, args, permit));
     } else {
+        let c = conn.clone();
         tokio::spawn(async move {
-            run(obj, method, args).await;
+            run_call(&c, &obj, reqid, &method, args).await;
             drop(permit);
         });
     }
+}
+
+/// Run one call on a local object, check its result against the method's schema
+/// (foolscap's sender-side check), and answer.
+async fn run_call(
+    conn: &Connection,
+    obj: &Arc<dyn RemoteObject>,
+    reqid: u64,
+    method: &str,
+    args: Vec<Value>,
+) {
+    let mut r = obj.call(conn, method, args).await;
+    if let Ok(v) = &r {
+        if let Some(m) = obj.schema().and_then(|i| i.method(method)) {
+            if let Err(why) = schema::check_result(m, v) {
+                warn!(method, "result violates its schema: {why}");
+                r = Err(Failure::violation(why));
+            }
+        }
+    }
+    send_result(conn, reqid, r).await;
 }
 
 /// clid 0: the RIBroker methods.

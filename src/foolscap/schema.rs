@@ -199,6 +199,46 @@ pub static RI_BUCKET_READER: RemoteInterface = RemoteInterface {
     ],
 };
 
+/// Interface name of the introducer's subscriber callback (checked on `subscribe_v2`).
+pub const RI_SUBSCRIBER_NAME: &str = "RIIntroducerSubscriberClient_v2.tahoe.allmydata.com";
+
+/// Tahoe's introducer service (`allmydata.introducer.interfaces`).
+pub static RI_INTRODUCER: RemoteInterface = RemoteInterface {
+    name: "RIIntroducerPublisherAndSubscriberService_v2.tahoe.allmydata.com",
+    methods: &[
+        MethodSchema {
+            name: "get_version",
+            args: &[],
+            result: C::DictOf(&BYTES, &C::Any, None),
+        },
+        MethodSchema {
+            name: "publish_v2",
+            args: &[("announcement", C::Any), ("canary", C::Ref(None))],
+            result: C::None,
+        },
+        MethodSchema {
+            name: "subscribe_v2",
+            args: &[
+                ("subscriber", C::Ref(Some(RI_SUBSCRIBER_NAME))),
+                ("service_name", BYTES),
+                ("subscriber_info", C::DictOf(&BYTES, &C::Any, None)),
+            ],
+            result: C::None,
+        },
+    ],
+};
+
+/// The subscriber's side: the introducer calls `announce_v2` with a set of
+/// `(msg, sig, key)` tuples.
+pub static RI_INTRODUCER_SUBSCRIBER: RemoteInterface = RemoteInterface {
+    name: RI_SUBSCRIBER_NAME,
+    methods: &[MethodSchema {
+        name: "announce_v2",
+        args: &[("announcements", C::SetOf(&C::Any, None))],
+        result: C::None,
+    }],
+};
+
 /// Check a value against a constraint; the error says what was wrong.
 pub fn check(c: &C, v: &Value, result_side: bool) -> Result<(), String> {
     match (c, v) {

@@ -82,6 +82,15 @@ impl TlsIdentity {
         Ok(id)
     }
 
+    /// The TLS identity of a Tub: GBS and Foolscap serve the same certificate, as a
+    /// Tahoe node does.
+    pub fn from_tub(id: &crate::foolscap::TubIdentity) -> TlsIdentity {
+        TlsIdentity {
+            cert_chain: vec![id.cert_der().clone()],
+            key: Arc::new(id.key_der().clone_key()),
+        }
+    }
+
     /// A fresh self-signed ECDSA P-256 identity.
     pub fn generate() -> TlsIdentity {
         let key = rcgen::KeyPair::generate().expect("generating a P-256 key");

@@ -635,6 +635,25 @@ pub fn introducer_node() -> IntroducerNode {
 }
 
 impl IntroducerNode {
+    /// Stops the introducer and starts it again from the same node dir (same
+    /// identity, port and FURL); waits until it serves again. Announcements are
+    /// not persisted by Tahoe: a restarted introducer knows none until nodes
+    /// publish again.
+    pub fn restart(&mut self) {
+        self.base.relaunch();
+        let furl_path = self.base.dir.join("private/introducer.furl");
+        let port = self.port;
+        self.base
+            .wait_until("the introducer port accepting again", || {
+                complete_furl(&furl_path).is_some() && port_accepts(port)
+            });
+        let furl = complete_furl(&furl_path).expect("checked above");
+        assert_eq!(
+            furl, self.furl,
+            "the introducer changed its FURL on restart"
+        );
+    }
+
     /// The node directory.
     pub fn dir(&self) -> &Path {
         &self.base.dir

@@ -1,0 +1,479 @@
+//! The introducer relay: swampgate's own introducer service (Tahoe's
+//! `RIIntroducerPublisherAndSubscriberService_v2`), optionally backed by an upstream
+//! Foolscap introducer that it subscribes and publishes to.
+//!
+//! - Announcements from local publishers (`publish_v2`) and from the upstream
+//!   (`announce_v2`) are verified, indexed by `(service-name, key)` and replaced only
+//!   by a higher seqnum, as Tahoe does. Refused ones are logged with the reason and
+//!   go nowhere.
+//! - Local subscribers get the current set on `subscribe_v2` (answered only after
+//!   they answered that `announce_v2`, like Tahoe) and one `announce_v2` per new or
+//!   replaced announcement.
+//! - Local publications are forwarded upstream, and published again after every
+//!   reconnection. When the upstream is lost, the last known announcements keep
+//!   being served; the relay reconnects with backoff.
+//! - An optional augmenter rewrites announcements before they are stored (see
+//!   [`Augment`]).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::announcement::{Announcement, AnnouncementError, Replace, SignedAnnouncement};
+use crate::bridge::backoff::Backoff;
+use crate::foolscap::broker::Canary;
+use crate::foolscap::schema::{RemoteInterface, RI_INTRODUCER, RI_INTRODUCER_SUBSCRIBER};
+use crate::foolscap::{Connection, Failure, Furl, RemoteObject, RemoteRef, Tub, Value};
+
+/// The version key every v2 introducer announces and every client requires.
+pub const V2: &str = "http://allmydata.org/tahoe/protocols/introducer/v2";
+
+/// The most announcements (distinct `(service, key)` indexes) the relay keeps; past
+/// it, announcements from new keys are refused (replacements are still taken).
+pub const MAX_ANNOUNCEMENTS: usize = 10_000;
+
+/// What we call ourselves in `get_version` and subscriber info.
+pub fn app_version() -> String {
+    format!("swampgate/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Where an announcement came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A publisher connected to us (Foolscap `publish_v2` or the HTTP API): forwarded
+    /// upstream.
+    Local,
+    /// The upstream introducer.
+    Upstream,
+}
+
+/// Rewrites announcements passing through (announcement augmentation). Returns the
+/// announcement to store and relay instead, or `None` to keep it as it is.
+pub trait Augment: Send + Sync + 'static {
+    fn augment(&self, ann: &Announcement) -> Option<Announcement>;
+}
+
+type Index = (String, String);
+
+struct Subscriber {
+    service: String,
+    peer: String,
+    rref: RemoteRef,
+}
+
+#[derive(Default)]
+struct State {
+    announcements: BTreeMap<Index, Announcement>,
+    /// Local publications (as published, before augmentation), kept to re-publish.
+    published: BTreeMap<Index, SignedAnnouncement>,
+    subscribers: Vec<Subscriber>,
+    /// Services subscribed to upstream (always at least `storage`).
+    services: HashSet<String>,
+    upstream: Option<RemoteRef>,
+    upstream_since: Option<Instant>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    nickname: String,
+    augment: Option<Arc<dyn Augment>>,
+    changes: broadcast::Sender<Announcement>,
+    canary: Arc<dyn RemoteObject>,
+}
+
+/// The relay (cheap to clone).
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+/// A snapshot for status displays.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RelayStatus {
+    pub upstream_connected: bool,
+    pub announcements: usize,
+    pub subscribers: usize,
+}
+
+impl Relay {
+    pub fn new(nickname: &str, augment: Option<Arc<dyn Augment>>) -> Relay {
+        let mut state = State::default();
+        state.services.insert("storage".into());
+        Relay {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                nickname: nickname.to_string(),
+                augment,
+                changes: broadcast::channel(1024).0,
+                canary: Arc::new(Canary),
+            }),
+        }
+    }
+
+    /// The Foolscap object to publish on a Tub (the introducer FURL's target).
+    pub fn service_object(&self) -> Arc<dyn RemoteObject> {
+        Arc::new(ServiceObject {
+            relay: self.clone(),
+        })
+    }
+
+    /// Current announcements of `service`.
+    pub fn announcements(&self, service: &str) -> Vec<Announcement> {
+        let st = self.inner.state.lock().expect("relay state");
+        st.announcements
+            .iter()
+            .filter(|((s, _), _)| s == service)
+            .map(|(_, a)| a.clone())
+            .collect()
+    }
+
+    /// Every new or replaced announcement, as it is stored.
+    pub fn changes(&self) -> broadcast::Receiver<Announcement> {
+        self.inner.changes.subscribe()
+    }
+
+    pub fn status(&self) -> RelayStatus {
+        let st = self.inner.state.lock().expect("relay state");
+        RelayStatus {
+            upstream_connected: st.upstream.as_ref().is_some_and(|r| r.is_connected()),
+            announcements: st.announcements.len(),
+            subscribers: st.subscribers.len(),
+        }
+    }
+
+    /// Verify and take in an announcement. `Err` is the reason, also logged.
+    pub fn accept(
+        &self,
+        signed: &SignedAnnouncement,
+        origin: Origin,
+        from: &str,
+    ) -> Result<(), AnnouncementError> {
+        let ann = match signed.verify() {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(from, ?origin, "announcement refused: {e}");
+                return Err(e);
+            }
+        };
+        let index = (ann.service().to_string(), ann.key().to_string());
+        let stored = match &self.inner.augment {
+            Some(aug) => aug.augment(&ann).unwrap_or_else(|| ann.clone()),
+            None => ann.clone(),
+        };
+        let (subscribers, upstream) = {
+            let mut st = self.inner.state.lock().expect("relay state");
+            if !st.announcements.contains_key(&index) && st.announcements.len() >= MAX_ANNOUNCEMENTS
+            {
+                let e = AnnouncementError::Full(MAX_ANNOUNCEMENTS);
+                warn!(from, ?origin, server = %index.1, "announcement refused: {e}");
+                return Err(e);
+            }
+            if origin == Origin::Local {
+                // Keep the newest local publication for re-publishing.
+                let newer = match st.published.get(&index).map(|p| p.verify()) {
+                    Some(Ok(old)) => ann.replaces(&old) == Replace::Yes,
+                    _ => true,
+                };
+                if newer {
+                    st.published.insert(index.clone(), signed.clone());
+                }
+            }
+            match st.announcements.get(&index).map(|old| stored.replaces(old)) {
+                Some(Replace::Duplicate) => {
+                    debug!(from, server = %index.1, "announcement already known");
+                    return Ok(());
+                }
+                Some(Replace::Stale(why)) => {
+                    info!(from, server = %index.1, "announcement not replacing the current one: {why}");
+                    return Ok(());
+                }
+                _ => {}
+            }
+            st.announcements.insert(index.clone(), stored.clone());
+            st.subscribers.retain(|s| s.rref.is_connected());
+            let subs: Vec<RemoteRef> = st
+                .subscribers
+                .iter()
+                .filter(|s| s.service == index.0)
+                .map(|s| s.rref.clone())
+                .collect();
+            let up = (origin == Origin::Local)
+                .then(|| st.upstream.clone())
+                .flatten();
+            (subs, up)
+        };
+        info!(
+            from,
+            ?origin,
+            service = %index.0,
+            server = %index.1,
+            nickname = %stored.nickname(),
+            seqnum = ?stored.seqnum(),
+            subscribers = subscribers.len(),
+            "announcement stored"
+        );
+        let _ = self.inner.changes.send(stored.clone());
+        let arg = Value::Set(vec![stored.signed.to_value()]);
+        for rref in subscribers {
+            let arg = arg.clone();
+            tokio::spawn(async move {
+                if let Err(e) = rref.call("announce_v2", &[arg]).await {
+                    debug!("subscriber refused an announcement: {e}");
+                }
+            });
+        }
+        if let Some(up) = upstream {
+            let relay = self.clone();
+            let signed = signed.clone();
+            tokio::spawn(async move { relay.publish_upstream(&up, &signed).await });
+        }
+        Ok(())
+    }
+
+    async fn publish_upstream(&self, up: &RemoteRef, signed: &SignedAnnouncement) {
+        let canary = Value::Local(self.inner.canary.clone());
+        match up.call("publish_v2", &[signed.to_value(), canary]).await {
+            Ok(_) => debug!(server = %signed.key, "published upstream"),
+            Err(e) => warn!(server = %signed.key, "upstream refused a publication: {e}"),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        conn: &Connection,
+        rref: RemoteRef,
+        service: String,
+    ) -> Result<Value, Failure> {
+        let peer = conn.peer_tubid().to_string();
+        let (current, subscribe_up) = {
+            let mut st = self.inner.state.lock().expect("relay state");
+            st.subscribers.retain(|s| s.rref.is_connected());
+            if st
+                .subscribers
+                .iter()
+                .any(|s| s.service == service && s.peer == peer && s.rref.clid() == rref.clid())
+            {
+                debug!(%peer, %service, "already subscribed");
+                return Ok(Value::None);
+            }
+            st.subscribers.push(Subscriber {
+                service: service.clone(),
+                peer: peer.clone(),
+                rref: rref.clone(),
+            });
+            let current: Vec<Value> = st
+                .announcements
+                .iter()
+                .filter(|((s, _), _)| *s == service)
+                .map(|(_, a)| a.signed.to_value())
+                .collect();
+            let up = st
+                .services
+                .insert(service.clone())
+                .then(|| st.upstream.clone())
+                .flatten();
+            (current, up)
+        };
+        info!(%peer, %service, announcements = current.len(), "subscriber added");
+        if let Some(up) = subscribe_up {
+            let relay = self.clone();
+            let service = service.clone();
+            tokio::spawn(async move { relay.subscribe_upstream(&up, &service).await });
+        }
+        if !current.is_empty() {
+            // Tahoe answers subscribe_v2 only after the subscriber answered this call.
+            if let Err(e) = rref.call("announce_v2", &[Value::Set(current)]).await {
+                debug!(%peer, "subscriber refused the current announcements: {e}");
+            }
+        }
+        Ok(Value::None)
+    }
+
+    fn subscriber_info(&self) -> Value {
+        Value::bytes_dict([
+            ("version", Value::int(0)),
+            ("nickname", Value::text(self.inner.nickname.clone())),
+            ("app-versions", Value::List(vec![])),
+            ("my-version", Value::text(app_version())),
+            ("oldest-supported", Value::text("1.0.0")),
+        ])
+    }
+
+    async fn subscribe_upstream(&self, up: &RemoteRef, service: &str) {
+        let me = Value::Local(Arc::new(SubscriberObject {
+            relay: self.clone(),
+        }));
+        let args = [
+            me,
+            Value::bytes(service.as_bytes().to_vec()),
+            self.subscriber_info(),
+        ];
+        match up.call("subscribe_v2", &args).await {
+            Ok(_) => info!(%service, "subscribed upstream"),
+            Err(e) => warn!(%service, "upstream refused a subscription: {e}"),
+        }
+    }
+
+    /// Keep a connection to the upstream introducer until `stop`: subscribe, publish
+    /// every local publication, and after a loss reconnect with backoff.
+    pub async fn run_upstream(self, tub: Tub, furl: Furl, stop: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            let attempt = async {
+                let up = tub.get_reference(&furl).await.map_err(|e| e.to_string())?;
+                let version = up
+                    .call("get_version", &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if version.get(V2.as_bytes()).is_none() {
+                    return Err(format!(
+                        "upstream is not a v2 introducer (no {V2} in its version)"
+                    ));
+                }
+                Ok(up)
+            };
+            let up = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = attempt => r,
+            };
+            match up {
+                Ok(up) => {
+                    backoff.succeeded();
+                    info!(upstream = ?furl, "connected to the upstream introducer");
+                    let (services, published) = {
+                        let mut st = self.inner.state.lock().expect("relay state");
+                        st.upstream = Some(up.clone());
+                        st.upstream_since = Some(Instant::now());
+                        (
+                            st.services.iter().cloned().collect::<Vec<_>>(),
+                            st.published.values().cloned().collect::<Vec<_>>(),
+                        )
+                    };
+                    for s in published {
+                        let (relay, up) = (self.clone(), up.clone());
+                        tokio::spawn(async move { relay.publish_upstream(&up, &s).await });
+                    }
+                    for service in services {
+                        let (relay, up) = (self.clone(), up.clone());
+                        tokio::spawn(async move { relay.subscribe_upstream(&up, &service).await });
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = up.disconnected() => {}
+                    }
+                    self.inner.state.lock().expect("relay state").upstream = None;
+                    warn!(upstream = ?furl, "lost the upstream introducer; serving the last known announcements");
+                }
+                Err(e) => warn!(upstream = ?furl, "cannot reach the upstream introducer: {e}"),
+            }
+            let wait = backoff.failed(Instant::now());
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// `RIIntroducerPublisherAndSubscriberService_v2`, served to Tahoe nodes.
+struct ServiceObject {
+    relay: Relay,
+}
+
+#[async_trait::async_trait]
+impl RemoteObject for ServiceObject {
+    fn interface_name(&self) -> &str {
+        RI_INTRODUCER.name
+    }
+
+    fn schema(&self) -> Option<&'static RemoteInterface> {
+        Some(&RI_INTRODUCER)
+    }
+
+    async fn call(
+        &self,
+        conn: &Connection,
+        method: &str,
+        args: Vec<Value>,
+    ) -> Result<Value, Failure> {
+        match method {
+            "get_version" => Ok(Value::bytes_dict([
+                (V2, Value::Dict(vec![])),
+                (
+                    "application-version",
+                    Value::bytes(app_version().into_bytes()),
+                ),
+            ])),
+            "publish_v2" => {
+                let signed = SignedAnnouncement::from_value(&args[0]).map_err(|e| {
+                    warn!(peer = %conn.peer_tubid(), "publication refused: {e}");
+                    Failure::violation(e.to_string())
+                })?;
+                self.relay
+                    .accept(&signed, Origin::Local, conn.peer_tubid())
+                    .map_err(|e| {
+                        // The exception Tahoe's introducer raises for the same input.
+                        let kind = match e {
+                            AnnouncementError::BadSignature => {
+                                "allmydata.crypto.error.BadSignature"
+                            }
+                            AnnouncementError::Unsigned | AnnouncementError::NotV0(_) => {
+                                "allmydata.introducer.common.UnknownKeyError"
+                            }
+                            _ => "builtins.ValueError",
+                        };
+                        Failure::new(kind, e.to_string(), &["builtins.Exception"])
+                    })?;
+                Ok(Value::None)
+            }
+            "subscribe_v2" => {
+                let Value::Remote(rref) = &args[0] else {
+                    return Err(Failure::violation("subscriber is not a reference"));
+                };
+                let service =
+                    String::from_utf8(args[1].as_bytes().map(|b| b.to_vec()).unwrap_or_default())
+                        .map_err(|_| Failure::violation("service_name is not UTF-8"))?;
+                self.relay.subscribe(conn, rref.clone(), service).await
+            }
+            _ => Err(Failure::violation(format!("method '{method}' not defined"))),
+        }
+    }
+}
+
+/// `RIIntroducerSubscriberClient_v2`, handed to the upstream introducer.
+struct SubscriberObject {
+    relay: Relay,
+}
+
+#[async_trait::async_trait]
+impl RemoteObject for SubscriberObject {
+    fn interface_name(&self) -> &str {
+        RI_INTRODUCER_SUBSCRIBER.name
+    }
+
+    fn schema(&self) -> Option<&'static RemoteInterface> {
+        Some(&RI_INTRODUCER_SUBSCRIBER)
+    }
+
+    async fn call(
+        &self,
+        conn: &Connection,
+        _method: &str,
+        args: Vec<Value>,
+    ) -> Result<Value, Failure> {
+        for item in args[0].as_seq().unwrap_or_default() {
+            match SignedAnnouncement::from_value(item) {
+                Ok(s) => {
+                    // Refusals are logged inside; Tahoe's client also just skips them.
+                    let _ = self.relay.accept(&s, Origin::Upstream, conn.peer_tubid());
+                }
+                Err(e) => warn!(peer = %conn.peer_tubid(), "upstream announcement refused: {e}"),
+            }
+        }
+        Ok(Value::None)
+    }
+}

@@ -1,0 +1,266 @@
+//! `swampgate check` against a deliberately broken server: swampgate's embedded store
+//! behind a small fault-injecting wrapper, served by swampgate's own Foolscap and GBS
+//! fronts. The check must fail, naming exactly the checks the fault breaks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use swampgate::bridge::foolscap_front::StorageServerObject;
+use swampgate::check::{self, Options, Status};
+use swampgate::foolscap::furl::Hint;
+use swampgate::foolscap::{Tub, TubConfig, TubIdentity};
+use swampgate::gbs::server::{GbsServer, ServerConfig};
+use swampgate::gbs::tls::TlsIdentity;
+use swampgate::storage::store::{Store, StoreConfig};
+use swampgate::storage::*;
+
+#[derive(Clone, Copy)]
+enum Fault {
+    /// None: the embedded store as it is.
+    Healthy,
+    /// Reads starting at or past the end of an immutable share are refused instead of
+    /// returning nothing.
+    RefuseReadPastEnd,
+    /// Mutable writes are made without evaluating their test vectors.
+    IgnoreTestVectors,
+}
+
+struct Faulty {
+    inner: Store,
+    fault: Fault,
+}
+
+#[async_trait::async_trait]
+impl StorageApi for Faulty {
+    async fn version(&self) -> StorageResult<VersionInfo> {
+        self.inner.version().await
+    }
+    async fn allocate_buckets(&self, req: AllocateRequest) -> StorageResult<AllocateResult> {
+        self.inner.allocate_buckets(req).await
+    }
+    async fn write_immutable(
+        &self,
+        si: StorageIndex,
+        sh: ShareNum,
+        s: &Secret,
+        offset: u64,
+        data: Bytes,
+    ) -> StorageResult<WriteProgress> {
+        self.inner.write_immutable(si, sh, s, offset, data).await
+    }
+    async fn close_immutable(
+        &self,
+        si: StorageIndex,
+        sh: ShareNum,
+        s: &Secret,
+    ) -> StorageResult<()> {
+        self.inner.close_immutable(si, sh, s).await
+    }
+    async fn abort_immutable(
+        &self,
+        si: StorageIndex,
+        sh: ShareNum,
+        s: &Secret,
+    ) -> StorageResult<()> {
+        self.inner.abort_immutable(si, sh, s).await
+    }
+    async fn list_immutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
+        self.inner.list_immutable_shares(si).await
+    }
+    async fn read_immutable(
+        &self,
+        si: StorageIndex,
+        sh: ShareNum,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<Bytes> {
+        if let Fault::RefuseReadPastEnd = self.fault {
+            if offset >= self.inner.immutable_share_length(si, sh).await? {
+                return Err(StorageError::InvalidRequest("offset past the end".into()));
+            }
+        }
+        self.inner.read_immutable(si, sh, offset, length).await
+    }
+    async fn immutable_share_length(&self, si: StorageIndex, sh: ShareNum) -> StorageResult<u64> {
+        self.inner.immutable_share_length(si, sh).await
+    }
+    async fn add_lease(&self, si: StorageIndex, lease: LeaseSecrets) -> StorageResult<()> {
+        self.inner.add_lease(si, lease).await
+    }
+    async fn advise_corrupt_share(
+        &self,
+        t: ShareType,
+        si: StorageIndex,
+        sh: ShareNum,
+        reason: String,
+    ) -> StorageResult<()> {
+        self.inner.advise_corrupt_share(t, si, sh, reason).await
+    }
+    async fn read_test_write(
+        &self,
+        mut req: ReadTestWriteRequest,
+    ) -> StorageResult<ReadTestWriteResult> {
+        if let Fault::IgnoreTestVectors = self.fault {
+            for tw in req.test_write_vectors.values_mut() {
+                tw.test.clear();
+            }
+        }
+        self.inner.read_test_write(req).await
+    }
+    async fn list_mutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
+        self.inner.list_mutable_shares(si).await
+    }
+    async fn read_mutable(
+        &self,
+        si: StorageIndex,
+        sh: ShareNum,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<Bytes> {
+        self.inner.read_mutable(si, sh, offset, length).await
+    }
+    async fn mutable_share_length(&self, si: StorageIndex, sh: ShareNum) -> StorageResult<u64> {
+        self.inner.mutable_share_length(si, sh).await
+    }
+    async fn slot_readv(
+        &self,
+        si: StorageIndex,
+        shares: Vec<ShareNum>,
+        readv: Vec<ReadVector>,
+    ) -> StorageResult<BTreeMap<ShareNum, Vec<Bytes>>> {
+        self.inner.slot_readv(si, shares, readv).await
+    }
+}
+
+/// A store with `fault`, served over both fronts until dropped.
+struct Served {
+    furl: String,
+    nurl: String,
+    serving: tokio::task::JoinHandle<()>,
+    gbs: swampgate::gbs::server::ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    async fn stop(self) {
+        self.serving.abort();
+        self.gbs.shutdown().await;
+    }
+}
+
+async fn serve(fault: Fault) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = TubIdentity::generate().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path(), identity.tubid().to_string())).unwrap();
+    let api: Arc<dyn StorageApi> = Arc::new(Faulty {
+        inner: store,
+        fault,
+    });
+    let swissnum = "faultyfaultyfaultyfaultyfaulty22";
+    // Foolscap front.
+    let tub = Tub::new(identity.clone(), TubConfig::default()).unwrap();
+    tub.publish(swissnum, StorageServerObject::new(api.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let furl = tub.furl(
+        swissnum,
+        vec![Hint::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        }],
+    );
+    let serving = tokio::spawn(tub.clone().serve(listener));
+    // GBS front.
+    let tls = TlsIdentity::from_pem(identity.to_pem().as_bytes()).unwrap();
+    let gbs = GbsServer::new(api, ServerConfig::new(swissnum))
+        .listen("127.0.0.1:0".parse().unwrap(), &tls)
+        .await
+        .unwrap();
+    let nurl = gbs.nurl("127.0.0.1").to_string();
+    Served {
+        furl: furl.to_string(),
+        nurl,
+        serving,
+        gbs,
+        _dir: dir,
+    }
+}
+
+/// Serve a faulty store over both fronts; run the suite over each; return the ids of
+/// the failed checks per protocol.
+async fn failures(fault: Fault) -> (BTreeSet<String>, BTreeSet<String>) {
+    let served = serve(fault).await;
+    let opts = Options {
+        only: vec![],
+        destructive: true,
+    };
+    let mut out = Vec::new();
+    for url in [served.furl.clone(), served.nurl.clone()] {
+        let report = check::run_url(&url, &opts).await.unwrap();
+        let failed: BTreeSet<String> = report
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| c.id.clone())
+            .collect();
+        assert_eq!(report.failed(), !failed.is_empty());
+        // The text names each failed check with what was expected and what came.
+        let text = report.to_text();
+        for id in &failed {
+            assert!(text.contains(&format!("FAIL  {id}")), "{text}");
+        }
+        assert_eq!(text.contains("expected:"), !failed.is_empty(), "{text}");
+        out.push(failed);
+    }
+    served.stop().await;
+    let gbs = out.pop().unwrap();
+    (out.pop().unwrap(), gbs)
+}
+
+fn set(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn check_names_a_read_past_the_end_refused() {
+    let (foolscap, gbs) = failures(Fault::RefuseReadPastEnd).await;
+    let want = set(&["immutable.read-past-end", "immutable.read-far-past-end"]);
+    assert_eq!(foolscap, want);
+    assert_eq!(gbs, want);
+}
+
+#[tokio::test]
+async fn check_names_test_vectors_ignored() {
+    let (foolscap, gbs) = failures(Fault::IgnoreTestVectors).await;
+    let want = set(&["mutable.test-fails", "mutable.test-past-end-data"]);
+    assert_eq!(foolscap, want);
+    assert_eq!(gbs, want);
+}
+
+/// `--compare` of a healthy and a faulty server reports exactly the results the fault
+/// changes, on either protocol and across protocols.
+#[tokio::test]
+async fn compare_reports_the_differences_a_fault_makes() {
+    let healthy = serve(Fault::Healthy).await;
+    let faulty = serve(Fault::IgnoreTestVectors).await;
+    let opts = Options {
+        only: vec!["mutable".into()],
+        destructive: false,
+    };
+    let want = set(&["mutable.test-fails", "mutable.test-past-end-data"]);
+    for (a, b) in [
+        (&healthy.nurl, &faulty.nurl),
+        (&healthy.furl, &faulty.furl),
+        (&healthy.furl, &faulty.nurl),
+    ] {
+        let c = check::compare_urls(a, b, &opts).await.unwrap();
+        let ids: BTreeSet<String> = c.differences.iter().map(|d| d.id.clone()).collect();
+        assert_eq!(ids, want, "{}", c.to_text());
+        let text = c.to_text();
+        assert!(text.contains("DIFF  mutable.test-fails"), "{text}");
+        assert!(text.contains("2 differences"), "{text}");
+    }
+    healthy.stop().await;
+    faulty.stop().await;
+}
