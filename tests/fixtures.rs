@@ -125,6 +125,8 @@ fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
+/// Every session transcript: a `NAME.json` sidecar with its `NAME.c2s.bin` (other
+/// JSON files in fixtures/, such as captured announcements, are not transcripts).
 fn load_all() -> Vec<Fixture> {
     let dir = fixture_dir();
     let mut names: Vec<String> = fs::read_dir(&dir)
@@ -133,6 +135,7 @@ fn load_all() -> Vec<Fixture> {
             let name = e.ok()?.file_name().into_string().ok()?;
             name.strip_suffix(".json").map(str::to_string)
         })
+        .filter(|name| dir.join(format!("{name}.c2s.bin")).exists())
         .collect();
     names.sort();
     for want in EXPECTED {
