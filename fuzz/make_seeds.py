@@ -25,6 +25,9 @@ def put(target, data):
 def fixtures():
     for side in sorted((ROOT / "fixtures").glob("*.json")):
         name = side.stem
+        # Only transcripts: a sidecar with both byte streams beside it.
+        if not (ROOT / "fixtures" / f"{name}.c2s.bin").exists():
+            continue
         meta = json.loads(side.read_text())
         for d in ("c2s", "s2c"):
             data = (ROOT / "fixtures" / f"{name}.{d}.bin").read_bytes()
