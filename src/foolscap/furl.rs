@@ -105,6 +105,21 @@ fn parse_tcp(hint: &str, rest: &str) -> Result<Hint, FurlError> {
     if host.is_empty() {
         return Err(FurlError::Hint(hint.to_string(), "empty host"));
     }
+    // Hosts print back exactly: a DNS name or IPv4 address, or an IPv6 literal
+    // (which is written in brackets). Anything else could not round-trip.
+    let name_ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+    let v6_ok = host.contains(':')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b':' || b == b'.' || b == b'%');
+    if !(name_ok || v6_ok) {
+        return Err(FurlError::Hint(
+            hint.to_string(),
+            "host must be a DNS name, an IPv4 address or a bracketed IPv6 address",
+        ));
+    }
     let port: u16 = port
         .parse()
         .map_err(|_| FurlError::Hint(hint.to_string(), "port is not a number from 0 to 65535"))?;
@@ -195,6 +210,30 @@ mod tests {
             "pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:42102,tcp:[::1]:7,tcp:example.org:80,tor:abc.onion:80/yci4erqgi6kgb3ybym4y3qlox2zawafr"
         );
         assert!(!format!("{f:?}").contains("yci4"));
+    }
+
+    #[test]
+    fn hosts_that_would_not_print_back_are_refused() {
+        // Found by fuzzing: a bracketed "host" that is no IPv6 address printed back
+        // without brackets and no longer parsed.
+        for bad in [
+            "tcp:[[x@]:7",
+            "[[x@]:7",
+            "tcp:a b:1",
+            "tcp:a/b:1",
+            "tcp:a@b:1",
+        ] {
+            assert!(Hint::parse(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "tcp:[::1]:7",
+            "tcp:[fe80::1%eth0]:7",
+            "tcp:example.org:80",
+            "tcp:127.0.0.1:1",
+        ] {
+            let h = Hint::parse(good).unwrap();
+            assert_eq!(Hint::parse(&h.to_string()).unwrap(), h, "{good}");
+        }
     }
 
     #[test]
