@@ -175,7 +175,7 @@ impl GbsClient {
         path: &str,
         secrets: &[(SecretKind, &Secret)],
         headers: &[(http::HeaderName, String)],
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
     ) -> StorageResult<Response<Incoming>> {
         let uri: Uri = format!("{}{}{}", self.base, API_PREFIX, path)
             .parse()
@@ -199,7 +199,7 @@ impl GbsClient {
                 if !headers.iter().any(|(n, _)| n == CONTENT_RANGE) {
                     b = b.header(CONTENT_TYPE, CBOR_MIME);
                 }
-                Full::new(Bytes::from(bytes))
+                Full::new(bytes)
             }
             None => Full::new(Bytes::new()),
         };
@@ -230,8 +230,16 @@ impl GbsClient {
         resp: Response<Incoming>,
         limit: usize,
     ) -> StorageResult<Bytes> {
+        // One allocation for the announced length (a 350 KiB share read arrives in
+        // many frames); the limit still applies to what actually arrives.
+        let announced = resp
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
         let mut body = resp.into_body();
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(announced.min(limit));
         loop {
             let frame =
                 match tokio::time::timeout(self.config.body_idle_timeout, body.frame()).await {
@@ -445,7 +453,8 @@ impl GbsClient {
                 &format!("/immutable/{si}/{sh}"),
                 &[(SecretKind::Upload, upload_secret)],
                 &[(CONTENT_RANGE, cr)],
-                Some(data.to_vec()),
+                // Share data goes out as it came in, without a copy.
+                Some(data),
             )
             .await?;
         let (status, required) = self
@@ -509,7 +518,7 @@ impl StorageApi for GbsClient {
                     (SecretKind::Upload, &req.upload_secret),
                 ],
                 &[],
-                Some(body),
+                Some(body.into()),
             )
             .await?;
         let (_, result) = self
@@ -699,7 +708,7 @@ impl StorageApi for GbsClient {
                 &format!("/{}/{si}/{shnum}/corrupt", share_type.as_str()),
                 &[],
                 &[],
-                Some(codec::encode_corrupt_request(&reason)),
+                Some(codec::encode_corrupt_request(&reason).into()),
             )
             .await?;
         self.expect_status(op, resp, StatusCode::OK).await
@@ -722,7 +731,7 @@ impl StorageApi for GbsClient {
                     (SecretKind::WriteEnabler, &req.secrets.write_enabler),
                 ],
                 &[],
-                Some(body),
+                Some(body.into()),
             )
             .await?;
         Ok(self

@@ -854,7 +854,7 @@ impl Inner {
         while remaining > 0 {
             let want = remaining.min(chunk) as usize;
             // Gather `want` bytes (or what is left before the body ends).
-            let mut buf = BytesMut::new();
+            let mut buf = BytesMut::with_capacity(want);
             while buf.len() < want {
                 if pending.is_empty() {
                     if ended {

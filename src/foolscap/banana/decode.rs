@@ -39,6 +39,9 @@ pub struct TokenDecoder {
     limits: DecodeLimits,
     /// Bytes of an oversized STRING body still to be discarded.
     skip: u64,
+    /// When the last call needed more bytes for a token with a body: how many the
+    /// buffer must hold for it to complete (0 if unknown).
+    need: usize,
 }
 
 fn header_and_type(input: &[u8]) -> IResult<&[u8], (&[u8], u8)> {
@@ -92,7 +95,18 @@ impl Header {
 
 impl TokenDecoder {
     pub fn new(limits: DecodeLimits) -> TokenDecoder {
-        TokenDecoder { limits, skip: 0 }
+        TokenDecoder {
+            limits,
+            skip: 0,
+            need: 0,
+        }
+    }
+
+    /// How many bytes the buffer must hold for the pending token (a STRING waiting
+    /// for its body) to complete; 0 if no such token is pending. Readers use it to
+    /// make room once, rather than growing (and copying) the buffer in steps.
+    pub fn bytes_needed(&self) -> usize {
+        self.need
     }
 
     pub fn limits(&self) -> DecodeLimits {
@@ -155,8 +169,11 @@ impl TokenDecoder {
             _ => 0,
         };
         if (avail as u64) < body_len {
+            // body_len is within the limits checked above.
+            self.need = consumed + body_len as usize;
             return Ok(None);
         }
+        self.need = 0;
         let body_len = body_len as usize;
         let token = match t {
             OPEN => Token::Open(header.small("OPEN")?),
@@ -294,6 +311,21 @@ mod tests {
             decode_all(&[0x01, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x88]),
             Err(BananaError::HeaderValueTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_pending_string_says_how_many_bytes_it_needs() {
+        let mut d = TokenDecoder::new(DecodeLimits::default());
+        assert_eq!(d.bytes_needed(), 0);
+        // A 300-byte STRING: header 0x2c 0x02 (44 + 2*128), type 0x82, 3 body bytes.
+        let mut buf = BytesMut::from(&[0x2c, 0x02, 0x82, 1, 2, 3][..]);
+        assert_eq!(d.next_token(&mut buf).unwrap(), None);
+        assert_eq!(d.bytes_needed(), 3 + 300);
+        buf.extend_from_slice(&[0u8; 297]);
+        assert!(
+            matches!(d.next_token(&mut buf).unwrap(), Some(Token::String(s)) if s.len() == 300)
+        );
+        assert_eq!(d.bytes_needed(), 0);
     }
 
     #[test]

@@ -66,6 +66,9 @@ impl Encoder {
             header(i, out);
             out.put_u8(VOCAB);
         } else {
+            // Grow once for the whole body (a share's data is ~1 MiB), with room for
+            // the header and the tokens that close the message after it.
+            out.reserve(s.len() + 256);
             header(s.len() as u64, out);
             out.put_u8(STRING);
             out.put_slice(s);
