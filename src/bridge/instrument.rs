@@ -1,13 +1,14 @@
 //! A link's view of its backend: every storage call counted, timed and sized for
 //! `/metrics`, the upstream's state for `/status`, and the unfinished uploads
-//! remembered so that a shutdown can abort them upstream.
+//! remembered so that a shutdown can abort them upstream, and so can
+//! [`Instrumented::reap_idle_uploads`] once nobody writes to one any more.
 //!
 //! It wraps any [`StorageApi`] and is itself one, so the fronts see no difference.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -167,13 +168,23 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// One unfinished upload of one share.
+struct Pending {
+    /// To abort it (at shutdown, or once idle).
+    secret: Secret,
+    /// Its allocated size, counted against the upload limits.
+    size: u64,
+    /// When it was allocated, or last written to.
+    last: Instant,
+}
+
 /// A backend wrapped for one link.
 pub struct Instrumented {
     link: String,
     inner: Arc<dyn StorageApi>,
     metrics: Arc<Metrics>,
-    /// Unfinished uploads: their secret (to abort them at shutdown) and allocated size.
-    uploads: Mutex<HashMap<(StorageIndex, ShareNum), (Secret, u64)>>,
+    /// Unfinished uploads.
+    uploads: Mutex<HashMap<(StorageIndex, ShareNum), Pending>>,
     /// Shares and bytes of allocations on their way upstream, counted against the
     /// limits until the upstream answers.
     reserved: Mutex<(usize, u64)>,
@@ -224,7 +235,7 @@ impl Instrumented {
             .lock()
             .expect("uploads")
             .values()
-            .map(|(_, n)| *n)
+            .map(|p| p.size)
             .sum()
     }
 
@@ -237,7 +248,7 @@ impl Instrumented {
             .filter(|sh| !uploads.contains_key(&(req.storage_index, **sh)))
             .count();
         let bytes = (new as u64).saturating_mul(req.allocated_size);
-        let held: u64 = uploads.values().map(|(_, n)| *n).sum();
+        let held: u64 = uploads.values().map(|p| p.size).sum();
         let mut reserved = self.reserved.lock().expect("reserved");
         let (max_n, max_b) = self.upload_limits;
         if uploads.len() + reserved.0 + new > max_n {
@@ -282,26 +293,84 @@ impl Instrumented {
 
     /// Abort every unfinished upload upstream (at shutdown); returns how many.
     pub async fn abort_unfinished(&self) -> usize {
-        let uploads: Vec<_> = self
-            .uploads
-            .lock()
-            .expect("uploads")
-            .drain()
-            .map(|(k, (secret, _))| (k, secret))
-            .collect();
-        self.metrics
-            .inflight_uploads
-            .get_or_create(&LinkLabel {
-                link: self.link.clone(),
-            })
-            .set(0);
-        let n = uploads.len();
-        for ((si, sh), secret) in uploads {
-            if let Err(e) = self.inner.abort_immutable(si, sh, &secret).await {
-                tracing::debug!(link = %self.link, %si, sh, "abort at shutdown failed: {e}");
+        self.abort_where("at shutdown", |_| true).await
+    }
+
+    /// Abort upstream every upload nobody has allocated or written to for longer
+    /// than `idle`; returns how many.
+    ///
+    /// A Foolscap client's uploads are aborted when its connection drops (the
+    /// canary), but GBS ties no upload to a connection: when an HTTP client dies
+    /// mid-upload, nothing else ends its uploads here. They would stay counted in
+    /// flight (against `max_inflight_uploads`) for good, and upstream hold their
+    /// share in `incoming/`, where a Tahoe node allocates no second writer for it,
+    /// until the node's own 30-minute timer.
+    pub async fn abort_idle(&self, idle: Duration) -> usize {
+        let now = Instant::now();
+        self.abort_where("idle", |p| now.saturating_duration_since(p.last) > idle)
+            .await
+    }
+
+    /// Runs [`Instrumented::abort_idle`] every `idle / 4` (between 1 s and 60 s)
+    /// until `stop` is cancelled.
+    pub async fn reap_idle_uploads(
+        self: Arc<Self>,
+        idle: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let tick = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let n = self.abort_idle(idle).await;
+            if n > 0 {
+                tracing::info!(
+                    link = %self.link,
+                    "aborted {n} share uploads upstream: no write for {} s",
+                    idle.as_secs()
+                );
             }
         }
-        n
+    }
+
+    /// Forget the unfinished uploads `expired` picks, then abort them upstream
+    /// (whatever the answer: the upstream may have dropped them already).
+    async fn abort_where(&self, why: &str, expired: impl Fn(&Pending) -> bool) -> usize {
+        let (gone, left) = {
+            let mut uploads = self.uploads.lock().expect("uploads");
+            let keys: Vec<_> = uploads
+                .iter()
+                .filter(|(_, p)| expired(p))
+                .map(|(k, _)| *k)
+                .collect();
+            let gone: Vec<_> = keys
+                .into_iter()
+                .filter_map(|k| uploads.remove(&k).map(|p| (k, p.secret)))
+                .collect();
+            (gone, uploads.len())
+        };
+        if gone.is_empty() {
+            return 0;
+        }
+        self.set_uploads_gauge(left);
+        for ((si, sh), secret) in &gone {
+            match self.inner.abort_immutable(*si, *sh, secret).await {
+                Ok(()) => tracing::debug!(link = %self.link, %si, sh, "aborted upload ({why})"),
+                Err(e) => {
+                    tracing::debug!(link = %self.link, %si, sh, "abort ({why}) failed: {e}")
+                }
+            }
+        }
+        gone.len()
+    }
+
+    /// Note a write to an unfinished upload (it is not idle).
+    fn touch(&self, si: StorageIndex, sh: ShareNum) {
+        if let Some(p) = self.uploads.lock().expect("uploads").get_mut(&(si, sh)) {
+            p.last = Instant::now();
+        }
     }
 
     fn set_uploads_gauge(&self, n: usize) {
@@ -399,7 +468,12 @@ impl StorageApi for Instrumented {
             let mut u = self.uploads.lock().expect("uploads");
             self.unreserve(reservation);
             for sh in &r.as_ref().map(|r| r.allocated.clone()).unwrap_or_default() {
-                u.insert((si, *sh), (secret.clone(), size));
+                let pending = Pending {
+                    secret: secret.clone(),
+                    size,
+                    last: Instant::now(),
+                };
+                u.insert((si, *sh), pending);
             }
             u.len()
         };
@@ -417,13 +491,17 @@ impl StorageApi for Instrumented {
         data: Bytes,
     ) -> StorageResult<WriteProgress> {
         let len = data.len();
+        // Before (a write in progress is no sign of a dead client) and after.
+        self.touch(si, shnum);
         let r = self
             .measure(
                 "write_immutable",
                 self.inner
                     .write_immutable(si, shnum, upload_secret, offset, data),
             )
-            .await?;
+            .await;
+        self.touch(si, shnum);
+        let r = r?;
         self.count_bytes("in", len);
         if r.complete() {
             self.finish_upload(si, shnum);
@@ -664,6 +742,51 @@ mod tests {
         assert_eq!(l.inflight_uploads(), 0);
         // A refused allocation leaves no reservation behind.
         l.allocate_buckets(alloc(1, &[0, 1], 50)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn idle_uploads_are_aborted_upstream_and_written_ones_kept() {
+        let store = Arc::new(MemoryStorage::new(1 << 30));
+        let l = Arc::new(Instrumented::new(
+            "t",
+            store.clone(),
+            Arc::new(Metrics::default()),
+        ));
+        l.allocate_buckets(alloc(1, &[0, 1], 10)).await.unwrap();
+        let si = StorageIndex([1; 16]);
+        let secret = Secret(vec![1; 32]);
+        let idle = Duration::from_millis(300);
+        assert_eq!(l.abort_idle(idle).await, 0, "nothing idle yet");
+        // Share 0 keeps being written to; share 1 is left alone.
+        for i in 0..5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            l.write_immutable(si, 0, &secret, i, Bytes::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(l.abort_idle(idle).await, 1);
+        assert_eq!(l.inflight_uploads(), 1);
+        // Aborted in the store too: the same secret may not write to it any more...
+        let e = store
+            .write_immutable(si, 1, &secret, 0, Bytes::from_static(b"y"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::NotFound(_)), "{e}");
+        // ...and a new upload of that share may start.
+        let r = l.allocate_buckets(alloc(1, &[1], 10)).await.unwrap();
+        assert_eq!(r.allocated, [1].into_iter().collect());
+        // The reaper does the same on its own, and stops when told to.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let reaper = tokio::spawn(l.clone().reap_idle_uploads(idle, stop.clone()));
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while l.inflight_uploads() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the reaper aborts idle uploads");
+        stop.cancel();
+        reaper.await.unwrap();
     }
 
     #[tokio::test]

@@ -166,6 +166,10 @@ pub struct Limits {
     pub max_inflight_uploads: usize,
     /// The allocated bytes of those unfinished uploads, per link; same answer past it.
     pub max_inflight_upload_bytes: u64,
+    /// Seconds an unfinished immutable upload may go without a write before swampgate
+    /// aborts it upstream (Tahoe's servers: 30 minutes). This ends the uploads of a
+    /// GBS client that died mid-upload, which no connection loss would tell.
+    pub upload_idle_timeout_secs: u64,
     /// Connections one link opens to a GBS upstream at once (a Foolscap upstream always
     /// gets exactly one). Calls past it wait for a connection.
     pub max_upstream_connections: usize,
@@ -188,6 +192,7 @@ impl Default for Limits {
             max_read_test_write_bytes: 128 << 20,
             max_inflight_uploads: 4096,
             max_inflight_upload_bytes: 64 << 30,
+            upload_idle_timeout_secs: 30 * 60,
             max_upstream_connections: 64,
         }
     }
@@ -197,7 +202,7 @@ impl Limits {
     /// Refuse values that would make the daemon unusable (a zero where zero would stop
     /// all traffic); the error names the key.
     fn validate(&self) -> Result<(), ConfigError> {
-        let nonzero: [(&str, u64); 12] = [
+        let nonzero: [(&str, u64); 13] = [
             ("max_connections", self.max_connections as u64),
             ("max_connections_per_ip", self.max_connections_per_ip as u64),
             ("sniff_timeout_secs", self.sniff_timeout_secs),
@@ -209,6 +214,7 @@ impl Limits {
             ("max_message_bytes", self.max_message_bytes),
             ("max_header_bytes", self.max_header_bytes as u64),
             ("max_inflight_uploads", self.max_inflight_uploads as u64),
+            ("upload_idle_timeout_secs", self.upload_idle_timeout_secs),
             (
                 "max_upstream_connections",
                 self.max_upstream_connections as u64,
@@ -503,7 +509,8 @@ mod tests {
         let c = Config::parse(&format!(
             "{base}[limits]\nmax_connections = 7\nmax_connections_per_ip = 3\n\
              sniff_timeout_secs = 2\nidle_timeout_secs = 0\nmax_inflight_uploads = 1\n\
-             max_inflight_upload_bytes = 0\nmax_upstream_connections = 1\n"
+             max_inflight_upload_bytes = 0\nmax_upstream_connections = 1\n\
+             upload_idle_timeout_secs = 5\n"
         ))
         .unwrap();
         assert_eq!(c.limits.max_connections, 7);
@@ -513,6 +520,7 @@ mod tests {
         assert_eq!(c.limits.max_inflight_uploads, 1);
         assert_eq!(c.limits.max_inflight_upload_bytes, 0);
         assert_eq!(c.limits.max_upstream_connections, 1);
+        assert_eq!(c.limits.upload_idle_timeout_secs, 5);
         // Untouched keys keep their defaults.
         assert_eq!(
             c.limits.max_message_bytes,
@@ -535,6 +543,10 @@ mod tests {
             ("sniff_timeout_secs = 0", "limits.sniff_timeout_secs"),
             ("header_timeout_secs = 0", "limits.header_timeout_secs"),
             ("max_inflight_calls = 0", "limits.max_inflight_calls"),
+            (
+                "upload_idle_timeout_secs = 0",
+                "limits.upload_idle_timeout_secs",
+            ),
             ("max_header_bytes = 100", "limits.max_header_bytes"),
             ("idle_timeout_secs = 10", "limits.idle_timeout_secs"),
             ("max_connections = \"many\"", "limits.max_connections"),

@@ -411,6 +411,10 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             bound
         }
     };
+    let idle = Duration::from_secs(config.limits.upload_idle_timeout_secs);
+    for b in &backends {
+        tokio::spawn(b.clone().reap_idle_uploads(idle, shutdown.clone()));
+    }
     let task = tokio::spawn(accept_loop(
         listener,
         tub,
