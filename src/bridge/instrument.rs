@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::journal::{Leftover, UploadJournal};
 use crate::storage::*;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -176,6 +177,8 @@ struct Pending {
     size: u64,
     /// When it was allocated, or last written to.
     last: Instant,
+    /// Left unfinished by a previous run (see [`UploadJournal`]): aborted at once.
+    left_over: bool,
 }
 
 /// A backend wrapped for one link.
@@ -191,6 +194,7 @@ pub struct Instrumented {
     upload_limits: (usize, u64),
     inflight_calls: AtomicUsize,
     upstream: Mutex<UpstreamState>,
+    journal: Option<UploadJournal>,
 }
 
 /// Decrements the in-flight count however the call ends.
@@ -216,7 +220,35 @@ impl Instrumented {
                 state: "unknown",
                 ..Default::default()
             }),
+            journal: None,
         }
+    }
+
+    /// Record this link's unfinished uploads in `journal`, and take over the ones a
+    /// previous run left there (`leftovers`, from [`UploadJournal::open`]): they
+    /// count as unfinished uploads until [`Instrumented::reap_idle_uploads`], on
+    /// its first pass, aborts them upstream.
+    pub fn with_journal(
+        mut self,
+        journal: UploadJournal,
+        leftovers: Vec<Leftover>,
+    ) -> Instrumented {
+        let n = {
+            let mut uploads = self.uploads.lock().expect("uploads");
+            for (key, secret) in leftovers {
+                let pending = Pending {
+                    secret,
+                    size: 0,
+                    last: Instant::now(),
+                    left_over: true,
+                };
+                uploads.insert(key, pending);
+            }
+            uploads.len()
+        };
+        self.journal = Some(journal);
+        self.set_uploads_gauge(n);
+        self
     }
 
     /// Limit the unfinished uploads of this link: at most `max_uploads` shares
@@ -311,14 +343,23 @@ impl Instrumented {
             .await
     }
 
-    /// Runs [`Instrumented::abort_idle`] every `idle / 4` (between 1 s and 60 s)
-    /// until `stop` is cancelled.
+    /// Runs [`Instrumented::abort_idle`] at once (for uploads left over by a previous
+    /// run), then every `idle / 4` (between 1 s and 60 s) until `stop` is cancelled.
     pub async fn reap_idle_uploads(
         self: Arc<Self>,
         idle: Duration,
         stop: tokio_util::sync::CancellationToken,
     ) {
         let tick = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let left = self
+            .abort_where("left by a previous run", |p| p.left_over)
+            .await;
+        if left > 0 {
+            tracing::info!(
+                link = %self.link,
+                "aborted {left} share uploads upstream that a previous run left unfinished"
+            );
+        }
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -356,7 +397,13 @@ impl Instrumented {
         }
         self.set_uploads_gauge(left);
         for ((si, sh), secret) in &gone {
-            match self.inner.abort_immutable(*si, *sh, secret).await {
+            let r = self.inner.abort_immutable(*si, *sh, secret).await;
+            if let Some(j) = &self.journal {
+                // Ended here whatever the answer: an upstream that cannot be told
+                // now has its own timeout, and a restart empties Tahoe's incoming/.
+                j.finished(*si, *sh);
+            }
+            match r {
                 Ok(()) => tracing::debug!(link = %self.link, %si, sh, "aborted upload ({why})"),
                 Err(e) => {
                     tracing::debug!(link = %self.link, %si, sh, "abort ({why}) failed: {e}")
@@ -386,6 +433,9 @@ impl Instrumented {
         let n = {
             let mut u = self.uploads.lock().expect("uploads");
             u.remove(&(si, sh));
+            if let Some(j) = &self.journal {
+                j.finished(si, sh);
+            }
             u.len()
         };
         self.set_uploads_gauge(n);
@@ -472,7 +522,11 @@ impl StorageApi for Instrumented {
                     secret: secret.clone(),
                     size,
                     last: Instant::now(),
+                    left_over: false,
                 };
+                if let Some(j) = &self.journal {
+                    j.started(si, *sh, &secret);
+                }
                 u.insert((si, *sh), pending);
             }
             u.len()
@@ -787,6 +841,56 @@ mod tests {
         .expect("the reaper aborts idle uploads");
         stop.cancel();
         reaper.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn uploads_left_by_a_killed_run_are_aborted_at_the_next_start() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("l.journal");
+        let store = Arc::new(MemoryStorage::new(1 << 30));
+        let open = || {
+            let (j, left) = UploadJournal::open(&path).unwrap();
+            Arc::new(
+                Instrumented::new("t", store.clone(), Arc::new(Metrics::default()))
+                    .with_journal(j, left),
+            )
+        };
+        let l = open();
+        l.allocate_buckets(alloc(1, &[0, 1, 2], 4)).await.unwrap();
+        let si = StorageIndex([1; 16]);
+        let secret = Secret(vec![1; 32]);
+        l.write_immutable(si, 0, &secret, 0, Bytes::from_static(b"done"))
+            .await
+            .unwrap();
+        l.abort_immutable(si, 1, &secret).await.unwrap();
+        // Killed: no shutdown, nothing aborted. The next run takes share 2 over...
+        drop(l);
+        let l = open();
+        assert_eq!(l.inflight_uploads(), 1);
+        // ...and its reaper aborts it at once, long before the idle timeout.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let reaper = tokio::spawn(
+            l.clone()
+                .reap_idle_uploads(Duration::from_secs(3600), stop.clone()),
+        );
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while l.inflight_uploads() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the leftover is aborted");
+        stop.cancel();
+        reaper.await.unwrap();
+        let e = store
+            .write_immutable(si, 2, &secret, 0, Bytes::from_static(b"late"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::NotFound(_)), "{e}");
+        assert_eq!(store.list_immutable_shares(si).await.unwrap().len(), 1);
+        drop(l);
+        let (_, left) = UploadJournal::open(&path).unwrap();
+        assert!(left.is_empty(), "the journal is empty again");
     }
 
     #[tokio::test]
