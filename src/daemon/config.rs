@@ -173,6 +173,12 @@ pub struct Limits {
     /// Connections one link opens to a GBS upstream at once (a Foolscap upstream always
     /// gets exactly one). Calls past it wait for a connection.
     pub max_upstream_connections: usize,
+    /// Seconds a call to a GBS upstream may wait for its response headers, and for
+    /// each piece of a response body (Tahoe's HTTP client: 60); connecting gets at
+    /// most 30 of them. Past it the call fails as the upstream unavailable. It bounds
+    /// a stalled GBS upstream, which Tahoe's Foolscap clients would wait for forever;
+    /// a stalled Foolscap upstream is bounded by `idle_timeout_secs`.
+    pub upstream_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -194,6 +200,7 @@ impl Default for Limits {
             max_inflight_upload_bytes: 64 << 30,
             upload_idle_timeout_secs: 30 * 60,
             max_upstream_connections: 64,
+            upstream_timeout_secs: 60,
         }
     }
 }
@@ -202,7 +209,7 @@ impl Limits {
     /// Refuse values that would make the daemon unusable (a zero where zero would stop
     /// all traffic); the error names the key.
     fn validate(&self) -> Result<(), ConfigError> {
-        let nonzero: [(&str, u64); 13] = [
+        let nonzero: [(&str, u64); 14] = [
             ("max_connections", self.max_connections as u64),
             ("max_connections_per_ip", self.max_connections_per_ip as u64),
             ("sniff_timeout_secs", self.sniff_timeout_secs),
@@ -215,6 +222,7 @@ impl Limits {
             ("max_header_bytes", self.max_header_bytes as u64),
             ("max_inflight_uploads", self.max_inflight_uploads as u64),
             ("upload_idle_timeout_secs", self.upload_idle_timeout_secs),
+            ("upstream_timeout_secs", self.upstream_timeout_secs),
             (
                 "max_upstream_connections",
                 self.max_upstream_connections as u64,
@@ -510,7 +518,7 @@ mod tests {
             "{base}[limits]\nmax_connections = 7\nmax_connections_per_ip = 3\n\
              sniff_timeout_secs = 2\nidle_timeout_secs = 0\nmax_inflight_uploads = 1\n\
              max_inflight_upload_bytes = 0\nmax_upstream_connections = 1\n\
-             upload_idle_timeout_secs = 5\n"
+             upload_idle_timeout_secs = 5\nupstream_timeout_secs = 7\n"
         ))
         .unwrap();
         assert_eq!(c.limits.max_connections, 7);
@@ -521,6 +529,7 @@ mod tests {
         assert_eq!(c.limits.max_inflight_upload_bytes, 0);
         assert_eq!(c.limits.max_upstream_connections, 1);
         assert_eq!(c.limits.upload_idle_timeout_secs, 5);
+        assert_eq!(c.limits.upstream_timeout_secs, 7);
         // Untouched keys keep their defaults.
         assert_eq!(
             c.limits.max_message_bytes,
@@ -547,6 +556,7 @@ mod tests {
                 "upload_idle_timeout_secs = 0",
                 "limits.upload_idle_timeout_secs",
             ),
+            ("upstream_timeout_secs = 0", "limits.upstream_timeout_secs"),
             ("max_header_bytes = 100", "limits.max_header_bytes"),
             ("idle_timeout_secs = 10", "limits.idle_timeout_secs"),
             ("max_connections = \"many\"", "limits.max_connections"),

@@ -193,9 +193,14 @@ async fn backend(
             Arc::new(FoolscapBackend::new(client_tub.clone(), furl.clone()))
         }
         Upstream::Gbs(nurl) => {
+            let timeout = Duration::from_secs(limits.upstream_timeout_secs);
+            let defaults = ClientConfig::default();
             let config = ClientConfig {
                 max_connections: limits.max_upstream_connections,
-                ..ClientConfig::default()
+                connect_timeout: defaults.connect_timeout.min(timeout),
+                request_timeout: timeout,
+                body_idle_timeout: timeout,
+                ..defaults
             };
             Arc::new(GbsClient::new(nurl, config).map_err(|e| e.to_string())?)
         }
