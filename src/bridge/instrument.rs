@@ -1,13 +1,14 @@
 //! A link's view of its backend: every storage call counted, timed and sized for
 //! `/metrics`, the upstream's state for `/status`, and the unfinished uploads
-//! remembered so that a shutdown can abort them upstream.
+//! remembered so that a shutdown can abort them upstream, and so can
+//! [`Instrumented::reap_idle_uploads`] once nobody writes to one any more.
 //!
 //! It wraps any [`StorageApi`] and is itself one, so the fronts see no difference.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::journal::{Leftover, UploadJournal};
 use crate::storage::*;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -167,19 +169,32 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// One unfinished upload of one share.
+struct Pending {
+    /// To abort it (at shutdown, or once idle).
+    secret: Secret,
+    /// Its allocated size, counted against the upload limits.
+    size: u64,
+    /// When it was allocated, or last written to.
+    last: Instant,
+    /// Left unfinished by a previous run (see [`UploadJournal`]): aborted at once.
+    left_over: bool,
+}
+
 /// A backend wrapped for one link.
 pub struct Instrumented {
     link: String,
     inner: Arc<dyn StorageApi>,
     metrics: Arc<Metrics>,
-    /// Unfinished uploads: their secret (to abort them at shutdown) and allocated size.
-    uploads: Mutex<HashMap<(StorageIndex, ShareNum), (Secret, u64)>>,
+    /// Unfinished uploads.
+    uploads: Mutex<HashMap<(StorageIndex, ShareNum), Pending>>,
     /// Shares and bytes of allocations on their way upstream, counted against the
     /// limits until the upstream answers.
     reserved: Mutex<(usize, u64)>,
     upload_limits: (usize, u64),
     inflight_calls: AtomicUsize,
     upstream: Mutex<UpstreamState>,
+    journal: Option<UploadJournal>,
 }
 
 /// Decrements the in-flight count however the call ends.
@@ -205,7 +220,35 @@ impl Instrumented {
                 state: "unknown",
                 ..Default::default()
             }),
+            journal: None,
         }
+    }
+
+    /// Record this link's unfinished uploads in `journal`, and take over the ones a
+    /// previous run left there (`leftovers`, from [`UploadJournal::open`]): they
+    /// count as unfinished uploads until [`Instrumented::reap_idle_uploads`], on
+    /// its first pass, aborts them upstream.
+    pub fn with_journal(
+        mut self,
+        journal: UploadJournal,
+        leftovers: Vec<Leftover>,
+    ) -> Instrumented {
+        let n = {
+            let mut uploads = self.uploads.lock().expect("uploads");
+            for (key, secret) in leftovers {
+                let pending = Pending {
+                    secret,
+                    size: 0,
+                    last: Instant::now(),
+                    left_over: true,
+                };
+                uploads.insert(key, pending);
+            }
+            uploads.len()
+        };
+        self.journal = Some(journal);
+        self.set_uploads_gauge(n);
+        self
     }
 
     /// Limit the unfinished uploads of this link: at most `max_uploads` shares
@@ -224,7 +267,7 @@ impl Instrumented {
             .lock()
             .expect("uploads")
             .values()
-            .map(|(_, n)| *n)
+            .map(|p| p.size)
             .sum()
     }
 
@@ -237,7 +280,7 @@ impl Instrumented {
             .filter(|sh| !uploads.contains_key(&(req.storage_index, **sh)))
             .count();
         let bytes = (new as u64).saturating_mul(req.allocated_size);
-        let held: u64 = uploads.values().map(|(_, n)| *n).sum();
+        let held: u64 = uploads.values().map(|p| p.size).sum();
         let mut reserved = self.reserved.lock().expect("reserved");
         let (max_n, max_b) = self.upload_limits;
         if uploads.len() + reserved.0 + new > max_n {
@@ -282,26 +325,99 @@ impl Instrumented {
 
     /// Abort every unfinished upload upstream (at shutdown); returns how many.
     pub async fn abort_unfinished(&self) -> usize {
-        let uploads: Vec<_> = self
-            .uploads
-            .lock()
-            .expect("uploads")
-            .drain()
-            .map(|(k, (secret, _))| (k, secret))
-            .collect();
-        self.metrics
-            .inflight_uploads
-            .get_or_create(&LinkLabel {
-                link: self.link.clone(),
-            })
-            .set(0);
-        let n = uploads.len();
-        for ((si, sh), secret) in uploads {
-            if let Err(e) = self.inner.abort_immutable(si, sh, &secret).await {
-                tracing::debug!(link = %self.link, %si, sh, "abort at shutdown failed: {e}");
+        self.abort_where("at shutdown", |_| true).await
+    }
+
+    /// Abort upstream every upload nobody has allocated or written to for longer
+    /// than `idle`; returns how many.
+    ///
+    /// A Foolscap client's uploads are aborted when its connection drops (the
+    /// canary), but GBS ties no upload to a connection: when an HTTP client dies
+    /// mid-upload, nothing else ends its uploads here. They would stay counted in
+    /// flight (against `max_inflight_uploads`) for good, and upstream hold their
+    /// share in `incoming/`, where a Tahoe node allocates no second writer for it,
+    /// until the node's own 30-minute timer.
+    pub async fn abort_idle(&self, idle: Duration) -> usize {
+        let now = Instant::now();
+        self.abort_where("idle", |p| now.saturating_duration_since(p.last) > idle)
+            .await
+    }
+
+    /// Runs [`Instrumented::abort_idle`] at once (for uploads left over by a previous
+    /// run), then every `idle / 4` (between 1 s and 60 s) until `stop` is cancelled.
+    pub async fn reap_idle_uploads(
+        self: Arc<Self>,
+        idle: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let tick = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let left = self
+            .abort_where("left by a previous run", |p| p.left_over)
+            .await;
+        if left > 0 {
+            tracing::info!(
+                link = %self.link,
+                "aborted {left} share uploads upstream that a previous run left unfinished"
+            );
+        }
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let n = self.abort_idle(idle).await;
+            if n > 0 {
+                tracing::info!(
+                    link = %self.link,
+                    "aborted {n} share uploads upstream: no write for {} s",
+                    idle.as_secs()
+                );
             }
         }
-        n
+    }
+
+    /// Forget the unfinished uploads `expired` picks, then abort them upstream
+    /// (whatever the answer: the upstream may have dropped them already).
+    async fn abort_where(&self, why: &str, expired: impl Fn(&Pending) -> bool) -> usize {
+        let (gone, left) = {
+            let mut uploads = self.uploads.lock().expect("uploads");
+            let keys: Vec<_> = uploads
+                .iter()
+                .filter(|(_, p)| expired(p))
+                .map(|(k, _)| *k)
+                .collect();
+            let gone: Vec<_> = keys
+                .into_iter()
+                .filter_map(|k| uploads.remove(&k).map(|p| (k, p.secret)))
+                .collect();
+            (gone, uploads.len())
+        };
+        if gone.is_empty() {
+            return 0;
+        }
+        self.set_uploads_gauge(left);
+        for ((si, sh), secret) in &gone {
+            let r = self.inner.abort_immutable(*si, *sh, secret).await;
+            if let Some(j) = &self.journal {
+                // Ended here whatever the answer: an upstream that cannot be told
+                // now has its own timeout, and a restart empties Tahoe's incoming/.
+                j.finished(*si, *sh);
+            }
+            match r {
+                Ok(()) => tracing::debug!(link = %self.link, %si, sh, "aborted upload ({why})"),
+                Err(e) => {
+                    tracing::debug!(link = %self.link, %si, sh, "abort ({why}) failed: {e}")
+                }
+            }
+        }
+        gone.len()
+    }
+
+    /// Note a write to an unfinished upload (it is not idle).
+    fn touch(&self, si: StorageIndex, sh: ShareNum) {
+        if let Some(p) = self.uploads.lock().expect("uploads").get_mut(&(si, sh)) {
+            p.last = Instant::now();
+        }
     }
 
     fn set_uploads_gauge(&self, n: usize) {
@@ -317,6 +433,9 @@ impl Instrumented {
         let n = {
             let mut u = self.uploads.lock().expect("uploads");
             u.remove(&(si, sh));
+            if let Some(j) = &self.journal {
+                j.finished(si, sh);
+            }
             u.len()
         };
         self.set_uploads_gauge(n);
@@ -399,7 +518,16 @@ impl StorageApi for Instrumented {
             let mut u = self.uploads.lock().expect("uploads");
             self.unreserve(reservation);
             for sh in &r.as_ref().map(|r| r.allocated.clone()).unwrap_or_default() {
-                u.insert((si, *sh), (secret.clone(), size));
+                let pending = Pending {
+                    secret: secret.clone(),
+                    size,
+                    last: Instant::now(),
+                    left_over: false,
+                };
+                if let Some(j) = &self.journal {
+                    j.started(si, *sh, &secret);
+                }
+                u.insert((si, *sh), pending);
             }
             u.len()
         };
@@ -417,13 +545,17 @@ impl StorageApi for Instrumented {
         data: Bytes,
     ) -> StorageResult<WriteProgress> {
         let len = data.len();
+        // Before (a write in progress is no sign of a dead client) and after.
+        self.touch(si, shnum);
         let r = self
             .measure(
                 "write_immutable",
                 self.inner
                     .write_immutable(si, shnum, upload_secret, offset, data),
             )
-            .await?;
+            .await;
+        self.touch(si, shnum);
+        let r = r?;
         self.count_bytes("in", len);
         if r.complete() {
             self.finish_upload(si, shnum);
@@ -664,6 +796,101 @@ mod tests {
         assert_eq!(l.inflight_uploads(), 0);
         // A refused allocation leaves no reservation behind.
         l.allocate_buckets(alloc(1, &[0, 1], 50)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn idle_uploads_are_aborted_upstream_and_written_ones_kept() {
+        let store = Arc::new(MemoryStorage::new(1 << 30));
+        let l = Arc::new(Instrumented::new(
+            "t",
+            store.clone(),
+            Arc::new(Metrics::default()),
+        ));
+        l.allocate_buckets(alloc(1, &[0, 1], 10)).await.unwrap();
+        let si = StorageIndex([1; 16]);
+        let secret = Secret(vec![1; 32]);
+        let idle = Duration::from_millis(300);
+        assert_eq!(l.abort_idle(idle).await, 0, "nothing idle yet");
+        // Share 0 keeps being written to; share 1 is left alone.
+        for i in 0..5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            l.write_immutable(si, 0, &secret, i, Bytes::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(l.abort_idle(idle).await, 1);
+        assert_eq!(l.inflight_uploads(), 1);
+        // Aborted in the store too: the same secret may not write to it any more...
+        let e = store
+            .write_immutable(si, 1, &secret, 0, Bytes::from_static(b"y"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::NotFound(_)), "{e}");
+        // ...and a new upload of that share may start.
+        let r = l.allocate_buckets(alloc(1, &[1], 10)).await.unwrap();
+        assert_eq!(r.allocated, [1].into_iter().collect());
+        // The reaper does the same on its own, and stops when told to.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let reaper = tokio::spawn(l.clone().reap_idle_uploads(idle, stop.clone()));
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while l.inflight_uploads() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the reaper aborts idle uploads");
+        stop.cancel();
+        reaper.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn uploads_left_by_a_killed_run_are_aborted_at_the_next_start() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("l.journal");
+        let store = Arc::new(MemoryStorage::new(1 << 30));
+        let open = || {
+            let (j, left) = UploadJournal::open(&path).unwrap();
+            Arc::new(
+                Instrumented::new("t", store.clone(), Arc::new(Metrics::default()))
+                    .with_journal(j, left),
+            )
+        };
+        let l = open();
+        l.allocate_buckets(alloc(1, &[0, 1, 2], 4)).await.unwrap();
+        let si = StorageIndex([1; 16]);
+        let secret = Secret(vec![1; 32]);
+        l.write_immutable(si, 0, &secret, 0, Bytes::from_static(b"done"))
+            .await
+            .unwrap();
+        l.abort_immutable(si, 1, &secret).await.unwrap();
+        // Killed: no shutdown, nothing aborted. The next run takes share 2 over...
+        drop(l);
+        let l = open();
+        assert_eq!(l.inflight_uploads(), 1);
+        // ...and its reaper aborts it at once, long before the idle timeout.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let reaper = tokio::spawn(
+            l.clone()
+                .reap_idle_uploads(Duration::from_secs(3600), stop.clone()),
+        );
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while l.inflight_uploads() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the leftover is aborted");
+        stop.cancel();
+        reaper.await.unwrap();
+        let e = store
+            .write_immutable(si, 2, &secret, 0, Bytes::from_static(b"late"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::NotFound(_)), "{e}");
+        assert_eq!(store.list_immutable_shares(si).await.unwrap().len(), 1);
+        drop(l);
+        let (_, left) = UploadJournal::open(&path).unwrap();
+        assert!(left.is_empty(), "the journal is empty again");
     }
 
     #[tokio::test]

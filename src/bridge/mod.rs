@@ -7,4 +7,5 @@ pub mod errors;
 pub mod foolscap_backend;
 pub mod foolscap_front;
 pub mod instrument;
+pub mod journal;
 pub mod trace;

@@ -166,9 +166,19 @@ pub struct Limits {
     pub max_inflight_uploads: usize,
     /// The allocated bytes of those unfinished uploads, per link; same answer past it.
     pub max_inflight_upload_bytes: u64,
+    /// Seconds an unfinished immutable upload may go without a write before swampgate
+    /// aborts it upstream (Tahoe's servers: 30 minutes). This ends the uploads of a
+    /// GBS client that died mid-upload, which no connection loss would tell.
+    pub upload_idle_timeout_secs: u64,
     /// Connections one link opens to a GBS upstream at once (a Foolscap upstream always
     /// gets exactly one). Calls past it wait for a connection.
     pub max_upstream_connections: usize,
+    /// Seconds a call to a GBS upstream may wait for its response headers, and for
+    /// each piece of a response body (Tahoe's HTTP client: 60); connecting gets at
+    /// most 30 of them. Past it the call fails as the upstream unavailable. It bounds
+    /// a stalled GBS upstream, which Tahoe's Foolscap clients would wait for forever;
+    /// a stalled Foolscap upstream is bounded by `idle_timeout_secs`.
+    pub upstream_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -188,7 +198,9 @@ impl Default for Limits {
             max_read_test_write_bytes: 128 << 20,
             max_inflight_uploads: 4096,
             max_inflight_upload_bytes: 64 << 30,
+            upload_idle_timeout_secs: 30 * 60,
             max_upstream_connections: 64,
+            upstream_timeout_secs: 60,
         }
     }
 }
@@ -197,7 +209,7 @@ impl Limits {
     /// Refuse values that would make the daemon unusable (a zero where zero would stop
     /// all traffic); the error names the key.
     fn validate(&self) -> Result<(), ConfigError> {
-        let nonzero: [(&str, u64); 12] = [
+        let nonzero: [(&str, u64); 14] = [
             ("max_connections", self.max_connections as u64),
             ("max_connections_per_ip", self.max_connections_per_ip as u64),
             ("sniff_timeout_secs", self.sniff_timeout_secs),
@@ -209,6 +221,8 @@ impl Limits {
             ("max_message_bytes", self.max_message_bytes),
             ("max_header_bytes", self.max_header_bytes as u64),
             ("max_inflight_uploads", self.max_inflight_uploads as u64),
+            ("upload_idle_timeout_secs", self.upload_idle_timeout_secs),
+            ("upstream_timeout_secs", self.upstream_timeout_secs),
             (
                 "max_upstream_connections",
                 self.max_upstream_connections as u64,
@@ -503,7 +517,8 @@ mod tests {
         let c = Config::parse(&format!(
             "{base}[limits]\nmax_connections = 7\nmax_connections_per_ip = 3\n\
              sniff_timeout_secs = 2\nidle_timeout_secs = 0\nmax_inflight_uploads = 1\n\
-             max_inflight_upload_bytes = 0\nmax_upstream_connections = 1\n"
+             max_inflight_upload_bytes = 0\nmax_upstream_connections = 1\n\
+             upload_idle_timeout_secs = 5\nupstream_timeout_secs = 7\n"
         ))
         .unwrap();
         assert_eq!(c.limits.max_connections, 7);
@@ -513,6 +528,8 @@ mod tests {
         assert_eq!(c.limits.max_inflight_uploads, 1);
         assert_eq!(c.limits.max_inflight_upload_bytes, 0);
         assert_eq!(c.limits.max_upstream_connections, 1);
+        assert_eq!(c.limits.upload_idle_timeout_secs, 5);
+        assert_eq!(c.limits.upstream_timeout_secs, 7);
         // Untouched keys keep their defaults.
         assert_eq!(
             c.limits.max_message_bytes,
@@ -535,6 +552,11 @@ mod tests {
             ("sniff_timeout_secs = 0", "limits.sniff_timeout_secs"),
             ("header_timeout_secs = 0", "limits.header_timeout_secs"),
             ("max_inflight_calls = 0", "limits.max_inflight_calls"),
+            (
+                "upload_idle_timeout_secs = 0",
+                "limits.upload_idle_timeout_secs",
+            ),
+            ("upstream_timeout_secs = 0", "limits.upstream_timeout_secs"),
             ("max_header_bytes = 100", "limits.max_header_bytes"),
             ("idle_timeout_secs = 10", "limits.idle_timeout_secs"),
             ("max_connections = \"many\"", "limits.max_connections"),

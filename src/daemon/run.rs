@@ -21,6 +21,7 @@ use super::state::{self, StateDir, StateError};
 use crate::bridge::foolscap_backend::FoolscapBackend;
 use crate::bridge::foolscap_front::StorageServerObject;
 use crate::bridge::instrument::{Instrumented, Metrics, ProtocolLabel};
+use crate::bridge::journal::UploadJournal;
 use crate::foolscap::furl::Hint;
 use crate::foolscap::{Tub, TubConfig, TubIdentity};
 use crate::gbs::client::{ClientConfig, GbsClient};
@@ -192,9 +193,14 @@ async fn backend(
             Arc::new(FoolscapBackend::new(client_tub.clone(), furl.clone()))
         }
         Upstream::Gbs(nurl) => {
+            let timeout = Duration::from_secs(limits.upstream_timeout_secs);
+            let defaults = ClientConfig::default();
             let config = ClientConfig {
                 max_connections: limits.max_upstream_connections,
-                ..ClientConfig::default()
+                connect_timeout: defaults.connect_timeout.min(timeout),
+                request_timeout: timeout,
+                body_idle_timeout: timeout,
+                ..defaults
             };
             Arc::new(GbsClient::new(nurl, config).map_err(|e| e.to_string())?)
         }
@@ -283,12 +289,28 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         let api = backend(&l.upstream, state, &identity, &client_tub, &config.limits)
             .await
             .map_err(|why| cfg(format!("link[{i}].upstream"), why))?;
-        let instrumented = Arc::new(
-            Instrumented::new(&l.name, api, metrics.clone()).with_upload_limits(
-                config.limits.max_inflight_uploads,
-                config.limits.max_inflight_upload_bytes,
-            ),
+        let mut instrumented = Instrumented::new(&l.name, api, metrics.clone()).with_upload_limits(
+            config.limits.max_inflight_uploads,
+            config.limits.max_inflight_upload_bytes,
         );
+        if let Upstream::Gbs(_) = &l.upstream {
+            // Only a GBS upstream needs it: a Foolscap one aborts the uploads of a
+            // connection that drops, and the embedded store keeps its own.
+            let path = state.upload_journal(&l.name);
+            let (journal, leftovers) = UploadJournal::open(&path).map_err(|e| StateError {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            })?;
+            if !leftovers.is_empty() {
+                info!(
+                    link = %l.name,
+                    "{} share uploads left unfinished by the previous run: aborting them upstream",
+                    leftovers.len()
+                );
+            }
+            instrumented = instrumented.with_journal(journal, leftovers);
+        }
+        let instrumented = Arc::new(instrumented);
         backends.push(instrumented.clone());
         statuses.push((describe(&l.upstream), instrumented.clone()));
         let api: Arc<dyn StorageApi> = instrumented;
@@ -411,6 +433,10 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             bound
         }
     };
+    let idle = Duration::from_secs(config.limits.upload_idle_timeout_secs);
+    for b in &backends {
+        tokio::spawn(b.clone().reap_idle_uploads(idle, shutdown.clone()));
+    }
     let task = tokio::spawn(accept_loop(
         listener,
         tub,

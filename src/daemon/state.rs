@@ -5,6 +5,7 @@
 //! STATE/private/node.pem            the served identity (Tahoe's node.pem layout)
 //! STATE/private/client.pem          the identity used to dial Foolscap upstreams
 //! STATE/private/links/NAME.swissnum a link's swissnum (unless adopted)
+//! STATE/private/uploads/NAME.journal a GBS-upstream link's unfinished uploads
 //! STATE/links/NAME.furl, NAME.nurl  the URLs clients use
 //! STATE/shares/                     the embedded store of `local:shares`
 //! ```
@@ -110,6 +111,14 @@ impl StateDir {
             }
             Err(e) => Err(err(&p, e)),
         }
+    }
+
+    /// The unfinished uploads of a link to a GBS upstream, with their upload
+    /// secrets (see [`crate::bridge::journal`]).
+    pub fn upload_journal(&self, link: &str) -> PathBuf {
+        self.root
+            .join("private/uploads")
+            .join(format!("{link}.journal"))
     }
 
     /// Record a link's URLs in `STATE/links/`.

@@ -9,7 +9,8 @@
 //! - [`Process`]: a guarded child process, stopped by pid (its process group) when
 //!   dropped, also on panic; it dies with the test process too.
 //! - [`storage_node`], [`client_node`], [`introducer_node`]: real nodes in temp
-//!   dirs on free loopback ports; dropping one stops it and deletes its dir.
+//!   dirs on free loopback ports; dropping one stops it and deletes its dir. Each
+//!   can be restarted from its dir (also after [`Process::signal`] killed it).
 //! - [`join`]: run two setups in parallel (nodes may be started from any thread).
 //! - [`python_script`], [`run_python_script`]: the helpers in `tests/interop/`.
 //! - [`listening_tcp_addrs`], [`pid_exists`], [`process_group_exists`]: for

@@ -116,6 +116,29 @@ impl Process {
         self.pid
     }
 
+    /// Sends `signal` (e.g. `libc::SIGKILL`, `SIGSTOP`, `SIGCONT`) to the child only,
+    /// not its process group, as a fault would hit one process. Panics if the child
+    /// is already reaped. A killed child stays a zombie until [`Process::try_status`],
+    /// [`Process::wait_timeout`] or [`Process::stop`] reaps it.
+    pub fn signal(&self, signal: libc::c_int) {
+        assert!(
+            self.status.is_none(),
+            "{} (pid {}) was already reaped; not signalling a reused pid",
+            self.name,
+            self.pid
+        );
+        // SAFETY: plain syscall on our own unreaped child.
+        let rc = unsafe { libc::kill(self.pid as libc::pid_t, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({}, {signal}) for {}: {}",
+            self.pid,
+            self.name,
+            io::Error::last_os_error()
+        );
+    }
+
     /// Path of the file receiving the child's stdout.
     pub fn stdout_path(&self) -> &Path {
         &self.stdout

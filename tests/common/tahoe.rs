@@ -250,6 +250,14 @@ impl StorageNode {
         self.dir().join("storage/shares")
     }
 
+    /// Where Tahoe keeps shares being uploaded, `storage/shares/incoming`
+    /// (`incoming/PREFIX/SI/SHNUM`); a share moves to `shares/PREFIX/SI/SHNUM` when
+    /// its writer is closed, and is deleted when the upload is aborted. Tahoe empties
+    /// it when the node starts.
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.shares_dir().join("incoming")
+    }
+
     /// The server id clients know this node by: `v0-` + base32 of its Ed25519
     /// public key (`node.pubkey` without `pub-`), the key of its announcements.
     pub fn server_id(&self) -> &str {
@@ -383,6 +391,8 @@ impl Default for ClientOptions {
 pub struct ClientNode {
     base: NodeBase,
     web_port: u16,
+    /// The static servers to wait for after a (re)start; empty if not waiting.
+    wait_for: Vec<String>,
 }
 
 /// One row of the client's welcome page JSON (`GET /?t=json`, `servers`).
@@ -428,20 +438,57 @@ pub fn client_node(opts: ClientOptions) -> ClientNode {
     if !opts.servers.is_empty() {
         private_files.push(("servers.yaml".to_owned(), servers_yaml(&opts.servers)));
     }
-    let mut base = NodeBase::launch(&opts.nickname, "create-client", args, config, private_files);
-    let node_url = base.dir.join("node.url");
-    base.wait_until("the web API listening (node.url written)", || {
-        node_url.exists() && port_accepts(web_port)
-    });
-    let client = ClientNode { base, web_port };
-    if opts.wait_for_servers {
-        let ids: Vec<&str> = opts.servers.iter().map(|s| s.server_id.as_str()).collect();
-        client.wait_for_servers(&ids);
-    }
+    let base = NodeBase::launch(&opts.nickname, "create-client", args, config, private_files);
+    let wait_for = if opts.wait_for_servers {
+        opts.servers.iter().map(|s| s.server_id.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let mut client = ClientNode {
+        base,
+        web_port,
+        wait_for,
+    };
+    client.wait_ready();
     client
 }
 
 impl ClientNode {
+    /// Waits until the web API answers and, if asked at creation, every static
+    /// server is connected.
+    fn wait_ready(&mut self) {
+        let node_url = self.base.dir.join("node.url");
+        let web_port = self.web_port;
+        self.base
+            .wait_until("the web API listening (node.url written)", || {
+                node_url.exists() && port_accepts(web_port)
+            });
+        let ids: Vec<&str> = self.wait_for.iter().map(String::as_str).collect();
+        if !ids.is_empty() {
+            self.wait_for_servers(&ids);
+        }
+    }
+
+    /// Stops the client (if it still runs: it may have been killed) and starts it
+    /// again from the same node dir: same web port, same `servers.yaml`. Waits as
+    /// [`client_node`] does.
+    pub fn restart(&mut self) {
+        self.base.relaunch();
+        self.wait_ready();
+    }
+
+    /// Starts `tahoe -d NODEDIR ARGS...` in the background (e.g. a `put` to
+    /// interrupt) and returns its guard; see [`ClientNode::tahoe_output`] for the
+    /// blocking form.
+    pub fn spawn_tahoe<I, S>(&self, args: I) -> Process
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let (name, cmd) = self.tahoe_command(args);
+        Process::spawn(&name, cmd, &self.base.logs)
+    }
+
     /// The node directory.
     pub fn dir(&self) -> &Path {
         &self.base.dir
@@ -488,6 +535,15 @@ impl ClientNode {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        let (name, cmd) = self.tahoe_command(args);
+        process::run(&name, cmd, &self.base.logs, CLI_TIMEOUT)
+    }
+
+    fn tahoe_command<I, S>(&self, args: I) -> (String, Command)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         let name = format!(
             "tahoe {}",
@@ -495,7 +551,7 @@ impl ClientNode {
         );
         let mut cmd = venv().command("tahoe");
         cmd.arg("-d").arg(self.dir()).args(&args);
-        process::run(&name, cmd, &self.base.logs, CLI_TIMEOUT)
+        (name, cmd)
     }
 
     /// The storage servers the client knows, from `GET /?t=json`.
