@@ -493,7 +493,7 @@ impl MessageDecoder {
             b"set" => Value::Set(items),
             b"immutable-set" => Value::FrozenSet(items),
             b"dict" => {
-                if items.len() % 2 != 0 {
+                if !items.len().is_multiple_of(2) {
                     return Err(Build::Violation("dict with a key but no value".into()));
                 }
                 let mut seen = HashSet::new();
@@ -565,7 +565,7 @@ impl MessageDecoder {
             },
             b"copyable" => {
                 let name = String::from_utf8_lossy(&frame.opentype[1]).into_owned();
-                if items.len() % 2 != 0 {
+                if !items.len().is_multiple_of(2) {
                     return Err(Build::Violation(
                         "copyable state with a key but no value".into(),
                     ));
@@ -601,7 +601,7 @@ impl MessageDecoder {
                     }
                 };
                 let rest: Vec<Value> = it.collect();
-                if rest.len() < npos || (rest.len() - npos) % 2 != 0 {
+                if rest.len() < npos || !(rest.len() - npos).is_multiple_of(2) {
                     return Err(Build::Violation("malformed arguments".into()));
                 }
                 let mut rest = rest.into_iter();
