@@ -128,6 +128,8 @@ def announcements():
         b' "anonymous-storage-FURL": "pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:7750/swiss"}',
         b'{"service-name": "introducer", "service-name": "storage"}',
         b'{"service-name": 1}',
+        # A float with more digits than an f64 holds (finding 4).
+        b'{"service-name": "storage", "x": 917.5048285057433917e-125}',
         b'["service-name"]',
     ]:
         put("announcement", b"\x02" + msg)
