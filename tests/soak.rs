@@ -871,7 +871,8 @@ impl Report {
             .map(|s| s.first_iteration_done.unwrap_or(f64::INFINITY))
             .fold(secs as f64 * WARMUP_FRACTION, f64::max);
         let end_from = traffic_secs - window_secs;
-        let end = Window::of(samples, end_from, f64::INFINITY);
+        let last = samples.last().map_or(traffic_secs, |s| s.at_secs);
+        let end = Window::of(samples, end_from, last);
         let warmup = if warmup_due + window_secs <= end_from {
             Window::of(samples, warmup_due, warmup_due + window_secs)
         } else {
