@@ -218,10 +218,14 @@ fn soak_mixed_traffic_both_directions() {
             .iter()
             .map(|d| scope.spawn(move || d.run(start, deadline)))
             .collect();
-        let stats = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        // Stop the sampler even if a worker panicked, then pass the panic on.
+        let results: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
         stop_sampling.store(true, Ordering::Relaxed);
         sampler.join().unwrap();
-        stats
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
     });
     let traffic = start.elapsed();
     let mut samples = samples.into_inner().unwrap();
