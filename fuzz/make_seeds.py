@@ -2,11 +2,14 @@
 """Write the fuzz targets' seed corpora into fuzz/corpus/TARGET/ from the repo's
 captured bytes: the Foolscap session transcripts in fixtures/ (split at the phase
 boundaries their sidecars record) and the CBOR vectors captured from Tahoe in
-src/gbs/testdata/cbor_vectors.txt, plus a few hand-written header and URL values.
+src/gbs/testdata/cbor_vectors.txt, the signed introducer announcements captured from
+Tahoe in fixtures/introducer-announcements.json, plus a few hand-written header, URL
+and announcement values.
 Idempotent: seeds are named by content hash."""
 
 import base64
 import hashlib
+import struct
 import json
 import pathlib
 import sys
@@ -97,7 +100,40 @@ def main():
         "tcp:example.org:80,tcp:127.0.0.1:9000",
     ]:
         put("urls", u.encode())
+    announcements()
     print(f"seeded from {n} transcript directions into {CORPUS}", file=sys.stderr)
+
+
+def announcements():
+    """announcement: byte 0 is the path (% 3), the key ((b // 3) & 1: 0 is the
+    adopted node's) and the endpoint ((b // 6) & 1: NURL or FURL)."""
+    doc = json.loads((ROOT / "fixtures/introducer-announcements.json").read_text())
+    for a in doc["announcements"]:
+        msg, sig, key = (a[k].encode() for k in ("msg", "sig", "key"))
+        # Foolscap: a tuple (shape 0) of three byte strings (kind 0), as publish_v2
+        # and announce_v2 carry it; also as a list (shape 1), as Tahoe accepts.
+        items = b"".join(b"\x00" + struct.pack("<H", len(p)) + p for p in (msg, sig, key))
+        put("announcement", b"\x00" + bytes([3 << 2 | 0]) + items)
+        put("announcement", b"\x00" + bytes([3 << 2 | 1]) + items)
+        # HTTP: the POST body, the envelope of docs/introducer-http.md.
+        envelope = {"msg": base64.b64encode(msg).decode(), "sig": a["sig"], "pubkey": a["key"]}
+        put("announcement", b"\x01" + json.dumps(envelope).encode())
+        # Contents, signed in the target: each key/endpoint combination.
+        for ctl in (2, 5, 8, 11):
+            put("announcement", bytes([ctl]) + msg)
+    for msg in [
+        b'{"service-name": "storage", "seqnum": 1}',
+        b'{"service-name": "storage", "nickname": "caf\\u00e9 \\ud834\\udd1e",'
+        b' "seqnum": -0, "n": [1.5e300, -1, 18446744073709551615, null, true, {}],'
+        b' "anonymous-storage-FURL": "pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:7750/swiss"}',
+        b'{"service-name": "introducer", "service-name": "storage"}',
+        b'{"service-name": 1}',
+        # A float with more digits than an f64 holds (finding 4).
+        b'{"service-name": "storage", "x": 917.5048285057433917e-125}',
+        b'["service-name"]',
+    ]:
+        put("announcement", b"\x02" + msg)
+        put("announcement", b"\x08" + msg)
 
 
 if __name__ == "__main__":

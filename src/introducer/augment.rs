@@ -125,4 +125,38 @@ mod tests {
             "pb://t@tcp:127.0.0.1:9/s"
         );
     }
+
+    /// Fuzzing finding 4 (`announcement` target): serde_json parsed a float with
+    /// more digits than an f64 holds to a neighbour of the right value, and the
+    /// re-signed form parsed to yet another, so augmentation changed the numbers of
+    /// what the node had signed. With `float_roundtrip` every value is the one
+    /// Python's `float()` gives and survives re-signing exactly.
+    #[test]
+    fn augmentation_keeps_every_float_exactly() {
+        use ed25519_dalek::Signer;
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let msg: &[u8] = br#"{"service-name": "storage", "x": 917.5048285057433917e-125, "y": 94.3526263339733094e-19, "z": 0.1}"#;
+        let original = SignedAnnouncement {
+            msg: bytes::Bytes::from_static(msg),
+            sig: format!(
+                "v0-{}",
+                crate::storage::base32_lower(&key.sign(msg).to_bytes())
+            ),
+            key: key_string(&key.verifying_key()),
+        }
+        .verify()
+        .unwrap();
+        // Python: float("917.5048285057433917e-125") etc.
+        assert_eq!(original.ann["x"].as_f64(), Some(9.175048285057434e-123));
+        assert_eq!(original.ann["y"].as_f64(), Some(9.435262633397331e-18));
+        assert_eq!(original.ann["z"].as_f64(), Some(0.1));
+        let nodes = AdoptedNodes::new(vec![Adopted {
+            key,
+            endpoint: Endpoint::Nurl("pb://x@127.0.0.1:9/s#v=1".into()),
+        }]);
+        let aug = nodes.augment(&original).unwrap();
+        for k in ["x", "y", "z"] {
+            assert_eq!(aug.ann[k], original.ann[k], "{k}");
+        }
+    }
 }
