@@ -17,7 +17,8 @@
 //!   buffer), so "decode" times the bytes landing in the receive buffer (one copy, as
 //!   the socket read does) plus the decode; `copy into receive buffer` is that copy
 //!   alone, for comparison. The `16 KiB reads` case feeds a fresh buffer the way the
-//!   broker's read loop does (reserve 64 KiB, read at most a TLS record), as when the
+//!   broker's read loop does (reserve what the pending token needs, at least 64 KiB;
+//!   read at most a TLS record), as when the
 //!   previous message's data is still held by the application.
 //! - `message`: whole PB messages through `TokenDecoder` + `MessageDecoder` and
 //!   `MessageEncoder`: a `write(offset, 1 MiB)` call and a 350 KiB `read` answer
@@ -313,7 +314,9 @@ fn banana_cases(out: &mut Vec<Case>) {
                 let mut buf = BytesMut::new();
                 let mut got = None;
                 for chunk in wire.chunks(TLS_RECORD) {
-                    buf.reserve(READ_RESERVE);
+                    // As the broker's read loop: room for the pending token at once.
+                    let want = tokens.bytes_needed().saturating_sub(buf.len());
+                    buf.reserve(want.max(READ_RESERVE));
                     buf.extend_from_slice(chunk);
                     while let Some(tok) = tokens.next_token(&mut buf).expect("valid") {
                         got = Some(tok);
