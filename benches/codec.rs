@@ -316,7 +316,7 @@ fn banana_cases(out: &mut Vec<Case>) {
                 for chunk in wire.chunks(TLS_RECORD) {
                     // As the broker's read loop: room for the pending token at once.
                     let want = tokens.bytes_needed().saturating_sub(buf.len());
-                    buf.reserve(want.max(READ_RESERVE));
+                    buf.reserve(if want > 0 { want } else { READ_RESERVE });
                     buf.extend_from_slice(chunk);
                     while let Some(tok) = tokens.next_token(&mut buf).expect("valid") {
                         got = Some(tok);

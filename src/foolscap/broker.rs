@@ -545,9 +545,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
         // Room for the pending token's body at once (a 1 MiB share write arrives in
-        // many reads), and at least 64 KiB.
+        // many reads), exactly, so the buffer is never grown (and the body copied)
+        // again near its end; between tokens, 64 KiB.
         let want = tokens.bytes_needed().saturating_sub(buf.len());
-        buf.reserve(want.max(64 * 1024));
+        buf.reserve(if want > 0 { want } else { 64 * 1024 });
         tokio::select! {
             _ = inner.closed.cancelled() => break "closed locally".to_string(),
             r = rd.read_buf(&mut buf) => match r {
