@@ -310,6 +310,29 @@ impl Grid {
         (path, data)
     }
 
+    /// One big upload per direction (in [`BOTH`] order), started in the background
+    /// after a watch on each upstream's finished shares: files named `TAG-LINK`.
+    fn start_uploads(&self, tag: &str) -> Uploads {
+        let files: Vec<_> = BOTH
+            .iter()
+            .map(|d| self.file(&format!("{tag}-{}", d.link()), BIG))
+            .collect();
+        let watches = BOTH
+            .iter()
+            .map(|d| ShareWatch::start(self.upstream(*d)))
+            .collect();
+        let puts = BOTH
+            .iter()
+            .zip(&files)
+            .map(|(d, (path, _))| self.spawn_put(*d, path))
+            .collect();
+        Uploads {
+            files,
+            watches,
+            puts,
+        }
+    }
+
     /// `tahoe put FILE` in the background.
     fn spawn_put(&self, dir: Dir, file: &Path) -> Process {
         self.client(dir)
@@ -437,6 +460,14 @@ fn files_under(dir: &Path, skip: Option<&str>) -> BTreeSet<PathBuf> {
 /// Share files of uploads in progress (`shares/incoming/...`).
 fn incoming_shares(node: &StorageNode) -> BTreeSet<PathBuf> {
     files_under(&node.incoming_dir(), None)
+}
+
+/// What [`Grid::start_uploads`] started: per direction, the file (path and
+/// bytes), the watch on the upstream's finished shares, and the running `tahoe put`.
+struct Uploads {
+    files: Vec<(PathBuf, Vec<u8>)>,
+    watches: Vec<ShareWatch>,
+    puts: Vec<Process>,
 }
 
 /// Watches a node's finished shares from a thread, so that a share that appears
@@ -587,19 +618,11 @@ impl Drop for Stalled<'_> {
 #[test]
 fn tahoe_client_killed_mid_upload() {
     let mut g = grid(FAST_LIMITS);
-    let files: Vec<_> = BOTH
-        .iter()
-        .map(|d| g.file(&format!("killed-client-{}", d.link()), BIG))
-        .collect();
-    let watches: Vec<_> = BOTH
-        .iter()
-        .map(|d| ShareWatch::start(g.upstream(*d)))
-        .collect();
-    let mut puts: Vec<_> = BOTH
-        .iter()
-        .zip(&files)
-        .map(|(d, (path, _))| g.spawn_put(*d, path))
-        .collect();
+    let Uploads {
+        files,
+        watches,
+        mut puts,
+    } = g.start_uploads("killed-client");
     let mut killed_at = Vec::new();
     g.on_mid_upload(&mut puts, |d| {
         g.client(d).process().signal(libc::SIGKILL);
@@ -647,19 +670,11 @@ fn tahoe_client_killed_mid_upload() {
 #[test]
 fn upstream_node_killed_mid_upload_then_restarted() {
     let mut g = grid(FAST_LIMITS);
-    let files: Vec<_> = BOTH
-        .iter()
-        .map(|d| g.file(&format!("killed-upstream-{}", d.link()), BIG))
-        .collect();
-    let watches: Vec<_> = BOTH
-        .iter()
-        .map(|d| ShareWatch::start(g.upstream(*d)))
-        .collect();
-    let mut puts: Vec<_> = BOTH
-        .iter()
-        .zip(&files)
-        .map(|(d, (path, _))| g.spawn_put(*d, path))
-        .collect();
+    let Uploads {
+        files,
+        watches,
+        mut puts,
+    } = g.start_uploads("killed-upstream");
     let mut killed_at = Vec::new();
     g.on_mid_upload(&mut puts, |d| {
         g.upstream(d).process().signal(libc::SIGKILL);
@@ -776,19 +791,11 @@ fn stalled_upstream_calls_end_in_bounded_time() {
 #[test]
 fn gateway_killed_mid_upload_then_restarted() {
     let mut g = grid(HOLD_LIMITS);
-    let files: Vec<_> = BOTH
-        .iter()
-        .map(|d| g.file(&format!("killed-gateway-{}", d.link()), BIG))
-        .collect();
-    let watches: Vec<_> = BOTH
-        .iter()
-        .map(|d| ShareWatch::start(g.upstream(*d)))
-        .collect();
-    let mut puts: Vec<_> = BOTH
-        .iter()
-        .zip(&files)
-        .map(|(d, (path, _))| g.spawn_put(*d, path))
-        .collect();
+    let Uploads {
+        files,
+        watches,
+        mut puts,
+    } = g.start_uploads("killed-gateway");
     // Each upload is held where it was caught (its client node SIGSTOPped), so
     // that both are in progress when swampgate dies, however fast either is.
     let mut held = Vec::new();
