@@ -540,21 +540,26 @@ impl Traffic<'_> {
         Ok(())
     }
 
+    /// Replace a mutable file's contents with `data`, then read it back.
+    fn overwrite_and_compare(&mut self, cap: &str, data: &[u8]) -> Result<(), String> {
+        self.request(
+            "overwrite-mutable",
+            "PUT",
+            &format!("/uri/{cap}"),
+            &[],
+            data,
+            &[200, 201],
+        )?;
+        self.get_and_compare("get", cap, data)
+    }
+
     /// SDMF: create, overwrite with other contents, read back.
     fn sdmf(&mut self) -> Result<(), String> {
         let v1 = self.data(10, 2000 + (self.iteration as usize * 31) % 8000);
         let v2 = self.data(11, 3000 + (self.iteration as usize * 37) % 12000);
         let cap = self.put_new("create-mutable", "?format=SDMF", &v1, "URI:SSK:")?;
         self.get_and_compare("get", &cap, &v1)?;
-        self.request(
-            "overwrite-mutable",
-            "PUT",
-            &format!("/uri/{cap}"),
-            &[],
-            &v2,
-            &[200, 201],
-        )?;
-        self.get_and_compare("get", &cap, &v2)?;
+        self.overwrite_and_compare(&cap, &v2)?;
         self.remember(
             format!("SDMF file of iteration {}", self.iteration),
             cap,
@@ -569,15 +574,7 @@ impl Traffic<'_> {
         let v1 = self.data(20, 300_000);
         let v2 = self.data(21, 280_000 + (self.iteration as usize * 41) % 40_000);
         let cap = self.put_new("create-mutable", "?format=MDMF", &v1, "URI:MDMF:")?;
-        self.request(
-            "overwrite-mutable",
-            "PUT",
-            &format!("/uri/{cap}"),
-            &[],
-            &v2,
-            &[200, 201],
-        )?;
-        self.get_and_compare("get", &cap, &v2)?;
+        self.overwrite_and_compare(&cap, &v2)?;
         let patch = self.data(22, 5000);
         let offset = 128 * 1024 - 2000;
         self.request(
