@@ -38,6 +38,27 @@ fn spawn_upstream(dir: &std::path::Path, port: u16) -> (Process, String, String)
     (p, furl, nurl)
 }
 
+/// `swampgate bridge` to `upstream_furl` listening on `listen`, state in `dir/gw`;
+/// returns it and its NURL.
+fn spawn_gateway(dir: &std::path::Path, upstream_furl: &str, listen: &str) -> (Process, Nurl) {
+    let mut cmd = swampgate_command();
+    cmd.args([
+        "bridge",
+        "--upstream",
+        upstream_furl,
+        "--listen",
+        listen,
+        "--state-dir",
+        "gw",
+    ])
+    .current_dir(dir);
+    let mut gw = Process::spawn("gateway", cmd, dir);
+    let nurl = last_word(&gw.wait_for_line("link default nurl ", STARTUP_TIMEOUT))
+        .parse()
+        .unwrap();
+    (gw, nurl)
+}
+
 fn sigkill(p: &Process) {
     // SAFETY: kill(2) on a child we spawned and still own.
     let r = unsafe { libc::kill(p.pid() as i32, libc::SIGKILL) };
@@ -50,21 +71,7 @@ fn upstream_killed_mid_upload_then_restarted() {
     let p = d.path();
     let port = free_port();
     let (mut up, up_furl, up_nurl) = spawn_upstream(p, port);
-    let mut cmd = swampgate_command();
-    cmd.args([
-        "bridge",
-        "--upstream",
-        &up_furl,
-        "--listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        "gw",
-    ])
-    .current_dir(p);
-    let mut gw = Process::spawn("gateway", cmd, p);
-    let gw_nurl: Nurl = last_word(&gw.wait_for_line("link default nurl ", STARTUP_TIMEOUT))
-        .parse()
-        .unwrap();
+    let (mut gw, gw_nurl) = spawn_gateway(p, &up_furl, "127.0.0.1:0");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let config = ClientConfig {
@@ -185,24 +192,8 @@ fn gateway_killed_mid_upload_leaks_nothing_upstream_and_recovers_on_restart() {
         .parse()
         .unwrap();
     let gw_port = free_port();
-    let spawn_gw = || {
-        let mut cmd = swampgate_command();
-        cmd.args([
-            "bridge",
-            "--upstream",
-            &up_furl,
-            "--listen",
-            &format!("127.0.0.1:{gw_port}"),
-            "--state-dir",
-            "gw",
-        ])
-        .current_dir(p);
-        let mut gw = Process::spawn("gateway", cmd, p);
-        let nurl: Nurl = last_word(&gw.wait_for_line("link default nurl ", STARTUP_TIMEOUT))
-            .parse()
-            .unwrap();
-        (gw, nurl)
-    };
+    let gw_listen = format!("127.0.0.1:{gw_port}");
+    let spawn_gw = || spawn_gateway(p, &up_furl, &gw_listen);
     let (gw, gw_nurl) = spawn_gw();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let config = ClientConfig {
