@@ -138,13 +138,30 @@ fn put_get_roundtrip(client: &ClientNode, servers: &[&StorageNode], seed: u8) ->
 }
 
 #[test]
-fn free_ports_are_distinct_and_bindable() {
-    let ports: Vec<u16> = (0..20).map(|_| free_port()).collect();
+fn free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Each port is bound right after it is handed out: once released, any
+    // process on the host may take it, which is outside this test's claim.
+    let ports: Vec<u16> = (0..20)
+        .map(|_| {
+            let port = free_port();
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("binding handed-out port {port}: {e}"));
+            port
+        })
+        .collect();
     let unique: std::collections::HashSet<_> = ports.iter().collect();
     assert_eq!(unique.len(), ports.len(), "{ports:?}");
-    for port in ports {
-        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    }
+    assert!(
+        ports.iter().all(|&p| (10_000..ephemeral_low).contains(&p)),
+        "{ports:?} not all in 10000..{ephemeral_low}"
+    );
 }
 
 #[test]

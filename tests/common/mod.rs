@@ -66,22 +66,41 @@ pub fn swampgate_command() -> Command {
     Command::new(env!("CARGO_BIN_EXE_swampgate"))
 }
 
-/// A free TCP port on 127.0.0.1: bind `:0`, read the port, release it. Never
-/// returns the same port twice in one test process.
+/// A free TCP port on 127.0.0.1, never the same twice in one test process.
+///
+/// Ports come from below the kernel's ephemeral range (`ip_local_port_range`):
+/// a port taken from inside it (bind `:0`, release) can be handed by the kernel
+/// to any outgoing connection — of a Tahoe node, of swampgate — before the test
+/// binds it, which made tests fail with "address in use". Candidates start at a
+/// random offset and each is checked bindable. (The `portpicker` crate also picks
+/// below the ephemeral range, but it checks 0.0.0.0 and `::` and falls back to
+/// `:0` on hosts without IPv6.)
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
     static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    loop {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .unwrap_or_else(|e| panic!("binding 127.0.0.1:0: {e}"));
-        let port = listener
-            .local_addr()
-            .expect("bound socket has an address")
-            .port();
-        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if handed_out.get_or_insert_with(HashSet::new).insert(port) {
+    const LOWEST: u16 = 10_000;
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    assert!(
+        ephemeral_low > LOWEST + 1_000,
+        "ip_local_port_range starts at {ephemeral_low}: no room below it for test ports"
+    );
+    let span = ephemeral_low - LOWEST;
+    let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+    random.write_u32(std::process::id());
+    let start = (random.finish() % u64::from(span)) as u16;
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    for step in 0..span {
+        let port = LOWEST + (start + step) % span;
+        if !handed_out.contains(&port) && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            handed_out.insert(port);
             return port;
         }
     }
+    panic!("no free port on 127.0.0.1 in {LOWEST}..{ephemeral_low}");
 }
 
 /// Runs `a` and `b` in parallel (b on a scoped thread) and returns both results.
