@@ -209,7 +209,6 @@ impl MessageDecoder {
                 let word = self
                     .vocab
                     .word(i)
-                    .cloned()
                     .ok_or_else(|| protocol(format!("unknown VOCAB index {i}")))?;
                 self.string(word)
             }

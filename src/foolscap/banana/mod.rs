@@ -117,20 +117,18 @@ pub const VOCAB_TABLE_1: [&str; 25] = [
 ];
 
 /// A negotiated vocabulary table: index → word, and word → index for encoding.
-#[derive(Clone, Debug)]
+/// The known tables are static, so every connection shares them.
+#[derive(Clone, Copy, Debug)]
 pub struct VocabTable {
-    words: Vec<Bytes>,
+    words: &'static [&'static str],
 }
 
 impl VocabTable {
     /// Table `index` as foolscap defines it (0: empty, 1: [`VOCAB_TABLE_1`]).
     pub fn by_index(index: u32) -> Option<VocabTable> {
-        let words: Vec<Bytes> = match index {
-            0 => Vec::new(),
-            1 => VOCAB_TABLE_1
-                .iter()
-                .map(|w| Bytes::from_static(w.as_bytes()))
-                .collect(),
+        let words: &'static [&'static str] = match index {
+            0 => &[],
+            1 => &VOCAB_TABLE_1,
             _ => return None,
         };
         Some(VocabTable { words })
@@ -139,14 +137,15 @@ impl VocabTable {
     /// The highest table index this implementation knows.
     pub const MAX_INDEX: u32 = 1;
 
-    pub fn word(&self, index: u64) -> Option<&Bytes> {
-        self.words.get(usize::try_from(index).ok()?)
+    pub fn word(&self, index: u64) -> Option<Bytes> {
+        let word = self.words.get(usize::try_from(index).ok()?)?;
+        Some(Bytes::from_static(word.as_bytes()))
     }
 
     pub fn index_of(&self, word: &[u8]) -> Option<u64> {
         self.words
             .iter()
-            .position(|w| w.as_ref() == word)
+            .position(|w| w.as_bytes() == word)
             .map(|i| i as u64)
     }
 
@@ -154,7 +153,7 @@ impl VocabTable {
     /// value in a negotiation DECISION (`1 bb33`, `0 da39`).
     pub fn hash4(&self) -> String {
         use sha1::{Digest, Sha1};
-        let joined: Vec<u8> = self.words.join(&b"\x00"[..]);
+        let joined = self.words.join("\x00");
         let digest = Sha1::digest(&joined);
         hex_lower(&digest[..2])
     }
