@@ -551,8 +551,11 @@ async fn accept_loop(
                         return;
                     }
                 };
+                // Boxed: a Foolscap connection's task lives as long as the
+                // connection, and would otherwise be as large as the biggest state
+                // here (the negotiation's, a GBS connection's: several KiB).
                 match proto {
-                    Protocol::Foolscap => match tub.accept(tcp, prefix).await {
+                    Protocol::Foolscap => match Box::pin(tub.accept(tcp, prefix)).await {
                         Ok(c) => {
                             let _g = ConnGauge::open(&metrics, "foolscap");
                             debug!(peer_tubid = %c.peer_tubid(), "foolscap connection");
@@ -562,7 +565,7 @@ async fn accept_loop(
                     },
                     Protocol::Tls => {
                         let _g = ConnGauge::open(&metrics, "gbs");
-                        serve_gbs(Prefixed::new(prefix, tcp), routes, peer).await
+                        Box::pin(serve_gbs(Prefixed::new(prefix, tcp), routes, peer)).await
                     }
                     Protocol::Unknown => debug!("neither Foolscap nor TLS: closing"),
                 }
