@@ -518,6 +518,11 @@ async fn keepalive_loop(weak: Weak<Inner>) {
     }
 }
 
+/// Read sizes when nothing is buffered and between tokens (see `read_loop`);
+/// rustls hands over at most one 16 KiB record per read anyway.
+const IDLE_READ: usize = 2 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
 async fn read_loop<R: AsyncRead + Unpin>(
     conn: Connection,
     mut rd: R,
@@ -546,9 +551,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         // Room for the pending token's body at once (a 1 MiB share write arrives in
         // many reads), exactly, so the buffer is never grown (and the body copied)
-        // again near its end; between tokens, 64 KiB.
+        // again near its end. Between tokens, a chunk; and when nothing is buffered
+        // (an idle connection, or between small calls) a small one, dropping any
+        // larger buffer, so that an idle connection holds little memory.
         let want = tokens.bytes_needed().saturating_sub(buf.len());
-        buf.reserve(if want > 0 { want } else { 64 * 1024 });
+        if buf.is_empty() && want == 0 {
+            if buf.capacity() > 2 * IDLE_READ {
+                buf = BytesMut::new();
+            }
+            buf.reserve(IDLE_READ);
+        } else {
+            buf.reserve(want.max(READ_CHUNK));
+        }
         tokio::select! {
             _ = inner.closed.cancelled() => break "closed locally".to_string(),
             r = rd.read_buf(&mut buf) => match r {
