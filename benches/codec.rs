@@ -41,7 +41,7 @@ use serde_json::Value as Json;
 
 use swampgate::foolscap::banana::{DecodeLimits, Encoder, Token, TokenDecoder, VocabTable};
 use swampgate::foolscap::message::{
-    Inbound, MessageDecoder, MessageEncoder, MessageLimits, NoExports,
+    Encoded, Inbound, MessageDecoder, MessageEncoder, MessageLimits, NoExports,
 };
 use swampgate::foolscap::value::Value;
 use swampgate::gbs::codec;
@@ -348,7 +348,7 @@ fn message_cases(out: &mut Vec<Case>) {
     // Synthetic bulk messages: an immutable write call and a read answer.
     let write_args = vec![Value::int(0), Value::Bytes(payload(WRITE_SIZE))];
     let read_answer = Value::Bytes(payload(READ_SIZE));
-    let mut wire_write = BytesMut::new();
+    let mut wire_write = Encoded::new();
     MessageEncoder::new(vocab()).call(
         5,
         3,
@@ -358,8 +358,10 @@ fn message_cases(out: &mut Vec<Case>) {
         &mut NoExports,
         &mut wire_write,
     );
-    let mut wire_read = BytesMut::new();
+    let wire_write = wire_write.into_bytes();
+    let mut wire_read = Encoded::new();
     MessageEncoder::new(vocab()).answer(11, &read_answer, &mut NoExports, &mut wire_read);
+    let wire_read = wire_read.into_bytes();
 
     out.push(case(
         "message",
@@ -378,9 +380,9 @@ fn message_cases(out: &mut Vec<Case>) {
             "encode write(0, 1 MiB) call",
             wire_write.len(),
             move || {
-                let mut out = BytesMut::new();
+                let mut out = Encoded::new();
                 enc.call(5, 3, "write", &write_args, &[], &mut NoExports, &mut out);
-                black_box(out);
+                black_box(out.into_buf());
             },
         ));
     }
@@ -401,9 +403,9 @@ fn message_cases(out: &mut Vec<Case>) {
             "encode read answer (350 KiB)",
             wire_read.len(),
             move || {
-                let mut out = BytesMut::new();
+                let mut out = Encoded::new();
                 enc.answer(11, &read_answer, &mut NoExports, &mut out);
-                black_box(out);
+                black_box(out.into_buf());
             },
         ));
     }
@@ -439,9 +441,9 @@ fn message_cases(out: &mut Vec<Case>) {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.clone()))
                     .collect();
-                let mut out = BytesMut::new();
+                let mut out = Encoded::new();
                 enc.call(reqid, clid, method, &args, &kw, &mut NoExports, &mut out);
-                black_box(out);
+                black_box(out.into_buf());
             },
         ));
 
@@ -463,9 +465,9 @@ fn message_cases(out: &mut Vec<Case>) {
             &format!("encode {method} answer"),
             len,
             move || {
-                let mut out = BytesMut::new();
+                let mut out = Encoded::new();
                 enc.answer(reqid, &value, &mut NoExports, &mut out);
-                black_box(out);
+                black_box(out.into_buf());
             },
         ));
     }

@@ -39,7 +39,7 @@ use serde_json::Value as Json;
 
 use swampgate::foolscap::banana::{DecodeLimits, Encoder, Token, TokenDecoder, VocabTable};
 use swampgate::foolscap::message::{
-    Inbound, MessageDecoder, MessageEncoder, MessageLimits, NoExports,
+    Encoded, Inbound, MessageDecoder, MessageEncoder, MessageLimits, NoExports,
 };
 use swampgate::foolscap::negotiate::{
     block_end, check_upgrade_response, parse_block, parse_upgrade_request, upgrade_request,
@@ -394,7 +394,7 @@ fn encode_token(enc: &mut Encoder, vocab: &VocabTable, t: &Token, out: &mut Byte
         // `Encoder::string` writes a VOCAB token for any table word, so a STRING
         // token only survives if foolscap, too, declined to abbreviate it.
         Token::String(s) => enc.string(s, out),
-        Token::Vocab(i) => enc.string(vocab.word(*i).expect("known vocab index"), out),
+        Token::Vocab(i) => enc.string(&vocab.word(*i).expect("known vocab index"), out),
         Token::Float(f) => enc.float(*f, out),
         Token::Error(m) => enc.error(m, out),
         Token::Ping(n) => enc.ping(*n, out),
@@ -411,7 +411,7 @@ fn token_stream_round_trips_byte_identically() {
             let stream = f.banana(d);
             let toks = tokenize(stream);
             assert!(!toks.is_empty());
-            let mut enc = Encoder::new(vocab.clone());
+            let mut enc = Encoder::new(vocab);
             let mut out = BytesMut::new();
             for t in &toks {
                 let before = out.len();
@@ -461,7 +461,7 @@ struct Msg {
 }
 
 fn decoder(vocab: &VocabTable) -> MessageDecoder {
-    MessageDecoder::new(vocab.clone(), MessageLimits::default())
+    MessageDecoder::new(*vocab, MessageLimits::default())
 }
 
 fn segment(vocab: &VocabTable, toks: &[Tok]) -> Vec<Msg> {
@@ -1053,6 +1053,7 @@ fn classify(m: &Msg, toks: &[Tok], vocab: &VocabTable) -> Reencode {
 }
 
 fn encode_item(enc: &mut MessageEncoder, inbound: &Inbound, out: &mut BytesMut) {
+    let mut message = Encoded::new();
     match inbound {
         Inbound::Call {
             reqid,
@@ -1065,14 +1066,23 @@ fn encode_item(enc: &mut MessageEncoder, inbound: &Inbound, out: &mut BytesMut) 
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.clone()))
                 .collect();
-            enc.call(*reqid, *clid, method, args, &kw, &mut NoExports, out);
+            enc.call(
+                *reqid,
+                *clid,
+                method,
+                args,
+                &kw,
+                &mut NoExports,
+                &mut message,
+            );
         }
-        Inbound::Answer { reqid, value } => enc.answer(*reqid, value, &mut NoExports, out),
-        Inbound::Error { reqid, failure } => enc.error(*reqid, failure, out),
+        Inbound::Answer { reqid, value } => enc.answer(*reqid, value, &mut NoExports, &mut message),
+        Inbound::Error { reqid, failure } => enc.error(*reqid, failure, &mut message),
         Inbound::Ping(n) => enc.banana().ping(*n, out),
         Inbound::Pong(n) => enc.banana().pong(*n, out),
         other => panic!("not encodable: {other:?}"),
     }
+    out.extend_from_slice(&message.into_bytes());
 }
 
 /// Advance an encoder's OPEN counter to `n` (the counter has no setter; the
@@ -1099,7 +1109,7 @@ fn messages_reencode_byte_identically_with_a_continuous_open_counter() {
             let items = item_bytes(stream, &dec);
             let what = |m: &Msg| format!("{} {}: {:?}", f.name, d.key(), m.inbound);
             // One encoder for the whole direction, as a sender has.
-            let mut enc = MessageEncoder::new(vocab.clone());
+            let mut enc = MessageEncoder::new(vocab);
             // The stream rebuilt item by item: our encoder's bytes where they are
             // identical, foolscap's for the documented exceptions.
             let mut rebuilt = Vec::new();
@@ -1118,7 +1128,7 @@ fn messages_reencode_byte_identically_with_a_continuous_open_counter() {
                     Reencode::Shared => {
                         // A side encoder at the same count; the main encoder then
                         // skips this message's OPENs, as the stream did.
-                        let mut side = MessageEncoder::new(vocab.clone());
+                        let mut side = MessageEncoder::new(vocab);
                         advance_to(&mut side, item.opens_before);
                         let mut out = BytesMut::new();
                         encode_item(&mut side, &m.inbound, &mut out);
@@ -1238,7 +1248,7 @@ fn python_values_encode_to_the_recorded_bytes() {
         let c2s_items = item_bytes(f.banana(Dir::C2s), &decoded[&Dir::C2s]);
         let c2s = &decoded[&Dir::C2s];
         let encode_at = |opens_before: u64, inbound: &Inbound| -> Vec<u8> {
-            let mut enc = MessageEncoder::new(vocab.clone());
+            let mut enc = MessageEncoder::new(vocab);
             advance_to(&mut enc, opens_before);
             let mut out = BytesMut::new();
             encode_item(&mut enc, inbound, &mut out);

@@ -12,14 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::banana::{BananaError, DecodeLimits, TokenDecoder, VocabTable};
-use super::message::{Exporter, Inbound, MessageDecoder, MessageEncoder, MessageLimits};
+use super::message::{Encoded, Exporter, Inbound, MessageDecoder, MessageEncoder, MessageLimits};
 use super::schema::{self, RemoteInterface};
 use super::value::{Failure, Value};
 
@@ -342,7 +342,7 @@ impl Connection {
             st.pending.insert(r, tx);
             r
         };
-        let mut out = BytesMut::new();
+        let mut out = Encoded::new();
         let sent = {
             let mut w = self.inner.writer.lock().await;
             {
@@ -350,7 +350,7 @@ impl Connection {
                 let Writer { enc, .. } = &mut *w;
                 enc.call(reqid, clid, method, args, kwargs, &mut *st, &mut out);
             }
-            write_out(&self.inner, &mut w, &out).await
+            write_out(&self.inner, &mut w, out.into_buf()).await
         };
         if let Err(e) = sent {
             self.inner
@@ -377,7 +377,7 @@ impl Connection {
         method: &str,
         args: &[Value],
     ) -> Result<(), CallError> {
-        let mut out = BytesMut::new();
+        let mut out = Encoded::new();
         let mut w = self.inner.writer.lock().await;
         {
             let mut st = self.inner.state.lock().expect("broker state");
@@ -387,7 +387,7 @@ impl Connection {
             let Writer { enc, .. } = &mut *w;
             enc.call(0, clid, method, args, &[], &mut *st, &mut out);
         }
-        write_out(&self.inner, &mut w, &out)
+        write_out(&self.inner, &mut w, out.into_buf())
             .await
             .map_err(CallError::ConnectionLost)
     }
@@ -397,7 +397,7 @@ impl Connection {
         let mut out = BytesMut::new();
         let mut w = self.inner.writer.lock().await;
         w.enc.banana().ping(0, &mut out);
-        write_out(&self.inner, &mut w, &out).await
+        write_out(&self.inner, &mut w, out).await
     }
 
     /// The number of objects this side has exported and the peer still holds.
@@ -412,9 +412,11 @@ impl Connection {
     }
 }
 
-async fn write_out(inner: &Arc<Inner>, w: &mut Writer, bytes: &[u8]) -> Result<(), String> {
+/// Writes a message (a vectored write when it has spliced bodies) and flushes;
+/// a failure closes the connection.
+async fn write_out(inner: &Arc<Inner>, w: &mut Writer, mut bytes: impl Buf) -> Result<(), String> {
     let r = async {
-        w.io.write_all(bytes).await?;
+        w.io.write_all_buf(&mut bytes).await?;
         w.io.flush().await
     }
     .await;
@@ -464,7 +466,7 @@ where
         config,
         state: Mutex::new(State::default()),
         writer: tokio::sync::Mutex::new(Writer {
-            enc: MessageEncoder::new(vocab.clone()),
+            enc: MessageEncoder::new(vocab),
             io: Box::new(wr),
         }),
         closed: CancellationToken::new(),
@@ -597,7 +599,7 @@ async fn drain(
                     let mut out = BytesMut::new();
                     let mut w = c.inner.writer.lock().await;
                     w.enc.banana().pong(n, &mut out);
-                    let _ = write_out(&c.inner, &mut w, &out).await;
+                    let _ = write_out(&c.inner, &mut w, out).await;
                 });
             }
             Inbound::Pong(_) => {}
@@ -742,7 +744,7 @@ async fn send_result(conn: &Connection, reqid: u64, result: Result<Value, Failur
     if reqid == 0 {
         return;
     }
-    let mut out = BytesMut::new();
+    let mut out = Encoded::new();
     let mut w = conn.inner.writer.lock().await;
     {
         let mut st = conn.inner.state.lock().expect("broker state");
@@ -755,7 +757,7 @@ async fn send_result(conn: &Connection, reqid: u64, result: Result<Value, Failur
             Err(f) => enc.error(reqid, f, &mut out),
         }
     }
-    let _ = write_out(&conn.inner, &mut w, &out).await;
+    let _ = write_out(&conn.inner, &mut w, out.into_buf()).await;
 }
 
 fn dispatch(

@@ -14,7 +14,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+use bytes_utils::SegmentedBuf;
 use num_bigint::BigInt;
 
 use super::banana::{BananaError, Encoder, Token, VocabTable};
@@ -708,6 +709,56 @@ impl Exporter for NoExports {
     }
 }
 
+/// Byte strings at least this long are spliced into an [`Encoded`] message
+/// rather than copied into it.
+pub const SPLICE_MIN: usize = 16 * 1024;
+
+/// An encoded PB message: its tokens, with the bodies of long byte strings (share
+/// data) kept as the caller's `Bytes` rather than copied, to be written in place
+/// by a vectored write ([`Encoded::into_buf`]).
+#[derive(Debug, Default)]
+pub struct Encoded {
+    head: BytesMut,
+    /// (offset into `head` where the body goes, body), in order.
+    spliced: Vec<(usize, Bytes)>,
+}
+
+impl Encoded {
+    pub fn new() -> Encoded {
+        Encoded::default()
+    }
+
+    /// Length of the whole message on the wire.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.spliced.iter().map(|(_, b)| b.len()).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The message as a sequence of buffers to write, bodies in place.
+    pub fn into_buf(self) -> SegmentedBuf<Bytes> {
+        let Encoded { mut head, spliced } = self;
+        let mut buf = SegmentedBuf::new();
+        let mut at = 0;
+        for (offset, body) in spliced {
+            buf.push(head.split_to(offset - at).freeze());
+            buf.push(body);
+            at = offset;
+        }
+        buf.push(head.freeze());
+        buf
+    }
+
+    /// The message in one contiguous buffer (copies the spliced bodies).
+    pub fn into_bytes(self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.len());
+        out.put(self.into_buf());
+        out.freeze()
+    }
+}
+
 /// Writes PB messages; owns one direction's Banana encoder.
 pub struct MessageEncoder {
     enc: Encoder,
@@ -734,72 +785,78 @@ impl MessageEncoder {
         args: &[Value],
         kwargs: &[(&str, Value)],
         ex: &mut dyn Exporter,
-        out: &mut BytesMut,
+        out: &mut Encoded,
     ) {
-        let c = self.enc.open(out);
-        self.enc.string(b"call", out);
-        self.enc.int_i64(reqid as i64, out);
-        self.enc.int_i64(clid, out);
-        self.enc.string(method.as_bytes(), out);
-        let a = self.enc.open(out);
-        self.enc.string(b"arguments", out);
-        self.enc.int_i64(args.len() as i64, out);
+        let c = self.enc.open(&mut out.head);
+        self.enc.string(b"call", &mut out.head);
+        self.enc.int_i64(reqid as i64, &mut out.head);
+        self.enc.int_i64(clid, &mut out.head);
+        self.enc.string(method.as_bytes(), &mut out.head);
+        let a = self.enc.open(&mut out.head);
+        self.enc.string(b"arguments", &mut out.head);
+        self.enc.int_i64(args.len() as i64, &mut out.head);
         for v in args {
             self.value(v, ex, out);
         }
         let mut kw: Vec<&(&str, Value)> = kwargs.iter().collect();
         kw.sort_by(|a, b| a.0.cmp(b.0));
         for (k, v) in kw {
-            self.enc.string(k.as_bytes(), out);
+            self.enc.string(k.as_bytes(), &mut out.head);
             self.value(v, ex, out);
         }
-        self.enc.close(a, out);
-        self.enc.close(c, out);
+        self.enc.close(a, &mut out.head);
+        self.enc.close(c, &mut out.head);
     }
 
-    pub fn answer(&mut self, reqid: u64, value: &Value, ex: &mut dyn Exporter, out: &mut BytesMut) {
-        let o = self.enc.open(out);
-        self.enc.string(b"answer", out);
-        self.enc.int_i64(reqid as i64, out);
+    pub fn answer(&mut self, reqid: u64, value: &Value, ex: &mut dyn Exporter, out: &mut Encoded) {
+        let o = self.enc.open(&mut out.head);
+        self.enc.string(b"answer", &mut out.head);
+        self.enc.int_i64(reqid as i64, &mut out.head);
         self.value(value, ex, out);
-        self.enc.close(o, out);
+        self.enc.close(o, &mut out.head);
     }
 
-    pub fn error(&mut self, reqid: u64, failure: &Failure, out: &mut BytesMut) {
-        let o = self.enc.open(out);
-        self.enc.string(b"error", out);
-        self.enc.int_i64(reqid as i64, out);
+    pub fn error(&mut self, reqid: u64, failure: &Failure, out: &mut Encoded) {
+        let o = self.enc.open(&mut out.head);
+        self.enc.string(b"error", &mut out.head);
+        self.enc.int_i64(reqid as i64, &mut out.head);
         self.value(&failure.to_value(), &mut NoExports, out);
-        self.enc.close(o, out);
+        self.enc.close(o, &mut out.head);
     }
 
-    fn seq(&mut self, opentype: &[u8], items: &[Value], ex: &mut dyn Exporter, out: &mut BytesMut) {
-        let o = self.enc.open(out);
-        self.enc.string(opentype, out);
+    fn seq(&mut self, opentype: &[u8], items: &[Value], ex: &mut dyn Exporter, out: &mut Encoded) {
+        let o = self.enc.open(&mut out.head);
+        self.enc.string(opentype, &mut out.head);
         for v in items {
             self.value(v, ex, out);
         }
-        self.enc.close(o, out);
+        self.enc.close(o, &mut out.head);
     }
 
     /// Any value, as foolscap's slicers write it.
-    pub fn value(&mut self, v: &Value, ex: &mut dyn Exporter, out: &mut BytesMut) {
+    pub fn value(&mut self, v: &Value, ex: &mut dyn Exporter, out: &mut Encoded) {
         match v {
             Value::None => self.seq(b"none", &[], ex, out),
             Value::Bool(b) => {
-                let o = self.enc.open(out);
-                self.enc.string(b"boolean", out);
-                self.enc.int_i64(i64::from(*b), out);
-                self.enc.close(o, out);
+                let o = self.enc.open(&mut out.head);
+                self.enc.string(b"boolean", &mut out.head);
+                self.enc.int_i64(i64::from(*b), &mut out.head);
+                self.enc.close(o, &mut out.head);
             }
-            Value::Int(i) => self.enc.int(i, out),
-            Value::Float(f) => self.enc.float(*f, out),
-            Value::Bytes(b) => self.enc.string(b, out),
+            Value::Int(i) => self.enc.int(i, &mut out.head),
+            Value::Float(f) => self.enc.float(*f, &mut out.head),
+            // Share data is not copied: its header goes in, its body is spliced in
+            // when written. (No vocabulary word is this long.)
+            Value::Bytes(b) if b.len() >= SPLICE_MIN => {
+                self.enc.string_header(b.len(), &mut out.head);
+                out.spliced.push((out.head.len(), b.clone()));
+            }
+            Value::Bytes(b) => self.enc.string(b, &mut out.head),
             Value::Text(s) => {
-                let o = self.enc.open(out);
-                self.enc.string(b"unicode", out);
-                self.enc.string(s.as_bytes(), out);
-                self.enc.close(o, out);
+                let o = self.enc.open(&mut out.head);
+                self.enc.string(b"unicode", &mut out.head);
+                self.enc.string(s.as_bytes(), &mut out.head);
+                self.enc.close(o, &mut out.head);
             }
             Value::List(items) => self.seq(b"list", items, ex, out),
             Value::Tuple(items) => self.seq(b"tuple", items, ex, out),
@@ -808,41 +865,41 @@ impl MessageEncoder {
             Value::Dict(items) => {
                 let mut sorted: Vec<&(Value, Value)> = items.iter().collect();
                 sorted.sort_by(|a, b| py_cmp(&a.0, &b.0));
-                let o = self.enc.open(out);
-                self.enc.string(b"dict", out);
+                let o = self.enc.open(&mut out.head);
+                self.enc.string(b"dict", &mut out.head);
                 for (k, v) in sorted {
                     self.value(k, ex, out);
                     self.value(v, ex, out);
                 }
-                self.enc.close(o, out);
+                self.enc.close(o, &mut out.head);
             }
             Value::Decimal(s) => {
-                let o = self.enc.open(out);
-                self.enc.string(b"decimal", out);
-                self.enc.string(s.as_bytes(), out);
-                self.enc.close(o, out);
+                let o = self.enc.open(&mut out.head);
+                self.enc.string(b"decimal", &mut out.head);
+                self.enc.string(s.as_bytes(), &mut out.head);
+                self.enc.close(o, &mut out.head);
             }
             Value::Copyable { name, state } => {
-                let o = self.enc.open(out);
-                self.enc.string(b"copyable", out);
-                self.enc.string(name.as_bytes(), out);
+                let o = self.enc.open(&mut out.head);
+                self.enc.string(b"copyable", &mut out.head);
+                self.enc.string(name.as_bytes(), &mut out.head);
                 for (k, v) in state {
-                    self.enc.string(k, out);
+                    self.enc.string(k, &mut out.head);
                     self.value(v, ex, out);
                 }
-                self.enc.close(o, out);
+                self.enc.close(o, &mut out.head);
             }
             Value::MyRef { clid, iface, url } => {
-                let o = self.enc.open(out);
-                self.enc.string(b"my-reference", out);
-                self.enc.int_i64(*clid, out);
+                let o = self.enc.open(&mut out.head);
+                self.enc.string(b"my-reference", &mut out.head);
+                self.enc.int_i64(*clid, &mut out.head);
                 if let Some(iface) = iface {
-                    self.enc.string(iface.as_bytes(), out);
+                    self.enc.string(iface.as_bytes(), &mut out.head);
                     if let Some(url) = url {
-                        self.enc.string(url.as_bytes(), out);
+                        self.enc.string(url.as_bytes(), &mut out.head);
                     }
                 }
-                self.enc.close(o, out);
+                self.enc.close(o, &mut out.head);
             }
             Value::Local(obj) => {
                 let (clid, iface) = ex.export(obj);
@@ -857,10 +914,10 @@ impl MessageEncoder {
                 );
             }
             Value::YourRef(clid) => {
-                let o = self.enc.open(out);
-                self.enc.string(b"your-reference", out);
-                self.enc.int_i64(*clid, out);
-                self.enc.close(o, out);
+                let o = self.enc.open(&mut out.head);
+                self.enc.string(b"your-reference", &mut out.head);
+                self.enc.int_i64(*clid, &mut out.head);
+                self.enc.close(o, &mut out.head);
             }
             Value::Remote(r) => self.value(&Value::YourRef(r.clid()), ex, out),
         }
@@ -1006,9 +1063,9 @@ mod tests {
         let mut scratch = BytesMut::new();
         enc.banana().open(&mut scratch);
         enc.banana().open(&mut scratch);
-        let mut out = BytesMut::new();
+        let mut out = Encoded::new();
         enc.call(2, 1, "get_version", &[], &[], &mut NoExports, &mut out);
-        assert_eq!(&out[..], &bytes[..]);
+        assert_eq!(&out.into_bytes()[..], &bytes[..]);
     }
 
     #[test]
@@ -1131,9 +1188,9 @@ mod tests {
     fn dict_keys_sort_as_python_sorts_numbers() {
         fn keys_on_wire(keys: Vec<Value>) -> Vec<Value> {
             let dict = Value::Dict(keys.into_iter().map(|k| (k, Value::None)).collect());
-            let mut out = BytesMut::new();
+            let mut out = Encoded::new();
             MessageEncoder::new(vocab()).answer(1, &dict, &mut NoExports, &mut out);
-            match decode(&out).unwrap().pop() {
+            match decode(&out.into_bytes()).unwrap().pop() {
                 Some(Inbound::Answer {
                     value: Value::Dict(pairs),
                     ..
@@ -1215,6 +1272,54 @@ mod tests {
         );
     }
 
+    /// Long byte strings go out as the caller's buffers (no copy), and the message
+    /// on the wire is byte for byte what the copying Banana encoder writes.
+    #[test]
+    fn long_strings_are_spliced_in_place() {
+        use bytes::Buf;
+        let big = Bytes::from(vec![7u8; SPLICE_MIN]);
+        let short = Bytes::from(vec![8u8; SPLICE_MIN - 1]);
+        let big2 = Bytes::from(vec![9u8; 3 * SPLICE_MIN + 5]);
+        let args = [
+            Value::Bytes(big.clone()),
+            Value::Bytes(short.clone()),
+            Value::Bytes(big2.clone()),
+        ];
+        let mut out = Encoded::new();
+        MessageEncoder::new(vocab()).call(7, 3, "write", &args, &[], &mut NoExports, &mut out);
+
+        let mut expected = BytesMut::new();
+        let mut e = Encoder::new(vocab());
+        let c = e.open(&mut expected);
+        e.string(b"call", &mut expected);
+        e.int_i64(7, &mut expected);
+        e.int_i64(3, &mut expected);
+        e.string(b"write", &mut expected);
+        let a = e.open(&mut expected);
+        e.string(b"arguments", &mut expected);
+        e.int_i64(3, &mut expected);
+        for b in [&big, &short, &big2] {
+            e.string(b, &mut expected);
+        }
+        e.close(a, &mut expected);
+        e.close(c, &mut expected);
+
+        assert_eq!(out.len(), expected.len());
+        let buf = out.into_buf();
+        let mut slices = [std::io::IoSlice::new(&[]); 8];
+        let n = buf.chunks_vectored(&mut slices);
+        let starts: Vec<*const u8> = slices[..n].iter().map(|s| s.as_ptr()).collect();
+        assert!(starts.contains(&big.as_ptr()) && starts.contains(&big2.as_ptr()));
+        assert!(
+            !starts.contains(&short.as_ptr()),
+            "short strings are copied"
+        );
+        assert_eq!(n, 5, "head, body, middle, body, tail");
+        let mut wire = BytesMut::new();
+        wire.put(buf);
+        assert_eq!(wire, expected);
+    }
+
     #[test]
     fn failure_roundtrip() {
         let f = Failure::new(
@@ -1223,9 +1328,9 @@ mod tests {
             &["allmydata.interfaces.DataTooLargeError"],
         );
         let mut enc = MessageEncoder::new(vocab());
-        let mut out = BytesMut::new();
+        let mut out = Encoded::new();
         enc.error(6, &f, &mut out);
-        match &decode(&out).unwrap()[..] {
+        match &decode(&out.into_bytes()).unwrap()[..] {
             [Inbound::Error { reqid: 6, failure }] => {
                 assert_eq!(failure, &f);
                 assert!(failure.check("builtins.Exception"));
