@@ -353,6 +353,60 @@ async fn rust_client_against_real_tahoe_storage_node() {
         b"helloworld",
         "the share was closed upstream when its last byte arrived"
     );
+
+    // The backend remembers bucket readers between reads; shares added or deleted
+    // upstream meanwhile must still read as they are.
+    assert_eq!(
+        backend.read_immutable(si3, 3, 5, 5).await.unwrap().as_ref(),
+        b"world"
+    );
+    let other = FoolscapBackend::new(new_tub(), furl.clone());
+    let res = other
+        .allocate_buckets(AllocateRequest {
+            storage_index: si3,
+            lease: LeaseSecrets {
+                renew: Secret(vec![1; 32]),
+                cancel: Secret(vec![2; 32]),
+            },
+            upload_secret: secret.clone(),
+            share_numbers: [4].into_iter().collect(),
+            allocated_size: 3,
+        })
+        .await
+        .unwrap();
+    assert_eq!(res.allocated, [4].into_iter().collect());
+    let p = other
+        .write_immutable(si3, 4, &secret, 0, bytes::Bytes::from_static(b"new"))
+        .await
+        .unwrap();
+    assert!(p.complete());
+    assert_eq!(
+        backend
+            .read_immutable(si3, 4, 0, 100)
+            .await
+            .unwrap()
+            .as_ref(),
+        b"new",
+        "a share completed upstream by another client after the last read"
+    );
+    let share3: Vec<String> = share_files(&node)
+        .into_iter()
+        .filter(|f| f.contains(&si3.to_string()) && f.ends_with("/3"))
+        .collect();
+    assert_eq!(share3.len(), 1, "{share3:?}");
+    std::fs::remove_file(&share3[0]).unwrap();
+    match backend.read_immutable(si3, 3, 0, 100).await {
+        Err(StorageError::NotFound(m)) => assert!(m.contains("no share 3"), "{m}"),
+        other => panic!("share deleted upstream read as {other:?}"),
+    }
+    assert_eq!(
+        backend
+            .read_immutable(si3, 4, 0, 100)
+            .await
+            .unwrap()
+            .as_ref(),
+        b"new"
+    );
 }
 
 /// A connection lost half-way through an upload makes the real server discard the

@@ -6,6 +6,10 @@
 //!   and holds a canary of its own, so a lost upstream connection aborts it there.
 //! - GBS completes a share when its last byte arrives; the writer is `close()`d then.
 //! - Foolscap has no call for a share's length; it is found by probing reads.
+//! - Foolscap reads an immutable share through a bucket-reader reference from
+//!   `get_buckets`; GBS reads name the share. The readers of recently read storage
+//!   indexes are kept (bounded, for a short time), so a GBS read is one upstream
+//!   call, not two.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -42,7 +46,18 @@ pub struct FoolscapBackend {
     /// Recently completed uploads, so an abort of one gets NotAllowed (GBS's 405)
     /// rather than NotFound. Bounded: the oldest are forgotten first.
     completed: Mutex<std::collections::VecDeque<(StorageIndex, ShareNum)>>,
+    /// Bucket readers from the last `get_buckets` of recently read storage
+    /// indexes, with when they were fetched. Each holds a reference upstream.
+    readers: Mutex<lru::LruCache<StorageIndex, (Instant, Readers)>>,
 }
+
+type Readers = Arc<BTreeMap<ShareNum, RemoteRef>>;
+
+/// How many storage indexes' bucket readers are kept, and for how long. A share
+/// deleted upstream meanwhile fails its read, which drops the entry and asks
+/// again; a share added meanwhile is not in the entry, which asks again too.
+const READER_CACHE_ENTRIES: usize = 256;
+const READER_CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// How many completed uploads are remembered for the abort answer.
 const COMPLETED_MEMORY: usize = 4096;
@@ -60,10 +75,14 @@ impl FoolscapBackend {
             uploads: Mutex::new(HashMap::new()),
             backoff: Mutex::new(Backoff::new(RECONNECT_BASE, RECONNECT_MAX)),
             completed: Mutex::new(std::collections::VecDeque::new()),
+            readers: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(READER_CACHE_ENTRIES).expect("non-zero"),
+            )),
         }
     }
 
     fn completed(&self, si: StorageIndex, shnum: ShareNum) {
+        self.forget_readers(si);
         self.uploads.lock().expect("uploads").remove(&(si, shnum));
         let mut c = self.completed.lock().expect("completed");
         if c.len() >= COMPLETED_MEMORY {
@@ -144,7 +163,9 @@ impl FoolscapBackend {
             })
     }
 
-    async fn readers(&self, si: StorageIndex) -> StorageResult<BTreeMap<ShareNum, RemoteRef>> {
+    /// The upstream's bucket readers for `si` (`get_buckets`), remembered for the
+    /// reads that follow.
+    async fn readers(&self, si: StorageIndex) -> StorageResult<Readers> {
         let v = self.call("get_buckets", &[si_value(si)]).await?;
         let Value::Dict(items) = v else {
             return Err(bad_answer("get_buckets", &v));
@@ -157,7 +178,30 @@ impl FoolscapBackend {
                 out.insert(sh, r);
             }
         }
+        let out = Arc::new(out);
+        self.readers
+            .lock()
+            .expect("readers")
+            .put(si, (Instant::now(), out.clone()));
         Ok(out)
+    }
+
+    /// A remembered reader of share `shnum` of `si`, if one is fresh and its
+    /// connection alive.
+    fn remembered_reader(&self, si: StorageIndex, shnum: ShareNum) -> Option<RemoteRef> {
+        let mut cache = self.readers.lock().expect("readers");
+        let (fetched, readers) = cache.get(&si)?;
+        match readers.get(&shnum) {
+            Some(r) if fetched.elapsed() < READER_CACHE_TTL && r.is_connected() => Some(r.clone()),
+            _ => {
+                cache.pop(&si);
+                None
+            }
+        }
+    }
+
+    fn forget_readers(&self, si: StorageIndex) {
+        self.readers.lock().expect("readers").pop(&si);
     }
 
     /// Find a share's length with reads: double until a read comes back short,
@@ -397,7 +441,7 @@ impl StorageApi for FoolscapBackend {
     }
 
     async fn list_immutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
-        Ok(self.readers(si).await?.into_keys().collect())
+        Ok(self.readers(si).await?.keys().copied().collect())
     }
 
     async fn read_immutable(
@@ -407,14 +451,22 @@ impl StorageApi for FoolscapBackend {
         offset: u64,
         length: u64,
     ) -> StorageResult<Bytes> {
+        let args = [Value::int(offset), Value::int(length)];
+        if let Some(r) = self.remembered_reader(si, shnum) {
+            match r.call("read", &args).await {
+                Ok(Value::Bytes(b)) => return Ok(b),
+                // The share may have gone (or the connection): ask afresh.
+                _ => self.forget_readers(si),
+            }
+        }
         let readers = self.readers(si).await?;
         let r = readers
             .get(&shnum)
             .ok_or_else(|| StorageError::NotFound(format!("no share {shnum} of {si}")))?;
-        let v = r
-            .call("read", &[Value::int(offset), Value::int(length)])
-            .await
-            .map_err(call_to_storage)?;
+        let v = r.call("read", &args).await.map_err(|e| {
+            self.forget_readers(si);
+            call_to_storage(e)
+        })?;
         v.as_bytes().cloned().ok_or_else(|| bad_answer("read", &v))
     }
 
