@@ -59,8 +59,6 @@
 mod common;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -697,81 +695,6 @@ fn short(s: &str) -> String {
     } else {
         s.to_owned()
     }
-}
-
-/// One HTTP/1.0 request to `127.0.0.1:port` (the response is not chunked and ends
-/// at close); returns the status and the body, which must be as long as its
-/// `Content-Length`. The whole exchange must end within `timeout`.
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> Result<(u16, Vec<u8>), String> {
-    let deadline = Instant::now() + timeout;
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-        .map_err(|e| format!("connecting to 127.0.0.1:{port}: {e}"))?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body))
-        .map_err(|e| format!("sending the request: {e}"))?;
-    let mut response = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("no complete response within {timeout:?}"));
-        }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| e.to_string())?;
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => response.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("reading the response: {e}")),
-        }
-    }
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("response without the end of its header")?;
-    let head = String::from_utf8_lossy(&response[..end]).into_owned();
-    let body = response.split_off(end + 4);
-    let status = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| format!("bad status line in {head:?}"))?;
-    let length = head.lines().find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse::<usize>().ok())
-            .flatten()
-    });
-    if let Some(length) = length {
-        if length != body.len() {
-            return Err(format!(
-                "status {status}: body of {} bytes, Content-Length {length}",
-                body.len()
-            ));
-        }
-    }
-    Ok((status, body))
 }
 
 // ---------------------------------------------------------------------------------

@@ -571,30 +571,14 @@ type TahoeCase<'a> = (&'a str, &'a ClientNode, Vec<(&'a str, u32)>);
 
 /// HTTP/1.0 request to a Tahoe client's web API; the response body if 200/201.
 fn web(port: u16, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("web API");
-    s.set_read_timeout(Some(Duration::from_secs(600))).ok();
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).expect("web API response");
-    let end = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("response head");
-    let head = String::from_utf8_lossy(&resp[..end]).to_string();
-    let status = head.split_whitespace().nth(1).unwrap_or("");
+    let (status, resp) = http(port, method, path, &[], body, Duration::from_secs(600))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     assert!(
-        status == "200" || status == "201",
-        "{method} {path}: {head}\n{}",
-        String::from_utf8_lossy(&resp[end + 4..])
+        status == 200 || status == 201,
+        "{method} {path}: status {status}: {}",
+        String::from_utf8_lossy(&resp)
     );
-    resp.split_off(end + 4)
+    resp
 }
 
 /// Real Tahoe: one storage node, swampgate bridging to it in each direction
