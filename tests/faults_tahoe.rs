@@ -477,6 +477,18 @@ struct ShareWatch {
     thread: Option<thread::JoinHandle<BTreeSet<PathBuf>>>,
 }
 
+/// Stops each direction's watch (in [`BOTH`]'s order) and asserts that no share
+/// appeared upstream while it watched.
+fn assert_no_partial_shares(watches: Vec<ShareWatch>) {
+    for (d, w) in BOTH.iter().zip(watches) {
+        let seen = w.new_shares();
+        assert!(
+            seen.is_empty(),
+            "{d:?}: partial shares became visible: {seen:?}"
+        );
+    }
+}
+
 impl ShareWatch {
     fn start(node: &StorageNode) -> ShareWatch {
         let shares = node.shares_dir();
@@ -644,13 +656,7 @@ fn tahoe_client_killed_mid_upload() {
             killed.elapsed()
         );
     }
-    for (d, w) in BOTH.iter().zip(watches) {
-        let seen = w.new_shares();
-        assert!(
-            seen.is_empty(),
-            "{d:?}: partial shares became visible: {seen:?}"
-        );
-    }
+    assert_no_partial_shares(watches);
     for (d, (path, data)) in BOTH.iter().zip(&files) {
         g.client_mut(*d).restart();
         g.put_get_retrying(*d, path, data, Duration::from_secs(60));
@@ -695,13 +701,7 @@ fn upstream_node_killed_mid_upload_then_restarted() {
         // Tahoe empties incoming/ at start; swampgate must let go of the uploads too.
         g.wait_clean(d, "upstream killed and restarted");
     }
-    for (d, w) in BOTH.iter().zip(watches) {
-        let seen = w.new_shares();
-        assert!(
-            seen.is_empty(),
-            "{d:?}: partial shares became visible: {seen:?}"
-        );
-    }
+    assert_no_partial_shares(watches);
     for (d, (path, data)) in BOTH.iter().zip(&files) {
         g.put_get_retrying(*d, path, data, Duration::from_secs(90));
         assert_eq!(g.gateway.inflight_uploads(*d), 0, "{d:?}");
@@ -838,13 +838,7 @@ fn gateway_killed_mid_upload_then_restarted() {
             killed.elapsed()
         );
     }
-    for (d, w) in BOTH.iter().zip(watches) {
-        let seen = w.new_shares();
-        assert!(
-            seen.is_empty(),
-            "{d:?}: partial shares became visible: {seen:?}"
-        );
-    }
+    assert_no_partial_shares(watches);
     for (d, (path, data)) in BOTH.iter().zip(&files) {
         let ids = [g.upstream(*d).server_id()];
         g.client(*d).wait_for_servers(&ids);

@@ -65,6 +65,30 @@ fn share_files(node: &StorageNode) -> Vec<String> {
     out
 }
 
+/// Allocates share `shnum` of `si` through `backend` and asserts it was allocated.
+async fn allocate_one(
+    backend: &FoolscapBackend,
+    si: StorageIndex,
+    shnum: ShareNum,
+    secret: &Secret,
+    size: u64,
+) {
+    let res = backend
+        .allocate_buckets(AllocateRequest {
+            storage_index: si,
+            lease: LeaseSecrets {
+                renew: Secret(vec![1; 32]),
+                cancel: Secret(vec![2; 32]),
+            },
+            upload_secret: secret.clone(),
+            share_numbers: [shnum].into_iter().collect(),
+            allocated_size: size,
+        })
+        .await
+        .unwrap();
+    assert_eq!(res.allocated, [shnum].into_iter().collect());
+}
+
 /// Our client drives every storage call against a real Tahoe storage node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_client_against_real_tahoe_storage_node() {
@@ -308,20 +332,7 @@ async fn rust_client_against_real_tahoe_storage_node() {
     );
     let si3 = StorageIndex(rand::random());
     let secret = Secret(vec![9; 32]);
-    let res = backend
-        .allocate_buckets(AllocateRequest {
-            storage_index: si3,
-            lease: LeaseSecrets {
-                renew: Secret(vec![1; 32]),
-                cancel: Secret(vec![2; 32]),
-            },
-            upload_secret: secret.clone(),
-            share_numbers: [3].into_iter().collect(),
-            allocated_size: 10,
-        })
-        .await
-        .unwrap();
-    assert_eq!(res.allocated, [3].into_iter().collect());
+    allocate_one(&backend, si3, 3, &secret, 10).await;
     let p = backend
         .write_immutable(si3, 3, &secret, 0, bytes::Bytes::from_static(b"hello"))
         .await
@@ -361,20 +372,7 @@ async fn rust_client_against_real_tahoe_storage_node() {
         b"world"
     );
     let other = FoolscapBackend::new(new_tub(), furl.clone());
-    let res = other
-        .allocate_buckets(AllocateRequest {
-            storage_index: si3,
-            lease: LeaseSecrets {
-                renew: Secret(vec![1; 32]),
-                cancel: Secret(vec![2; 32]),
-            },
-            upload_secret: secret.clone(),
-            share_numbers: [4].into_iter().collect(),
-            allocated_size: 3,
-        })
-        .await
-        .unwrap();
-    assert_eq!(res.allocated, [4].into_iter().collect());
+    allocate_one(&other, si3, 4, &secret, 3).await;
     let p = other
         .write_immutable(si3, 4, &secret, 0, bytes::Bytes::from_static(b"new"))
         .await
