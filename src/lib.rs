@@ -16,7 +16,6 @@
 //! Pure codecs know nothing of sockets or clocks; one thin async driver per
 //! connection owns the IO.
 
-pub mod bridge;
 pub mod check;
 pub mod daemon;
 pub mod foolscap;

@@ -67,7 +67,7 @@ enum Command {
     /// Read call-by-call traces.
     Trace {
         #[command(subcommand)]
-        command: swampgate::bridge::trace::cli::TraceCommand,
+        command: swampgate::storage::layer::trace::cli::TraceCommand,
     },
     /// Check that a storage server (FURL or NURL) behaves like Tahoe's, or compare two.
     Check(swampgate::check::cli::CheckArgs),
@@ -98,7 +98,7 @@ fn main() -> ExitCode {
     }
     let (config, state_dir) = match cli.command {
         Command::Check(args) => return swampgate::check::cli::main(args),
-        Command::Trace { command } => return swampgate::bridge::trace::cli::main(command),
+        Command::Trace { command } => return swampgate::storage::layer::trace::cli::main(command),
         Command::Run { config, state_dir } => match config {
             None => (Config::embedded_default(), state_dir),
             Some(path) => match Config::load(&path) {

@@ -2,16 +2,16 @@
 //! behind a small fault-injecting wrapper, served by swampgate's own Foolscap and GBS
 //! fronts. The check must fail, naming exactly the checks the fault breaks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use swampgate::bridge::foolscap_front::StorageServerObject;
 use swampgate::check::{self, Options, Status};
 use swampgate::foolscap::furl::Hint;
+use swampgate::foolscap::storage::front::StorageServerObject;
 use swampgate::foolscap::{Tub, TubConfig, TubIdentity};
 use swampgate::gbs::server::{GbsServer, ServerConfig};
 use swampgate::gbs::tls::TlsIdentity;
+use swampgate::storage::layer::{wrap, Layer};
 use swampgate::storage::store::{Store, StoreConfig};
 use swampgate::storage::*;
 
@@ -26,110 +26,28 @@ enum Fault {
     IgnoreTestVectors,
 }
 
-struct Faulty {
-    inner: Store,
-    fault: Fault,
-}
+/// The fault, as a layer over the store.
+struct Faulty(Fault);
 
-#[async_trait::async_trait]
-impl StorageApi for Faulty {
-    async fn version(&self) -> StorageResult<VersionInfo> {
-        self.inner.version().await
-    }
-    async fn allocate_buckets(&self, req: AllocateRequest) -> StorageResult<AllocateResult> {
-        self.inner.allocate_buckets(req).await
-    }
-    async fn write_immutable(
-        &self,
-        si: StorageIndex,
-        sh: ShareNum,
-        s: &Secret,
-        offset: u64,
-        data: Bytes,
-    ) -> StorageResult<WriteProgress> {
-        self.inner.write_immutable(si, sh, s, offset, data).await
-    }
-    async fn close_immutable(
-        &self,
-        si: StorageIndex,
-        sh: ShareNum,
-        s: &Secret,
-    ) -> StorageResult<()> {
-        self.inner.close_immutable(si, sh, s).await
-    }
-    async fn abort_immutable(
-        &self,
-        si: StorageIndex,
-        sh: ShareNum,
-        s: &Secret,
-    ) -> StorageResult<()> {
-        self.inner.abort_immutable(si, sh, s).await
-    }
-    async fn list_immutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
-        self.inner.list_immutable_shares(si).await
-    }
-    async fn read_immutable(
-        &self,
-        si: StorageIndex,
-        sh: ShareNum,
-        offset: u64,
-        length: u64,
-    ) -> StorageResult<Bytes> {
-        if let Fault::RefuseReadPastEnd = self.fault {
-            if offset >= self.inner.immutable_share_length(si, sh).await? {
-                return Err(StorageError::InvalidRequest("offset past the end".into()));
+impl Layer for Faulty {
+    async fn call<'a>(&'a self, call: Call<'a>, next: &'a dyn StorageApi) -> StorageResult<Reply> {
+        match (self.0, call) {
+            (
+                Fault::RefuseReadPastEnd,
+                Call::ReadImmutable {
+                    si, shnum, offset, ..
+                },
+            ) if offset >= next.immutable_share_length(si, shnum).await? => {
+                Err(StorageError::InvalidRequest("offset past the end".into()))
             }
-        }
-        self.inner.read_immutable(si, sh, offset, length).await
-    }
-    async fn immutable_share_length(&self, si: StorageIndex, sh: ShareNum) -> StorageResult<u64> {
-        self.inner.immutable_share_length(si, sh).await
-    }
-    async fn add_lease(&self, si: StorageIndex, lease: LeaseSecrets) -> StorageResult<()> {
-        self.inner.add_lease(si, lease).await
-    }
-    async fn advise_corrupt_share(
-        &self,
-        t: ShareType,
-        si: StorageIndex,
-        sh: ShareNum,
-        reason: String,
-    ) -> StorageResult<()> {
-        self.inner.advise_corrupt_share(t, si, sh, reason).await
-    }
-    async fn read_test_write(
-        &self,
-        mut req: ReadTestWriteRequest,
-    ) -> StorageResult<ReadTestWriteResult> {
-        if let Fault::IgnoreTestVectors = self.fault {
-            for tw in req.test_write_vectors.values_mut() {
-                tw.test.clear();
+            (Fault::IgnoreTestVectors, Call::ReadTestWrite(mut req)) => {
+                for tw in req.test_write_vectors.values_mut() {
+                    tw.test.clear();
+                }
+                Call::ReadTestWrite(req).send(next).await
             }
+            (_, call) => call.send(next).await,
         }
-        self.inner.read_test_write(req).await
-    }
-    async fn list_mutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
-        self.inner.list_mutable_shares(si).await
-    }
-    async fn read_mutable(
-        &self,
-        si: StorageIndex,
-        sh: ShareNum,
-        offset: u64,
-        length: u64,
-    ) -> StorageResult<Bytes> {
-        self.inner.read_mutable(si, sh, offset, length).await
-    }
-    async fn mutable_share_length(&self, si: StorageIndex, sh: ShareNum) -> StorageResult<u64> {
-        self.inner.mutable_share_length(si, sh).await
-    }
-    async fn slot_readv(
-        &self,
-        si: StorageIndex,
-        shares: Vec<ShareNum>,
-        readv: Vec<ReadVector>,
-    ) -> StorageResult<BTreeMap<ShareNum, Vec<Bytes>>> {
-        self.inner.slot_readv(si, shares, readv).await
     }
 }
 
@@ -153,10 +71,7 @@ async fn serve(fault: Fault) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let identity = TubIdentity::generate().unwrap();
     let store = Store::open(StoreConfig::new(dir.path(), identity.tubid().to_string())).unwrap();
-    let api: Arc<dyn StorageApi> = Arc::new(Faulty {
-        inner: store,
-        fault,
-    });
+    let api = wrap(Arc::new(Faulty(fault)), Arc::new(store));
     let swissnum = "faultyfaultyfaultyfaultyfaulty22";
     // Foolscap front.
     let tub = Tub::new(identity.clone(), TubConfig::default()).unwrap();

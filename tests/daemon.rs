@@ -395,7 +395,7 @@ fn bridged_session_at_trace_level_logs_no_secret() {
         )
         .unwrap();
         let fs: std::sync::Arc<dyn StorageApi> =
-            std::sync::Arc::new(swampgate::bridge::foolscap_backend::FoolscapBackend::new(
+            std::sync::Arc::new(swampgate::foolscap::storage::backend::FoolscapBackend::new(
                 tub,
                 swampgate::foolscap::Furl::parse(&gw_furl).unwrap(),
             ));

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::*;
-use swampgate::bridge::foolscap_backend::FoolscapBackend;
 use swampgate::foolscap::broker::Canary;
 use swampgate::foolscap::furl::Hint;
+use swampgate::foolscap::storage::backend::FoolscapBackend;
 use swampgate::foolscap::*;
 use swampgate::storage::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -651,7 +651,7 @@ async fn tls_pins_the_tubid() {
 /// results.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tahoe_python_client_gets_the_same_results_from_our_server() {
-    use swampgate::bridge::foolscap_front::StorageServerObject;
+    use swampgate::foolscap::storage::front::StorageServerObject;
     use swampgate::storage::store::{Store, StoreConfig};
 
     let node = tokio::task::spawn_blocking(|| storage_node(StorageOptions::foolscap_only()))

@@ -197,7 +197,7 @@ fn tahoes_http_client_through_bridge_to_foolscap_node() {
         Default::default(),
     )
     .unwrap();
-    let backend = swampgate::bridge::foolscap_backend::FoolscapBackend::new(
+    let backend = swampgate::foolscap::storage::backend::FoolscapBackend::new(
         tub,
         swampgate::foolscap::Furl::parse(upstream.furl()).unwrap(),
     );

@@ -2,7 +2,6 @@
 //! in-memory store behind the server; and raw requests against the server for the
 //! error statuses.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -13,6 +12,7 @@ use swampgate::gbs::client::{ClientConfig, GbsClient};
 use swampgate::gbs::nurl::Nurl;
 use swampgate::gbs::server::{GbsServer, ServerConfig, ServerHandle};
 use swampgate::gbs::tls::TlsIdentity;
+use swampgate::storage::layer::{wrap, Layer};
 use swampgate::storage::memory::MemoryStorage;
 use swampgate::storage::*;
 
@@ -27,107 +27,37 @@ fn si(n: u8) -> StorageIndex {
     StorageIndex(b)
 }
 
-/// A backend wrapper that records the largest write and read the front asks for.
+/// A layer that records the largest write and read the front asks for, over a
+/// memory store the tests inspect.
 struct Recording {
-    inner: MemoryStorage,
+    inner: Arc<MemoryStorage>,
     max_write: AtomicU64,
     max_read: AtomicU64,
 }
 
-#[async_trait::async_trait]
-impl StorageApi for Recording {
-    async fn version(&self) -> StorageResult<VersionInfo> {
-        self.inner.version().await
-    }
-    async fn allocate_buckets(&self, req: AllocateRequest) -> StorageResult<AllocateResult> {
-        self.inner.allocate_buckets(req).await
-    }
-    async fn write_immutable(
-        &self,
-        si: StorageIndex,
-        sh: ShareNum,
-        s: &Secret,
-        offset: u64,
-        data: Bytes,
-    ) -> StorageResult<WriteProgress> {
-        self.max_write
-            .fetch_max(data.len() as u64, Ordering::SeqCst);
-        self.inner.write_immutable(si, sh, s, offset, data).await
-    }
-    async fn close_immutable(
-        &self,
-        si: StorageIndex,
-        sh: ShareNum,
-        s: &Secret,
-    ) -> StorageResult<()> {
-        self.inner.close_immutable(si, sh, s).await
-    }
-    async fn abort_immutable(
-        &self,
-        si: StorageIndex,
-        sh: ShareNum,
-        s: &Secret,
-    ) -> StorageResult<()> {
-        self.inner.abort_immutable(si, sh, s).await
-    }
-    async fn list_immutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
-        self.inner.list_immutable_shares(si).await
-    }
-    async fn read_immutable(
-        &self,
-        si: StorageIndex,
-        sh: ShareNum,
-        o: u64,
-        l: u64,
-    ) -> StorageResult<Bytes> {
-        self.max_read.fetch_max(l, Ordering::SeqCst);
-        self.inner.read_immutable(si, sh, o, l).await
-    }
-    async fn immutable_share_length(&self, si: StorageIndex, sh: ShareNum) -> StorageResult<u64> {
-        self.inner.immutable_share_length(si, sh).await
-    }
-    async fn add_lease(&self, si: StorageIndex, l: LeaseSecrets) -> StorageResult<()> {
-        self.inner.add_lease(si, l).await
-    }
-    async fn advise_corrupt_share(
-        &self,
-        t: ShareType,
-        si: StorageIndex,
-        sh: ShareNum,
-        r: String,
-    ) -> StorageResult<()> {
-        self.inner.advise_corrupt_share(t, si, sh, r).await
-    }
-    async fn read_test_write(
-        &self,
-        req: ReadTestWriteRequest,
-    ) -> StorageResult<ReadTestWriteResult> {
-        self.inner.read_test_write(req).await
-    }
-    async fn list_mutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
-        self.inner.list_mutable_shares(si).await
-    }
-    async fn read_mutable(
-        &self,
-        si: StorageIndex,
-        sh: ShareNum,
-        o: u64,
-        l: u64,
-    ) -> StorageResult<Bytes> {
-        self.inner.read_mutable(si, sh, o, l).await
-    }
-    async fn mutable_share_length(&self, si: StorageIndex, sh: ShareNum) -> StorageResult<u64> {
-        self.inner.mutable_share_length(si, sh).await
+impl Layer for Recording {
+    async fn call<'a>(&'a self, call: Call<'a>, next: &'a dyn StorageApi) -> StorageResult<Reply> {
+        match &call {
+            Call::WriteImmutable { data, .. } => {
+                self.max_write
+                    .fetch_max(data.len() as u64, Ordering::SeqCst);
+            }
+            Call::ReadImmutable { length, .. } => {
+                self.max_read.fetch_max(*length, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        call.send(next).await
     }
 }
 
 async fn start(config: ServerConfig) -> (Arc<Recording>, GbsServer, ServerHandle, Nurl) {
     let backend = Arc::new(Recording {
-        inner: MemoryStorage::default(),
+        inner: Arc::new(MemoryStorage::default()),
         max_write: AtomicU64::new(0),
         max_read: AtomicU64::new(0),
     });
-    let server = GbsServer::new(backend.clone(), config);
+    let server = GbsServer::new(wrap(backend.clone(), backend.inner.clone()), config);
     let identity = TlsIdentity::generate();
     let handle = server
         .listen("127.0.0.1:0".parse().unwrap(), &identity)

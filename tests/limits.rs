@@ -262,7 +262,7 @@ async fn gbs_read_test_write_body_limit_at_and_past_the_boundary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foolscap_string_limit_at_and_past_the_boundary() {
-    use swampgate::bridge::foolscap_backend::FoolscapBackend;
+    use swampgate::foolscap::storage::backend::FoolscapBackend;
     use swampgate::storage::*;
     let limits = Limits {
         max_string_bytes: 4096,

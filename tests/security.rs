@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rustls_pki_types::ServerName;
-use swampgate::bridge::foolscap_backend::FoolscapBackend;
 use swampgate::daemon::config::Config;
 use swampgate::daemon::run::{self, Running};
 use swampgate::daemon::state::StateDir;
 use swampgate::foolscap::furl::Furl;
 use swampgate::foolscap::negotiate::{self as neg, Hello};
+use swampgate::foolscap::storage::backend::FoolscapBackend;
 use swampgate::foolscap::{tls, Tub, TubConfig, TubIdentity};
 use swampgate::gbs::client::{ClientConfig, GbsClient};
 use swampgate::gbs::nurl::Nurl;

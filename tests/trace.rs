@@ -174,7 +174,7 @@ fn config_trace_key_records_both_fronts() {
     // The check's conflicting write shows as an error outcome.
     assert!(lines
         .iter()
-        .any(|l| l["method"] == "write_immutable" && l["outcome"] == "conflicting-write"));
+        .any(|l| l["method"] == "write_immutable" && l["outcome"] == "conflicting_write"));
     let files: Vec<_> = std::fs::read_dir(&state)
         .unwrap()
         .flatten()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use rand::RngCore;
-use swampgate::bridge::foolscap_backend::FoolscapBackend;
+use swampgate::foolscap::storage::backend::FoolscapBackend;
 use swampgate::foolscap::{Tub, TubConfig, TubIdentity};
 use swampgate::gbs::client::{ClientConfig, GbsClient};
 use swampgate::storage::*;

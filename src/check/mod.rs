@@ -26,7 +26,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::bridge::foolscap_backend::FoolscapBackend;
+use crate::foolscap::storage::backend::FoolscapBackend;
 use crate::foolscap::{Furl, Tub, TubConfig, TubIdentity};
 use crate::gbs::client::{ClientConfig, GbsClient};
 use crate::gbs::nurl::Nurl;
@@ -333,18 +333,9 @@ pub async fn run(target: &Target, api: Arc<dyn StorageApi>, tub: &Tub, opts: &Op
 /// A storage error's kind, as the report shows it.
 pub fn error_kind(e: &StorageError) -> String {
     match e {
-        StorageError::NotFound(_) => "not-found".into(),
-        StorageError::ConflictingWrite(_) => "conflicting-write".into(),
-        StorageError::DataTooLarge(_) => "data-too-large".into(),
-        StorageError::WrongUploadSecret => "wrong-upload-secret".into(),
-        StorageError::BadWriteEnabler(_) => "bad-write-enabler".into(),
-        StorageError::NotAllowed(_) => "not-allowed".into(),
-        StorageError::InvalidRequest(_) => "invalid-request".into(),
-        StorageError::WrongContainer(_) => "wrong-container".into(),
-        StorageError::NoSpace(_) => "no-space".into(),
-        StorageError::Unavailable(_) => "unavailable".into(),
-        StorageError::Remote { kind, .. } => format!("remote {kind}"),
-        StorageError::Internal(_) => "internal".into(),
+        // The upstream's own name for the failure says more than `remote`.
+        StorageError::Remote { kind, .. } => format!("{} {kind}", e.kind()),
+        e => e.kind().as_str().into(),
     }
 }
 
@@ -619,7 +610,7 @@ impl Suite {
             g,
             "read-unfinished",
             "reading an unfinished share is refused as not found",
-            "error not-found",
+            "error not_found",
             err(&r),
             d,
         );
@@ -664,7 +655,7 @@ impl Suite {
             g,
             "overlap-conflicting",
             "an overlapping write of different bytes is refused",
-            "error conflicting-write",
+            "error conflicting_write",
             w(&r),
             d,
         );
@@ -674,7 +665,7 @@ impl Suite {
             g,
             "write-past-end",
             "a write past the allocated size is refused (GBS: Tahoe's unhandled 500)",
-            "error data-too-large",
+            "error data_too_large",
             "error remote HTTP 500",
             w(&r),
             d,
@@ -690,7 +681,7 @@ impl Suite {
                 "wrong-upload-secret",
                 "a write with another upload secret is refused (GBS only)",
                 "",
-                "error wrong-upload-secret",
+                "error wrong_upload_secret",
                 w(&r),
                 d,
             );
@@ -719,7 +710,7 @@ impl Suite {
                 "write-after-complete",
                 "a write to a completed share finds no upload in progress (GBS only: 404)",
                 "",
-                "error not-found",
+                "error not_found",
                 w(&r),
                 d,
             );
@@ -793,7 +784,7 @@ impl Suite {
             g,
             "read-unknown-share",
             "reading a share that does not exist is refused as not found",
-            "error not-found",
+            "error not_found",
             err(&r),
             d,
         );
@@ -836,7 +827,7 @@ impl Suite {
                 "abort-completed",
                 "aborting a completed share is not allowed (GBS only: 405)",
                 "",
-                "error not-allowed",
+                "error not_allowed",
                 err(&r),
                 d,
             );
@@ -847,7 +838,7 @@ impl Suite {
                 "abort-wrong-secret",
                 "aborting with another upload secret is refused (GBS only: 401)",
                 "",
-                "error wrong-upload-secret",
+                "error wrong_upload_secret",
                 err(&r),
                 d,
             );
@@ -1012,7 +1003,7 @@ impl Suite {
             g,
             "read-unknown-share",
             "reading a mutable share that does not exist is refused as not found",
-            "error not-found",
+            "error not_found",
             err(&r),
             d,
         );
@@ -1200,7 +1191,7 @@ impl Suite {
             g,
             "write-enabler",
             "a write with another write enabler is refused",
-            "error bad-write-enabler",
+            "error bad_write_enabler",
             show(&r, &labels),
             d,
         );
@@ -1220,7 +1211,7 @@ impl Suite {
             g,
             "write-enabler-read-only",
             "a read-only test-and-write with another write enabler is refused too",
-            "error bad-write-enabler",
+            "error bad_write_enabler",
             show(&r, &labels),
             d,
         );
@@ -1401,7 +1392,7 @@ impl Suite {
                     "unknown",
                     "a lease on a storage index without shares: ignored over Foolscap, 404 over GBS",
                     "ok",
-                    "error not-found",
+                    "error not_found",
                     err(&r),
                     d,
                 );
@@ -1416,7 +1407,7 @@ impl Suite {
                     "unknown",
                     "a lease on a storage index without shares: ignored over Foolscap, 404 over GBS",
                     "ok",
-                    "error not-found",
+                    "error not_found",
                     err(&r),
                     d,
                 );
@@ -1451,7 +1442,7 @@ impl Suite {
                     st.as_str()
                 ),
                 "ok",
-                "error not-found",
+                "error not_found",
                 err(&r),
                 d,
             );

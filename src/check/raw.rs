@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::{error_kind, CheckResult, Status, Target};
-use crate::bridge::errors::call_to_storage;
+use crate::foolscap::storage::errors::call_to_storage;
 use crate::foolscap::{CallError, Furl, Tub, Value};
 use crate::gbs::auth::{authorization_value, secret_header_value, SecretKind, SECRETS_HEADER};
 use crate::gbs::client::{ClientConfig, GbsClient};

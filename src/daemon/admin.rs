@@ -13,7 +13,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::bridge::instrument::{Metrics, UpstreamState};
+use super::metrics::Metrics;
+use crate::storage::layer::metrics::UpstreamState;
 
 /// What `/status` reports of one link.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod config;
 pub mod limits;
+pub mod link;
+pub mod metrics;
 pub mod run;
 pub mod sniff;
 pub mod state;

@@ -16,19 +16,17 @@ use tracing::{debug, info, info_span, Instrument};
 use super::admin::{self, LinkStatus, StatusFn};
 use super::config::{Config, Limits, Upstream};
 use super::limits::ConnLimiter;
+use super::link::{Link, Shared};
+use super::metrics::{Metrics, ProtocolLabel};
 use super::sniff::{self, Prefixed, Protocol};
 use super::state::{self, StateDir, StateError};
-use crate::bridge::foolscap_backend::FoolscapBackend;
-use crate::bridge::foolscap_front::StorageServerObject;
-use crate::bridge::instrument::{Instrumented, Metrics, ProtocolLabel};
-use crate::bridge::journal::UploadJournal;
 use crate::foolscap::furl::Hint;
+use crate::foolscap::storage::front::StorageServerObject;
 use crate::foolscap::{Tub, TubConfig, TubIdentity};
-use crate::gbs::client::{ClientConfig, GbsClient};
 use crate::gbs::server::{GbsServer, ServerConfig};
 use crate::gbs::tls::TlsIdentity;
-use crate::storage::store::{Store, StoreConfig};
-use crate::storage::StorageApi;
+use crate::storage::layer::metrics::Metered;
+use crate::storage::layer::sessions::UploadSessions;
 
 /// The Tub settings the `[limits]` table asks for (both the served Tub and the one
 /// that dials Foolscap upstreams: an upstream is no more trusted than a client).
@@ -66,7 +64,7 @@ pub enum DaemonError {
     Listen { addr: SocketAddr, why: String },
 }
 
-fn cfg(field: impl Into<String>, why: impl Into<String>) -> DaemonError {
+pub(super) fn cfg(field: impl Into<String>, why: impl Into<String>) -> DaemonError {
     DaemonError::Config {
         field: field.into(),
         why: why.into(),
@@ -91,7 +89,8 @@ pub struct Running {
     /// Where the admin endpoint listens, if configured.
     pub admin_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
-    backends: Vec<Arc<Instrumented>>,
+    /// Each link's calls in flight and unfinished uploads.
+    backends: Vec<(Arc<Metered>, Arc<UploadSessions>)>,
     limiter: ConnLimiter,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -124,8 +123,9 @@ impl Running {
         self.shutdown.cancel();
         let _ = self.task.await;
         let deadline = tokio::time::Instant::now() + grace;
-        let inflight =
-            |b: &[Arc<Instrumented>]| b.iter().map(|l| l.inflight_calls()).sum::<usize>();
+        let inflight = |b: &[(Arc<Metered>, Arc<UploadSessions>)]| {
+            b.iter().map(|(m, _)| m.inflight_calls()).sum::<usize>()
+        };
         while inflight(&self.backends) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -133,8 +133,8 @@ impl Running {
             calls_cut_off: inflight(&self.backends),
             ..Default::default()
         };
-        for b in &self.backends {
-            report.uploads_aborted += b.abort_unfinished().await;
+        for (_, sessions) in &self.backends {
+            report.uploads_aborted += sessions.abort_unfinished().await;
         }
         report
     }
@@ -166,45 +166,6 @@ impl GbsRoutes {
             // No match: any server answers 401 (its own check fails the same way).
             .unwrap_or(&self.servers[0].1)
     }
-}
-
-/// Build the backend of a link.
-async fn backend(
-    upstream: &Upstream,
-    state: &StateDir,
-    served: &TubIdentity,
-    client_tub: &Tub,
-    limits: &Limits,
-) -> Result<Arc<dyn StorageApi>, String> {
-    Ok(match upstream {
-        Upstream::Local(path) => {
-            let root = state.resolve(path);
-            let nodeid = served.tubid().to_string();
-            let store =
-                tokio::task::spawn_blocking(move || Store::open(StoreConfig::new(root, nodeid)));
-            Arc::new(
-                store
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("cannot open the embedded store: {e}"))?,
-            )
-        }
-        Upstream::Foolscap(furl) => {
-            Arc::new(FoolscapBackend::new(client_tub.clone(), furl.clone()))
-        }
-        Upstream::Gbs(nurl) => {
-            let timeout = Duration::from_secs(limits.upstream_timeout_secs);
-            let defaults = ClientConfig::default();
-            let config = ClientConfig {
-                max_connections: limits.max_upstream_connections,
-                connect_timeout: defaults.connect_timeout.min(timeout),
-                request_timeout: timeout,
-                body_idle_timeout: timeout,
-                ..defaults
-            };
-            Arc::new(GbsClient::new(nurl, config).map_err(|e| e.to_string())?)
-        }
-    })
 }
 
 /// Start serving `config` with state in `state`.
@@ -273,7 +234,6 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             Hint::Other(_) => None,
         })
         .ok_or_else(|| cfg("location", "needs at least one tcp: hint"))?;
-    let spki = identity.spki_hash();
 
     let metrics = Arc::new(Metrics::default());
     let mut links = Vec::new();
@@ -281,61 +241,35 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     let mut backends = Vec::new();
     let mut statuses = Vec::new();
     let mut adopted_nodes = Vec::new();
+    let shared = Shared {
+        state,
+        identity: &identity,
+        client_tub: &client_tub,
+        limits: &config.limits,
+        metrics: &metrics,
+        nurl_host: &nurl_host,
+        nurl_port,
+    };
     for (i, l) in config.links.iter().enumerate() {
-        let swissnum = match &l.adopt {
-            Some(dir) => state::adopt(dir)?.1,
-            None => state.swissnum(&l.name)?,
-        };
-        let api = backend(&l.upstream, state, &identity, &client_tub, &config.limits)
-            .await
-            .map_err(|why| cfg(format!("link[{i}].upstream"), why))?;
-        let mut instrumented = Instrumented::new(&l.name, api, metrics.clone()).with_upload_limits(
-            config.limits.max_inflight_uploads,
-            config.limits.max_inflight_upload_bytes,
-        );
-        if let Upstream::Gbs(_) = &l.upstream {
-            // Only a GBS upstream needs it: a Foolscap one aborts the uploads of a
-            // connection that drops, and the embedded store keeps its own.
-            let path = state.upload_journal(&l.name);
-            let (journal, leftovers) = UploadJournal::open(&path).map_err(|e| StateError {
-                path: path.display().to_string(),
-                why: e.to_string(),
-            })?;
-            if !leftovers.is_empty() {
-                info!(
-                    link = %l.name,
-                    "{} share uploads left unfinished by the previous run: aborting them upstream",
-                    leftovers.len()
-                );
-            }
-            instrumented = instrumented.with_journal(journal, leftovers);
-        }
-        let instrumented = Arc::new(instrumented);
-        backends.push(instrumented.clone());
-        statuses.push((describe(&l.upstream), instrumented.clone()));
-        let api: Arc<dyn StorageApi> = instrumented;
-        let (foolscap_api, gbs_api) = match &l.trace {
-            None => (api.clone(), api),
-            Some(path) => crate::bridge::trace::traced_fronts(
-                &l.name,
-                &state.resolve(path),
-                upstream_protocol(&l.upstream),
-                api,
-            )
-            .map_err(|why| cfg(format!("link[{i}].trace"), why))?,
-        };
+        let Link {
+            name: _,
+            swissnum,
+            upstream,
+            nurl,
+            foolscap_api,
+            gbs_api,
+            metered,
+            sessions,
+        } = Link::assemble(i, l, &shared).await?;
+        backends.push((metered.clone(), sessions.clone()));
+        statuses.push((upstream.clone(), metered, sessions));
         tub.publish(&swissnum, StorageServerObject::new(foolscap_api));
         servers.push((
             swissnum.clone(),
             GbsServer::new(gbs_api, server_config(&swissnum, &config.limits)),
         ));
         let furl = tub.furl(&swissnum, hints.clone()).to_string();
-        let host = if nurl_host.contains(':') {
-            format!("[{nurl_host}]")
-        } else {
-            nurl_host.clone()
-        };
-        let nurl = format!("pb://{spki}@{host}:{nurl_port}/{swissnum}#v=1");
+        let nurl = nurl.to_string();
         state.write_link_urls(&l.name, &furl, &nurl)?;
         if let (Some(dir), Some(_)) = (&l.adopt, &config.introducer) {
             let endpoint = match &l.upstream {
@@ -353,7 +287,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 adopted_nodes.push(crate::introducer::augment::Adopted { key, endpoint });
             }
         }
-        info!(link = %l.name, upstream = %describe(&l.upstream), "link ready");
+        info!(link = %l.name, %upstream, "link ready");
         links.push(LinkUrls {
             name: l.name.clone(),
             furl,
@@ -403,12 +337,12 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             let status: StatusFn = Arc::new(move || {
                 let links: Vec<LinkStatus> = statuses
                     .iter()
-                    .map(|(upstream, b)| LinkStatus {
-                        name: b.link().to_string(),
+                    .map(|(upstream, m, s)| LinkStatus {
+                        name: m.link().to_string(),
                         upstream: upstream.clone(),
-                        upstream_state: b.upstream_state(),
-                        inflight_calls: b.inflight_calls(),
-                        inflight_uploads: b.inflight_uploads(),
+                        upstream_state: m.upstream_state(),
+                        inflight_calls: m.inflight_calls(),
+                        inflight_uploads: s.inflight_uploads(),
                     })
                     .collect();
                 let conns = |p: &str| {
@@ -434,8 +368,8 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         }
     };
     let idle = Duration::from_secs(config.limits.upload_idle_timeout_secs);
-    for b in &backends {
-        tokio::spawn(b.clone().reap_idle_uploads(idle, shutdown.clone()));
+    for (_, sessions) in &backends {
+        tokio::spawn(sessions.clone().reap_idle_uploads(idle, shutdown.clone()));
     }
     let task = tokio::spawn(accept_loop(
         listener,
@@ -460,24 +394,6 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         shutdown,
         task,
     })
-}
-
-/// The protocol a link's backend speaks, for traces.
-fn upstream_protocol(u: &Upstream) -> &'static str {
-    match u {
-        Upstream::Local(_) => "local",
-        Upstream::Foolscap(_) => "foolscap",
-        Upstream::Gbs(_) => "gbs",
-    }
-}
-
-/// The upstream, for logs: never a swissnum.
-fn describe(u: &Upstream) -> String {
-    match u {
-        Upstream::Local(p) => format!("local:{}", p.display()),
-        Upstream::Foolscap(f) => format!("{f:?}"),
-        Upstream::Gbs(n) => n.redacted(),
-    }
 }
 
 /// Counts a connection in the `open_connections` gauge while it lives.

@@ -114,7 +114,7 @@ impl StateDir {
     }
 
     /// The unfinished uploads of a link to a GBS upstream, with their upload
-    /// secrets (see [`crate::bridge::journal`]).
+    /// secrets (see [`crate::storage::layer::journal`]).
     pub fn upload_journal(&self, link: &str) -> PathBuf {
         self.root
             .join("private/uploads")

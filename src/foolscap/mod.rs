@@ -7,8 +7,13 @@
 //! - [`broker`]: one connection's PB state over tokio.
 //! - [`tub`]: dialling and accepting connections; published objects.
 //! - [`schema`]: the RemoteInterface constraints Tahoe uses.
+//! - [`storage`]: Tahoe's storage protocol on the seam: the front (an
+//!   `RIStorageServer` on any backend), the backend (the seam over an upstream
+//!   `RIStorageServer`) and the error mapping between the two, in one place.
+//! - [`backoff`]: jittered exponential backoff for reconnecting to an upstream.
 //! - [`furl`], [`identity`]: addressing and key material.
 
+pub mod backoff;
 pub mod banana;
 pub mod broker;
 pub mod furl;
@@ -16,6 +21,7 @@ pub mod identity;
 pub mod message;
 pub mod negotiate;
 pub mod schema;
+pub mod storage;
 pub mod tls;
 pub mod tub;
 pub mod value;

@@ -412,6 +412,35 @@ impl Route {
     }
 }
 
+/// How a trace names this front's calls: the GBS endpoint each seam method serves.
+pub const TRACE_FRONT: crate::storage::layer::trace::Front = crate::storage::layer::trace::Front {
+    protocol: "gbs",
+    endpoint,
+};
+
+/// The endpoint (method and path pattern) that calls `method` on the seam.
+pub fn endpoint(method: crate::storage::Method, share_type: Option<ShareType>) -> &'static str {
+    use crate::storage::Method as M;
+    match method {
+        M::Version => "GET /storage/v1/version",
+        M::AllocateBuckets => "POST /storage/v1/immutable/:si",
+        M::WriteImmutable | M::CloseImmutable => "PATCH /storage/v1/immutable/:si/:shnum",
+        M::AbortImmutable => "PUT /storage/v1/immutable/:si/:shnum/abort",
+        M::ListImmutableShares => "GET /storage/v1/immutable/:si/shares",
+        M::ReadImmutable | M::ImmutableShareLength => "GET /storage/v1/immutable/:si/:shnum",
+        M::AddLease => "PUT /storage/v1/lease/:si",
+        M::AdviseCorruptShare => match share_type {
+            Some(ShareType::Mutable) => "POST /storage/v1/mutable/:si/:shnum/corrupt",
+            _ => "POST /storage/v1/immutable/:si/:shnum/corrupt",
+        },
+        M::ReadTestWrite => "POST /storage/v1/mutable/:si/read-test-write",
+        M::ListMutableShares => "GET /storage/v1/mutable/:si/shares",
+        M::ReadMutable | M::MutableShareLength | M::SlotReadv => {
+            "GET /storage/v1/mutable/:si/:shnum"
+        }
+    }
+}
+
 enum RouteError {
     NotFound,
     MethodNotAllowed,

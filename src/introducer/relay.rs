@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::announcement::{Announcement, AnnouncementError, Replace, SignedAnnouncement};
-use crate::bridge::backoff::Backoff;
+use crate::foolscap::backoff::Backoff;
 use crate::foolscap::broker::Canary;
 use crate::foolscap::schema::{RemoteInterface, RI_INTRODUCER, RI_INTRODUCER_SUBSCRIBER};
 use crate::foolscap::{Connection, Failure, Furl, RemoteObject, RemoteRef, Tub, Value};

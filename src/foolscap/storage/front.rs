@@ -89,6 +89,32 @@ fn err(e: StorageError) -> Failure {
     storage_to_failure(&e)
 }
 
+/// How a trace names this front's calls: the remote method that makes each seam call.
+pub const TRACE_FRONT: crate::storage::layer::trace::Front = crate::storage::layer::trace::Front {
+    protocol: "foolscap",
+    endpoint: remote_method,
+};
+
+/// The remote method (`RIStorageServer`'s, or a bucket's) that calls `method`.
+pub fn remote_method(method: crate::storage::Method, _: Option<ShareType>) -> &'static str {
+    use crate::storage::Method as M;
+    match method {
+        M::Version => "get_version",
+        M::WriteImmutable => "RIBucketWriter.write",
+        M::CloseImmutable => "RIBucketWriter.close",
+        M::AbortImmutable => "RIBucketWriter.abort",
+        M::ListImmutableShares => "get_buckets",
+        M::ReadImmutable | M::ImmutableShareLength => "RIBucketReader.read",
+        M::ReadTestWrite => "slot_testv_and_readv_and_writev",
+        M::ListMutableShares | M::ReadMutable | M::MutableShareLength | M::SlotReadv => {
+            "slot_readv"
+        }
+        M::AllocateBuckets => "allocate_buckets",
+        M::AddLease => "add_lease",
+        M::AdviseCorruptShare => "advise_corrupt_share",
+    }
+}
+
 /// Tahoe's Foolscap server ignores these for unknown shares; the seam reports them.
 fn silent_not_found(r: Result<(), StorageError>) -> Result<Value, Failure> {
     match r {

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::backoff::Backoff;
 use super::errors::call_to_storage;
+use crate::foolscap::backoff::Backoff;
 use crate::foolscap::broker::Canary;
 use crate::foolscap::{Furl, RemoteObject, RemoteRef, Tub, Value};
 use crate::storage::*;

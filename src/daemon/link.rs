@@ -1,0 +1,205 @@
+//! One link assembled: its backend, the layers around it and the view each front
+//! gets, its swissnum and its URLs.
+//!
+//! The stack, from the fronts down:
+//! ```text
+//! Foolscap front ─ trace ─┐
+//!                         ├─ upload sessions ─ metrics ─ backend
+//! GBS front ────── trace ─┘
+//! ```
+//! Upload sessions sit above metrics so an allocation they refuse (a limit) is not
+//! counted as an answer of the upstream; traces sit on top, one per front, so each
+//! line names the protocol the client spoke.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::info;
+
+use super::config::{Limits, LinkConfig, Upstream};
+use super::metrics::Metrics;
+use super::run::{cfg, DaemonError};
+use super::state::{self, StateDir, StateError};
+use crate::foolscap::storage::backend::FoolscapBackend;
+use crate::foolscap::{Tub, TubIdentity};
+use crate::gbs::client::{ClientConfig, GbsClient};
+use crate::gbs::nurl::{Nurl, NurlScheme};
+use crate::storage::layer::journal::UploadJournal;
+use crate::storage::layer::metrics::{LinkLabel, Metered};
+use crate::storage::layer::sessions::UploadSessions;
+use crate::storage::layer::trace::{TraceSink, Traced};
+use crate::storage::layer::wrap;
+use crate::storage::store::{Store, StoreConfig};
+use crate::storage::StorageApi;
+
+/// What every link of a port shares.
+pub struct Shared<'a> {
+    pub state: &'a StateDir,
+    /// The identity the port serves with.
+    pub identity: &'a TubIdentity,
+    /// The Tub that dials Foolscap upstreams.
+    pub client_tub: &'a Tub,
+    pub limits: &'a Limits,
+    pub metrics: &'a Metrics,
+    /// Where the NURLs point: the first `tcp:` hint.
+    pub nurl_host: &'a str,
+    pub nurl_port: u16,
+}
+
+/// A link, ready to be served.
+pub struct Link {
+    pub name: String,
+    pub swissnum: String,
+    /// The upstream, for logs and `/status`: never a swissnum.
+    pub upstream: String,
+    pub nurl: Nurl,
+    /// What the Foolscap front calls.
+    pub foolscap_api: Arc<dyn StorageApi>,
+    /// What the GBS front calls.
+    pub gbs_api: Arc<dyn StorageApi>,
+    pub metered: Arc<Metered>,
+    pub sessions: Arc<UploadSessions>,
+}
+
+impl Link {
+    /// Assemble `links[i]`.
+    pub async fn assemble(i: usize, l: &LinkConfig, on: &Shared<'_>) -> Result<Link, DaemonError> {
+        let swissnum = match &l.adopt {
+            Some(dir) => state::adopt(dir)?.1,
+            None => on.state.swissnum(&l.name)?,
+        };
+        let backend = backend(&l.upstream, on.state, on.identity, on.client_tub, on.limits)
+            .await
+            .map_err(|why| cfg(format!("link[{i}].upstream"), why))?;
+        let metered = Arc::new(Metered::new(&l.name, on.metrics.calls.clone()));
+        let below_sessions = wrap(metered.clone(), backend.clone());
+        let gauge = on
+            .metrics
+            .calls
+            .inflight_uploads
+            .get_or_create(&LinkLabel {
+                link: l.name.clone(),
+            })
+            .clone();
+        // Sessions abort idle and left-over uploads on the backend itself: those
+        // aborts are no client's calls, so they are not counted as such.
+        let mut sessions = UploadSessions::new(&l.name, backend, gauge).with_upload_limits(
+            on.limits.max_inflight_uploads,
+            on.limits.max_inflight_upload_bytes,
+        );
+        if let Upstream::Gbs(_) = &l.upstream {
+            // Only a GBS upstream needs it: a Foolscap one aborts the uploads of a
+            // connection that drops, and the embedded store keeps its own.
+            let path = on.state.upload_journal(&l.name);
+            let (journal, leftovers) = UploadJournal::open(&path).map_err(|e| StateError {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            })?;
+            if !leftovers.is_empty() {
+                info!(
+                    link = %l.name,
+                    "{} share uploads left unfinished by the previous run: aborting them upstream",
+                    leftovers.len()
+                );
+            }
+            sessions = sessions.with_journal(journal, leftovers);
+        }
+        let sessions = Arc::new(sessions);
+        let api = wrap(sessions.clone(), below_sessions);
+        let (foolscap_api, gbs_api) = match &l.trace {
+            None => (api.clone(), api),
+            Some(path) => {
+                let path = on.state.resolve(path);
+                let sink = TraceSink::open(&path).map_err(|e| {
+                    cfg(
+                        format!("link[{i}].trace"),
+                        format!("cannot open {}: {e}", path.display()),
+                    )
+                })?;
+                let upstream = upstream_protocol(&l.upstream);
+                let traced = |front| {
+                    let layer = Traced::new(&l.name, front, upstream, sink.clone());
+                    wrap(Arc::new(layer), api.clone())
+                };
+                (
+                    traced(crate::foolscap::storage::front::TRACE_FRONT),
+                    traced(crate::gbs::server::TRACE_FRONT),
+                )
+            }
+        };
+        let nurl = Nurl {
+            scheme: NurlScheme::Tcp,
+            spki_hash: on.identity.spki_hash(),
+            host: on.nurl_host.to_string(),
+            port: on.nurl_port,
+            swissnum: swissnum.clone(),
+        };
+        Ok(Link {
+            name: l.name.clone(),
+            swissnum,
+            upstream: describe(&l.upstream),
+            nurl,
+            foolscap_api,
+            gbs_api,
+            metered,
+            sessions,
+        })
+    }
+}
+
+/// Build the backend of a link.
+async fn backend(
+    upstream: &Upstream,
+    state: &StateDir,
+    served: &TubIdentity,
+    client_tub: &Tub,
+    limits: &Limits,
+) -> Result<Arc<dyn StorageApi>, String> {
+    Ok(match upstream {
+        Upstream::Local(path) => {
+            let root = state.resolve(path);
+            let nodeid = served.tubid().to_string();
+            let store =
+                tokio::task::spawn_blocking(move || Store::open(StoreConfig::new(root, nodeid)));
+            Arc::new(
+                store
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cannot open the embedded store: {e}"))?,
+            )
+        }
+        Upstream::Foolscap(furl) => {
+            Arc::new(FoolscapBackend::new(client_tub.clone(), furl.clone()))
+        }
+        Upstream::Gbs(nurl) => {
+            let timeout = Duration::from_secs(limits.upstream_timeout_secs);
+            let defaults = ClientConfig::default();
+            let config = ClientConfig {
+                max_connections: limits.max_upstream_connections,
+                connect_timeout: defaults.connect_timeout.min(timeout),
+                request_timeout: timeout,
+                body_idle_timeout: timeout,
+                ..defaults
+            };
+            Arc::new(GbsClient::new(nurl, config).map_err(|e| e.to_string())?)
+        }
+    })
+}
+
+/// The protocol a link's backend speaks, for traces.
+fn upstream_protocol(u: &Upstream) -> &'static str {
+    match u {
+        Upstream::Local(_) => "local",
+        Upstream::Foolscap(_) => "foolscap",
+        Upstream::Gbs(_) => "gbs",
+    }
+}
+
+/// The upstream, for logs: never a swissnum.
+pub fn describe(u: &Upstream) -> String {
+    match u {
+        Upstream::Local(p) => format!("local:{}", p.display()),
+        Upstream::Foolscap(f) => format!("{f:?}"),
+        Upstream::Gbs(n) => n.redacted(),
+    }
+}
