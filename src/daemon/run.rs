@@ -298,17 +298,19 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     let (introducer_furl, relay, announcements) = match &config.introducer {
         None => (None, None, None),
         Some(ic) => {
-            let r = crate::introducer::start_relay(
-                ic,
-                state,
+            let swissnum = state.introducer_swissnum()?;
+            let (furl, relay, api) = crate::introducer::start_relay(
+                &ic.nickname,
+                ic.upstream.clone(),
+                &swissnum,
                 &tub,
                 &client_tub,
                 &hints,
                 std::mem::take(&mut adopted_nodes),
                 &shutdown,
-            )
-            .map_err(|why| cfg("introducer", why))?;
-            (Some(r.0), Some(r.1), Some(r.2))
+            );
+            state::write_atomic(&state.introducer_furl(), &format!("{furl}\n"), true)?;
+            (Some(furl), Some(relay), Some(api))
         }
     };
     let routes = Arc::new(GbsRoutes {

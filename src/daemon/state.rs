@@ -92,24 +92,40 @@ impl StateDir {
 
     /// A link's swissnum, created on first use.
     pub fn swissnum(&self, link: &str) -> Result<String, StateError> {
-        let p = self
-            .root
-            .join("private/links")
-            .join(format!("{link}.swissnum"));
-        match std::fs::read_to_string(&p) {
+        self.swissnum_at(
+            &self
+                .root
+                .join("private/links")
+                .join(format!("{link}.swissnum")),
+        )
+    }
+
+    /// The introducer relay's swissnum, created on first use so the introducer FURL
+    /// is stable across restarts.
+    pub fn introducer_swissnum(&self) -> Result<String, StateError> {
+        self.swissnum_at(&self.root.join("private/introducer.swissnum"))
+    }
+
+    /// Where the introducer relay's FURL is written.
+    pub fn introducer_furl(&self) -> PathBuf {
+        self.root.join("introducer.furl")
+    }
+
+    fn swissnum_at(&self, p: &Path) -> Result<String, StateError> {
+        match std::fs::read_to_string(p) {
             Ok(s) => {
                 let s = s.trim().to_string();
                 if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                    return Err(err(&p, "not a swissnum (expected base32 characters)"));
+                    return Err(err(p, "not a swissnum (expected base32 characters)"));
                 }
                 Ok(s)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let s = new_swissnum();
-                write_atomic(&p, &s, true)?;
+                write_atomic(p, &s, true)?;
                 Ok(s)
             }
-            Err(e) => Err(err(&p, e)),
+            Err(e) => Err(err(p, e)),
         }
     }
 
