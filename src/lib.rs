@@ -2,16 +2,27 @@
 //! its HTTP storage protocol ("Great Black Swamp", GBS).
 //!
 //! # Layout
+//! The tree is the architecture; each layer imports only those below it.
+//! - [`storage`]: the protocol-neutral seam ([`storage::StorageApi`]) every front
+//!   calls and every backend implements; its vocabulary (a call as a value:
+//!   [`storage::Method`], [`storage::Call`], [`storage::Reply`]; failures:
+//!   [`storage::StorageError`] and its [`storage::ErrorKind`]); `layer`, the one
+//!   interception wrapper and the concerns built on it (metrics, traces, upload
+//!   sessions); `store`, the embedded share store.
 //! - [`foolscap`]: the legacy protocol. `banana` is the sans-IO token codec,
 //!   `negotiate` the sans-IO connection negotiation, `tls` the rustls configuration
 //!   (certificate-hash pinning, no web PKI), `broker` one connection's PB state, and
-//!   `furl` / `identity` the addressing and key material.
-//! - [`gbs`]: the HTTP storage protocol: server, client, CBOR/JSON bodies, NURLs,
+//!   `furl` / `identity` the addressing and key material; `storage` its front,
+//!   backend and error mapping onto the seam.
+//! - [`gbs`]: the HTTP storage protocol: `server` (the GBS front), `client` (the GBS
+//!   backend), `errors` (its mapping onto the seam), CBOR/JSON bodies, NURLs,
 //!   authorization and Range handling.
-//! - [`storage`]: the protocol-neutral seam ([`storage::StorageApi`]) every front calls
-//!   and every backend implements, plus the embedded share store.
-//! - `bridge`, `daemon`: later layers built on the above.
-//! - [`introducer`]: signed announcements, the introducer protocol and its relay.
+//! - [`introducer`]: signed announcements, the introducer protocol and its relay;
+//!   takes plain values, never the daemon's configuration.
+//! - [`daemon`]: configuration, the state dir, `link` (assembles a link: identity,
+//!   layers, backend, fronts), the one-port listener, the admin endpoint. The only
+//!   place that wires protocols together.
+//! - [`check`]: the conformance suite behind `swampgate check`.
 //!
 //! Pure codecs know nothing of sockets or clocks; one thin async driver per
 //! connection owns the IO.
