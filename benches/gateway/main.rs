@@ -12,8 +12,10 @@
 //! real Tahoe 1.20 nodes from the test harness's venv) so that each one's CPU time and
 //! memory can be read from `/proc`; the driver is the client and stops them all.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+// The integration tests' kit: the bench uses only part of it.
+#[allow(dead_code, unused_imports)]
+#[path = "../../tests/it/kit/mod.rs"]
+mod kit;
 mod relay;
 mod report;
 mod sys;
@@ -22,7 +24,7 @@ mod workloads;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use kit::*;
 use report::Report;
 
 /// What a run measures, and how much of it.

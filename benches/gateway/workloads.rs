@@ -15,7 +15,7 @@ use swampgate::foolscap::{Tub, TubConfig, TubIdentity};
 use swampgate::gbs::client::{ClientConfig, GbsClient};
 use swampgate::storage::*;
 
-use crate::common::*;
+use crate::kit::*;
 use crate::report::{quantile, Report};
 use crate::sys::{fd_count, group_cpu_secs, rss_kib};
 use crate::{gateway, relay, settle, Plan, MIB};

@@ -8,7 +8,7 @@ out the way Tahoe 1.20's servers carry it out: on allmydata.storage.server's
 StorageServer, with the upload-secret bookkeeping of its HTTP server
 (allmydata.storage.http_server.UploadsInProgress) and its rules for what is "not
 found" or "not allowed". Every error is reported as the name of the seam's
-StorageError variant it corresponds to. The Rust side (tests/store.rs) runs the same
+StorageError variant it corresponds to. The Rust side (tests/it/store.rs) runs the same
 operations against swampgate's embedded store and compares, result by result, and
 then compares every share file byte for byte (the "files" dump printed last).
 

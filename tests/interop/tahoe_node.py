@@ -2,7 +2,7 @@
 
 usage: python tahoe_node.py SPEC.json
 
-SPEC is a JSON object (written by the Rust harness, tests/common/tahoe.rs):
+SPEC is a JSON object (written by the Rust harness, tests/it/kit/tahoe.rs):
 
     {
       "nodedir": "/abs/path/of/the/node",

@@ -1,7 +1,5 @@
 //! Tests of the interop harness itself, against real Tahoe-LAFS 1.20 nodes.
 
-mod common;
-
 use std::fs;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -13,7 +11,7 @@ use data_encoding::{BASE32_NOPAD, BASE64URL_NOPAD};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use common::*;
+use crate::kit::*;
 
 /// The DER certificate in a Tahoe `node.pem` (which holds the key and the cert).
 fn certificate_der(node_pem: &Path) -> Vec<u8> {

@@ -16,16 +16,11 @@ use swampgate::storage::layer::{wrap, Layer};
 use swampgate::storage::memory::MemoryStorage;
 use swampgate::storage::*;
 
-mod gbs_support;
+use crate::kit::storage::si;
+
+use crate::kit;
 
 const SWISSNUM: &str = "abcdefghijklmnopqrstuvwxyz234567";
-
-fn si(n: u8) -> StorageIndex {
-    let mut b = [0u8; 16];
-    b[0] = n;
-    b[15] = 0x5a;
-    StorageIndex(b)
-}
 
 /// A layer that records the largest write and read the front asks for, over a
 /// memory store the tests inspect.
@@ -79,12 +74,12 @@ async fn client_and_server_agree_on_every_operation() {
         client.version().await.unwrap(),
         backend.inner.version().await.unwrap()
     );
-    gbs_support::exercise(&client, 1).await;
+    kit::storage::exercise(&client, 1).await;
     // Share data went through the front in bounded chunks, both ways.
     assert!(backend.max_write.load(Ordering::SeqCst) <= 64 * 1024);
     assert!(backend.max_read.load(Ordering::SeqCst) <= 64 * 1024);
     assert_eq!(
-        backend.inner.corruption_reports(gbs_support::si(1, 1)),
+        backend.inner.corruption_reports(kit::storage::si(1, 1)),
         vec![(0, "bad hash".to_string())]
     );
 
@@ -112,7 +107,7 @@ async fn client_and_server_with_the_embedded_store() {
         .await
         .unwrap();
     let client = GbsClient::new(&handle.nurl("127.0.0.1"), ClientConfig::default()).unwrap();
-    gbs_support::exercise(&client, 2).await;
+    kit::storage::exercise(&client, 2).await;
     handle.shutdown().await;
 }
 
@@ -223,7 +218,7 @@ async fn raw_requests_get_tahoes_statuses() {
     let mut config = ServerConfig::new(SWISSNUM);
     config.limits.allocate = 100;
     let raw = Raw::new(config);
-    let si = si(1).to_base32();
+    let si = si(1, 0).to_base32();
     let renew = format!("lease-renew-secret {}", b64(&[1; 32]));
     let cancel = format!("lease-cancel-secret {}", b64(&[2; 32]));
     let upload = format!("upload-secret {}", b64(&[3; 20]));
@@ -660,7 +655,7 @@ async fn serves_tls_connections_accepted_elsewhere() {
     .parse()
     .unwrap();
     let client = GbsClient::new(&nurl, ClientConfig::default()).unwrap();
-    gbs_support::exercise(&client, 4).await;
+    kit::storage::exercise(&client, 4).await;
     // Well over a hundred requests, one at a time: the pool reuses its connection.
     let n = accepted.load(Ordering::SeqCst);
     assert!(

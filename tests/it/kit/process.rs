@@ -139,16 +139,6 @@ impl Process {
         );
     }
 
-    /// Path of the file receiving the child's stdout.
-    pub fn stdout_path(&self) -> &Path {
-        &self.stdout
-    }
-
-    /// Path of the file receiving the child's stderr.
-    pub fn stderr_path(&self) -> &Path {
-        &self.stderr
-    }
-
     /// Everything the child wrote to stdout so far (lossy UTF-8).
     pub fn stdout(&self) -> String {
         read_lossy(&self.stdout)

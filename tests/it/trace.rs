@@ -2,11 +2,9 @@
 //! the calls Tahoe made are listed, and no secret (swissnum, client secrets) or share
 //! data is in the file.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::kit::*;
 
 #[test]
 fn trace_of_a_tahoe_put_lists_its_calls_and_holds_no_secrets() {

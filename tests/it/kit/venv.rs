@@ -36,21 +36,6 @@ pub struct Venv {
 }
 
 impl Venv {
-    /// The venv's root directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The venv's Python interpreter.
-    pub fn python(&self) -> PathBuf {
-        self.bin("python")
-    }
-
-    /// The venv's `tahoe` command.
-    pub fn tahoe(&self) -> PathBuf {
-        self.bin("tahoe")
-    }
-
     /// An executable of the venv's `bin/` (e.g. `flogtool`).
     pub fn bin(&self, name: &str) -> PathBuf {
         self.dir.join("bin").join(name)

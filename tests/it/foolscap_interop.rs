@@ -1,13 +1,11 @@
 //! Foolscap against the real peers: our client against a real Tahoe 1.20 storage
 //! node, Tahoe's own Python client against our server, and the failure cases.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::kit::*;
 use bytes::BytesMut;
-use common::*;
 use swampgate::foolscap::broker::Canary;
 use swampgate::foolscap::furl::Hint;
 use swampgate::foolscap::storage::backend::FoolscapBackend;

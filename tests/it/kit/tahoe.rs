@@ -181,16 +181,6 @@ impl StorageNode {
         self.port
     }
 
-    /// `http://127.0.0.1:PORT/` if started with `web: true`.
-    pub fn web_url(&self) -> Option<String> {
-        self.web_port.map(|p| format!("http://127.0.0.1:{p}/"))
-    }
-
-    /// True if started with `[storage] force_foolscap = true`.
-    pub fn force_foolscap(&self) -> bool {
-        self.force_foolscap
-    }
-
     /// The storage FURL, from `private/storage.furl`
     /// (`pb://TUBID@tcp:127.0.0.1:PORT/SWISSNUM`).
     pub fn furl(&self) -> &str {
@@ -399,6 +389,8 @@ pub struct ClientNode {
 #[derive(Clone, Debug)]
 pub struct ServerStatus {
     pub server_id: String,
+    /// Read only through `Debug`, in the messages of failed waits.
+    #[allow(dead_code)]
     pub nickname: String,
     /// Tahoe's summary: Foolscap says `Connected to tcp:HOST:PORT via tcp`, HTTP says
     /// `connected`; otherwise e.g. `Trying to connect`, `failure: ...`.
@@ -494,19 +486,9 @@ impl ClientNode {
         &self.base.dir
     }
 
-    /// `[node] nickname`.
-    pub fn nickname(&self) -> &str {
-        &self.base.name
-    }
-
     /// The web API port on 127.0.0.1.
     pub fn web_port(&self) -> u16 {
         self.web_port
-    }
-
-    /// `http://127.0.0.1:PORT/`.
-    pub fn web_url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.web_port)
     }
 
     /// Runs `tahoe -d NODEDIR ARGS...` and returns its stdout. Panics with its
@@ -647,11 +629,6 @@ impl ClientNode {
     pub fn log_tail(&self) -> String {
         self.base.process().log_tail()
     }
-
-    /// Stops the node now (also done on drop); the node dir stays until drop.
-    pub fn stop(&mut self) {
-        self.base.stop();
-    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -710,11 +687,6 @@ impl IntroducerNode {
         );
     }
 
-    /// The node directory.
-    pub fn dir(&self) -> &Path {
-        &self.base.dir
-    }
-
     /// The Tub port.
     pub fn port(&self) -> u16 {
         self.port
@@ -728,11 +700,6 @@ impl IntroducerNode {
     /// The `tahoe run` process.
     pub fn process(&self) -> &Process {
         self.base.process()
-    }
-
-    /// Tails of the node's stdout/stderr.
-    pub fn log_tail(&self) -> String {
-        self.base.process().log_tail()
     }
 
     /// Stops the node now (also done on drop); the node dir stays until drop.

@@ -1,12 +1,10 @@
 //! The `swampgate` binary: the CLI and state contract, the admin endpoint, and
 //! shutdown, as an operator meets them.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::kit::*;
 use swampgate::gbs::client::{ClientConfig, GbsClient};
 use swampgate::gbs::nurl::Nurl;
 use swampgate::storage::*;

@@ -56,8 +56,6 @@
 //! `target/tmp/soak-report.json`); its path is printed. It is written before the
 //! assertions, so a failed run leaves its report too.
 
-mod common;
-
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,7 +63,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::kit::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 

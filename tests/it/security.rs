@@ -162,20 +162,13 @@ async fn a_wrong_swissnum_gets_nothing_over_either_protocol() {
     r.shutdown(Duration::from_secs(1)).await;
 }
 
-fn lease() -> LeaseSecrets {
-    LeaseSecrets {
-        renew: Secret(vec![b'R'; 32]),
-        cancel: Secret(vec![b'C'; 32]),
-    }
-}
-
 async fn tampered_secrets_are_refused(api: Arc<dyn StorageApi>, si: StorageIndex) {
     let upload = Secret(vec![b'U'; 32]);
     let tampered = Secret(vec![b'X'; 32]);
     let r = api
         .allocate_buckets(AllocateRequest {
             storage_index: si,
-            lease: lease(),
+            lease: crate::kit::storage::lease(b'R'),
             upload_secret: upload.clone(),
             share_numbers: [0].into_iter().collect(),
             allocated_size: 8,
@@ -216,7 +209,7 @@ async fn tampered_secrets_are_refused(api: Arc<dyn StorageApi>, si: StorageIndex
         storage_index: msi,
         secrets: MutableSecrets {
             write_enabler: we.clone(),
-            lease: lease(),
+            lease: crate::kit::storage::lease(b'R'),
         },
         test_write_vectors: BTreeMap::from([(
             0,

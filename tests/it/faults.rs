@@ -6,12 +6,10 @@
 //! timeout (no hang); no partial share is ever visible upstream; after recovery the
 //! retried upload succeeds and its bytes read back from the upstream directly.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::kit::*;
 use bytes::Bytes;
-use common::*;
 use swampgate::gbs::client::{ClientConfig, GbsClient};
 use swampgate::gbs::nurl::Nurl;
 use swampgate::storage::*;

@@ -9,13 +9,12 @@
 //! - swampgate's client runs every operation against a real Tahoe node, and is
 //!   refused by a node whose certificate does not match its pin.
 
-mod common;
-mod gbs_support;
+use crate::kit;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use common::*;
+use crate::kit::*;
 use serde_json::Value;
 use swampgate::gbs::client::{ClientConfig, GbsClient};
 use swampgate::gbs::nurl::Nurl;
@@ -226,7 +225,7 @@ fn swampgates_client_against_a_real_tahoe_node() {
             "{:?}",
             String::from_utf8_lossy(&v.application_version)
         );
-        gbs_support::exercise(&client, 3).await;
+        kit::storage::exercise(&client, 3).await;
 
         // A wrong pin: the TLS handshake is refused, naming both hashes.
         let mut wrong = nurl.clone();

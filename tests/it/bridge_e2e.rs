@@ -3,11 +3,9 @@
 //! swampgate adopts the node's identity, so lease secrets and write enablers match
 //! whichever way a client reaches the node.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::kit::*;
 
 /// `swampgate bridge` to `upstream`, adopting `adopt`; returns the process and its
 /// FURL and NURL.

@@ -2,12 +2,10 @@
 //! swampgate's embedded store over each front, each bridge direction, and a server
 //! with a fault injected (which must fail the right check).
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::kit::*;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(180);
 

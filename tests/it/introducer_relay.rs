@@ -2,12 +2,10 @@
 //! introducer FURL and relays both ways to a real Tahoe introducer, so any node can
 //! be pointed at swampgate without touching the rest of the grid.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::kit::*;
 
 /// `swampgate bridge` (an embedded-store link, plus the introducer relay to
 /// `upstream`); returns the process and the introducer FURL it printed.

@@ -14,8 +14,6 @@
 //! finished. Every wait is a poll with a deadline; every fault ends in a retried
 //! put whose bytes come back identical.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +21,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::kit::*;
 use serde_json::Value;
 
 /// The gateway's `[limits]` for most tests: small timers, so each fault is noticed

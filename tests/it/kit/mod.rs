@@ -1,6 +1,6 @@
 //! Integration-test harness: real Tahoe-LAFS 1.20 peers on 127.0.0.1.
 //!
-//! Use from an integration test with `mod common;`. Everything here panics with a
+//! Every suite of the `it` binary uses it as `crate::kit`. Everything here panics with a
 //! clear message (and the tails of the relevant logs) instead of returning errors:
 //! a test that cannot set up its peers fails, it never skips.
 //!
@@ -17,8 +17,7 @@
 //!   asserting what a process listens on and that it is gone.
 //!
 //! ```ignore
-//! mod common;
-//! use common::*;
+//! use crate::kit::*;
 //!
 //! let server = storage_node(StorageOptions::default());
 //! let client = client_node(ClientOptions {
@@ -27,23 +26,18 @@
 //! });
 //! let cap = client.tahoe(["put", "some-file"]);
 //! ```
-#![allow(dead_code)] // each test binary uses a different part
-
 mod process;
+pub mod storage;
 mod tahoe;
 mod venv;
 
-// Each test binary uses a different part of this API.
-#[allow(unused_imports)]
-pub use process::{pid_exists, process_group_exists, run, run_ok, Finished, Process, STOP_GRACE};
-#[allow(unused_imports)]
+pub use process::{pid_exists, process_group_exists, run, run_ok, Process};
 pub use tahoe::{
-    client_node, introducer_node, python_script, run_python_script, servers_yaml, storage_node,
-    ClientNode, ClientOptions, IntroducerNode, ServerStatus, StaticServer, StorageNode,
-    StorageOptions, CLI_TIMEOUT, KEEP_ENV, STARTUP_TIMEOUT,
+    client_node, introducer_node, python_script, run_python_script, storage_node, ClientNode,
+    ClientOptions, StaticServer, StorageNode, StorageOptions, CLI_TIMEOUT, KEEP_ENV,
+    STARTUP_TIMEOUT,
 };
-#[allow(unused_imports)]
-pub use venv::{requirements_path, venv, Venv, PYTHON_ENV};
+pub use venv::venv;
 
 use std::collections::HashSet;
 use std::fs;

@@ -2,8 +2,6 @@
 //! run through any [`StorageApi`] (in these tests: the GBS client, in front of
 //! swampgate's server or of a real Tahoe node).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 
 use bytes::Bytes;

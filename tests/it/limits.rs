@@ -196,21 +196,13 @@ async fn foolscap_negotiation_timeout_cuts_off_a_stalled_upgrade() {
     r.shutdown(Duration::from_secs(1)).await;
 }
 
-fn lease() -> swampgate::storage::LeaseSecrets {
-    use swampgate::storage::{LeaseSecrets, Secret};
-    LeaseSecrets {
-        renew: Secret(vec![b'R'; 32]),
-        cancel: Secret(vec![b'C'; 32]),
-    }
-}
-
 fn rtw(si: u8, data: Vec<u8>) -> swampgate::storage::ReadTestWriteRequest {
     use swampgate::storage::*;
     ReadTestWriteRequest {
         storage_index: StorageIndex([si; 16]),
         secrets: MutableSecrets {
             write_enabler: Secret(vec![b'W'; 32]),
-            lease: lease(),
+            lease: crate::kit::storage::lease(b'R'),
         },
         test_write_vectors: [(
             0,
