@@ -10,14 +10,29 @@
 //! ENVELOPE is `{"msg": base64(UTF-8 JSON), "sig": "v0-…", "pubkey": "v0-…"}`.
 //! Every request carries `Authorization: Tahoe-LAFS <base64 of the introducer
 //! swissnum>` (the swissnum of swampgate's introducer FURL), else 401.
+//!
+//! The WebSocket handshake is answered here (`Sec-WebSocket-Accept` from
+//! tungstenite's `derive_accept_key`); after hyper hands over the upgraded
+//! connection, tokio-tungstenite does the RFC 6455 framing as the server: client
+//! frames must be masked, fragments are reassembled, pings get pongs, a close frame
+//! is answered and the connection closed. A protocol violation fails the connection
+//! with close status 1002, a text message that is not UTF-8 with 1007, a frame or
+//! message from the subscriber larger than [`MAX_CLIENT_MESSAGE`] with 1009, a
+//! subscriber too slow to keep up with 1008.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use sha1::{Digest, Sha1};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
 use super::announcement::SignedAnnouncement;
@@ -31,7 +46,14 @@ pub const PREFIX: &str = "/introducer/v1/";
 /// The most bytes a published envelope may have.
 pub const MAX_BODY: usize = 128 * 1024;
 
-const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// The largest frame, and the largest message, a WebSocket subscriber may send;
+/// a bigger one is refused (close status 1009) once its header is read, before
+/// its payload is buffered. Subscribers have nothing to say: data messages from
+/// them are ignored, and the control frames they need (ping, close) carry at most
+/// 125 bytes. 64 KiB is the bound the earlier hand-written reader put on its input
+/// buffer, which no single frame could exceed either, so no frame it read is refused
+/// now.
+pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 /// The announcement API of one relay.
 #[derive(Clone)]
@@ -146,66 +168,23 @@ impl AnnouncementApi {
         if !is_ws {
             return error(StatusCode::BAD_REQUEST, "Upgrade: websocket is required");
         }
-        let accept = {
-            let mut h = Sha1::new();
-            h.update(key.trim().as_bytes());
-            h.update(WS_GUID.as_bytes());
-            data_encoding::BASE64.encode(&h.finalize())
-        };
+        let accept = derive_accept_key(key.trim().as_bytes());
         // Subscribe before answering, so nothing published meanwhile is missed.
-        let mut changes = self.relay.changes();
+        let changes = self.relay.changes();
         let current = self.relay.announcements(&service);
         tokio::spawn(async move {
             let upgraded = match hyper::upgrade::on(req).await {
                 Ok(u) => u,
                 Err(e) => return debug!("WebSocket upgrade failed: {e}"),
             };
-            let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(ws_config()),
+            )
+            .await;
             info!(%service, current = current.len(), "WebSocket subscriber added");
-            let send = |a: &super::Announcement| {
-                let text = a.signed.to_envelope().to_string();
-                frame(0x1, text.as_bytes())
-            };
-            for a in &current {
-                if wr.write_all(&send(a)).await.is_err() {
-                    return;
-                }
-            }
-            let mut inbound = BytesMut::new();
-            loop {
-                tokio::select! {
-                    r = changes.recv() => match r {
-                        Ok(a) if a.service() == service => {
-                            if wr.write_all(&send(&a)).await.is_err() { return; }
-                        }
-                        Ok(_) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            warn!(missed = n, "WebSocket subscriber too slow: closing");
-                            let _ = wr.write_all(&frame(0x8, &1008u16.to_be_bytes())).await;
-                            return;
-                        }
-                        Err(_) => return,
-                    },
-                    r = rd.read_buf(&mut inbound) => {
-                        match r {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                        while let Some((op, payload)) = parse_client_frame(&mut inbound) {
-                            if op == 0x8 {
-                                let _ = wr.write_all(&frame(0x8, &payload)).await;
-                                return;
-                            }
-                            if op == 0x9 && wr.write_all(&frame(0xA, &payload)).await.is_err() {
-                                return;
-                            }
-                        }
-                        if inbound.len() > 64 * 1024 {
-                            return;
-                        }
-                    }
-                }
-            }
+            serve_subscriber(ws, service, current, changes).await;
         });
         let body = Full::new(Bytes::new())
             .map_err(|never: std::convert::Infallible| match never {})
@@ -220,6 +199,89 @@ impl AnnouncementApi {
     }
 }
 
+/// The limits of a subscription's WebSocket: frames and messages from the
+/// subscriber at most [`MAX_CLIENT_MESSAGE`], unmasked client frames refused.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE))
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .accept_unmasked_frames(false)
+}
+
+/// Send `current`, then every change of `service`, as text messages until the
+/// subscriber closes, fails the protocol, or falls behind.
+///
+/// tungstenite answers pings and close frames as part of reading, so the socket
+/// is read all along: a read returns after queueing the pong or the close reply,
+/// and the next read sends it. A close handshake ends with the stream's `None`.
+async fn serve_subscriber<S>(
+    mut ws: WebSocketStream<S>,
+    service: String,
+    current: Vec<super::Announcement>,
+    mut changes: broadcast::Receiver<super::Announcement>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let text = |a: &super::Announcement| Message::text(a.signed.to_envelope().to_string());
+    for a in &current {
+        if ws.send(text(a)).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            r = changes.recv() => match r {
+                Ok(a) if a.service() == service => {
+                    if ws.send(text(&a)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(missed = n, "WebSocket subscriber too slow: closing");
+                    return close(&mut ws, CloseCode::Policy, "").await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            m = ws.next() => match m {
+                // Data messages mean nothing here; control frames are handled.
+                Some(Ok(_)) => {}
+                // Closed: after the close handshake, or by the peer without one.
+                None => return,
+                Some(Err(e)) => {
+                    debug!("WebSocket subscriber failed: {e}");
+                    // Fail the connection (RFC 6455 7.1.7): a close frame saying why,
+                    // then the TCP connection closed when `ws` is dropped.
+                    match e {
+                        WsError::Protocol(_) => {
+                            return close(&mut ws, CloseCode::Protocol, "protocol error").await
+                        }
+                        WsError::Capacity(_) => {
+                            return close(&mut ws, CloseCode::Size, "message too big").await
+                        }
+                        WsError::Utf8(_) => {
+                            return close(&mut ws, CloseCode::Invalid, "invalid UTF-8").await
+                        }
+                        _ => return,
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Send a close frame with `code` (best effort: the connection is dropped next).
+async fn close<S>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = ws.close(Some(frame)).await;
+}
+
 fn valid_service(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -227,82 +289,12 @@ fn valid_service(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// One unmasked server frame (FIN set).
-fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(n as u8),
-        n if n <= 0xffff => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(payload);
-    out
-}
-
-/// Take one complete (masked) client frame off `buf`: its opcode and payload.
-fn parse_client_frame(buf: &mut BytesMut) -> Option<(u8, Vec<u8>)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let op = buf[0] & 0x0f;
-    let masked = buf[1] & 0x80 != 0;
-    let (len, mut off) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => (
-            u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")) as usize,
-            10,
-        ),
-        126 | 127 => return None,
-        n => (n as usize, 2),
-    };
-    let mask = if masked {
-        if buf.len() < off + 4 {
-            return None;
-        }
-        let m = [buf[off], buf[off + 1], buf[off + 2], buf[off + 3]];
-        off += 4;
-        Some(m)
-    } else {
-        None
-    };
-    if buf.len() < off + len {
-        return None;
-    }
-    buf.advance(off);
-    let mut payload = buf.split_to(len).to_vec();
-    if let Some(m) = mask {
-        for (i, b) in payload.iter_mut().enumerate() {
-            *b ^= m[i % 4];
-        }
-    }
-    Some((op, payload))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn frames_round_trip() {
-        let f = frame(0x1, &[b'x'; 300]);
-        assert_eq!(&f[..4], &[0x81, 126, 1, 44]);
-        // A masked client frame.
-        let mask = [1u8, 2, 3, 4];
-        let payload = b"bye";
-        let mut raw = vec![0x88, 0x80 | 3];
-        raw.extend_from_slice(&mask);
-        raw.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        let mut buf = BytesMut::from(&raw[..]);
-        assert_eq!(parse_client_frame(&mut buf), Some((0x8, b"bye".to_vec())));
-        assert!(buf.is_empty());
-        let mut partial = BytesMut::from(&raw[..4]);
-        assert_eq!(parse_client_frame(&mut partial), None);
+    fn service_names() {
         assert!(valid_service("storage") && !valid_service("../x") && !valid_service(""));
     }
 }
