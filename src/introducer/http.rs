@@ -292,9 +292,341 @@ fn valid_service(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gbs::auth::authorization_value;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const SWISSNUM: &str = "wsswissnumwsswissnumwsswissnum22";
+    /// Upper bound for any one step of a test (an answer that never comes fails).
+    const WAIT: Duration = Duration::from_secs(10);
+    /// RFC 6455 section 1.3's example key and the accept value it must get.
+    const RFC_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const RFC_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
     #[test]
     fn service_names() {
         assert!(valid_service("storage") && !valid_service("../x") && !valid_service(""));
+    }
+
+    fn signed(nickname: &str, seed: u8) -> SignedAnnouncement {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let ann = serde_json::json!({
+            "service-name": "storage",
+            "nickname": nickname,
+            "seqnum": 1,
+            "anonymous-storage-FURL": "pb://x@tcp:127.0.0.1:1/y",
+        });
+        SignedAnnouncement::sign(ann.as_object().unwrap(), &key)
+    }
+
+    /// The API of `relay` on a plain HTTP/1.1 socket, with upgrades, as the daemon
+    /// serves it on TLS (`daemon::run::serve_gbs`).
+    async fn serve(relay: Relay) -> SocketAddr {
+        let api = AnnouncementApi::new(relay, SWISSNUM);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let api = api.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let api = api.clone();
+                    async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .with_upgrades(),
+                );
+            }
+        });
+        addr
+    }
+
+    /// A real WebSocket handshake over TCP for `/subscribe/storage`; returns the
+    /// socket, after the `101` response.
+    async fn handshake(addr: SocketAddr) -> TcpStream {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET /introducer/v1/subscribe/storage HTTP/1.1\r\nHost: {addr}\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: {RFC_KEY}\r\nAuthorization: {}\r\n\r\n",
+            authorization_value(SWISSNUM.as_bytes())
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8];
+            tokio::time::timeout(WAIT, tcp.read_exact(&mut b))
+                .await
+                .expect("handshake answered")
+                .unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101 "), "{head}");
+        assert!(
+            head.contains(&format!(
+                "sec-websocket-accept: {}",
+                RFC_ACCEPT.to_ascii_lowercase()
+            )),
+            "{head}"
+        );
+        tcp
+    }
+
+    /// One client frame: masked with `mask` (RFC 6455 5.3), or unmasked with `None`.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let mut out = vec![if fin { 0x80 | opcode } else { opcode }];
+        let bit = if mask.is_some() { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => out.push(bit | n as u8),
+            n if n <= 0xffff => {
+                out.push(bit | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(bit | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        match mask {
+            Some(m) => {
+                out.extend_from_slice(&m);
+                out.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
+            }
+            None => out.extend_from_slice(payload),
+        }
+        out
+    }
+
+    const MASK: Option<[u8; 4]> = Some([0x37, 0xfa, 0x21, 0x3d]);
+
+    /// Read one server frame: (FIN, opcode, payload). Server frames are never masked.
+    async fn read_frame(tcp: &mut TcpStream) -> (bool, u8, Vec<u8>) {
+        tokio::time::timeout(WAIT, async {
+            let mut h = [0u8; 2];
+            tcp.read_exact(&mut h).await.unwrap();
+            assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
+            let len = match h[1] & 0x7f {
+                126 => tcp.read_u16().await.unwrap() as usize,
+                127 => usize::try_from(tcp.read_u64().await.unwrap()).unwrap(),
+                n => n as usize,
+            };
+            let mut payload = vec![0u8; len];
+            tcp.read_exact(&mut payload).await.unwrap();
+            (h[0] & 0x80 != 0, h[0] & 0x0f, payload)
+        })
+        .await
+        .expect("a frame from the server")
+    }
+
+    /// The next frame is a close frame with `code`, and then the server closes TCP.
+    async fn assert_closed_with(tcp: &mut TcpStream, code: u16) {
+        let (fin, op, payload) = read_frame(tcp).await;
+        assert!(fin);
+        assert_eq!(
+            op, 0x8,
+            "close frame expected, got opcode {op}: {payload:?}"
+        );
+        assert_eq!(
+            u16::from_be_bytes([payload[0], payload[1]]),
+            code,
+            "{payload:?}"
+        );
+        assert_eof(tcp).await;
+    }
+
+    async fn assert_eof(tcp: &mut TcpStream) {
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(WAIT, tcp.read_to_end(&mut rest))
+            .await
+            .expect("server closes the connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "nothing after the close frame: {rest:?}");
+    }
+
+    /// A ping gets its pong: the connection is alive and in sync.
+    async fn assert_pong(tcp: &mut TcpStream, data: &[u8]) {
+        tcp.write_all(&client_frame(true, 0x9, data, MASK))
+            .await
+            .unwrap();
+        assert_eq!(read_frame(tcp).await, (true, 0xA, data.to_vec()));
+    }
+
+    /// A well-behaved client: the current set, then each new announcement, as text
+    /// messages of ENVELOPE JSON (FIN set, 16-bit length for these sizes), and the
+    /// close handshake answered, even when the close frame arrives in pieces.
+    #[tokio::test]
+    async fn subscriber_gets_current_then_new_announcements() {
+        let relay = Relay::new("test", None);
+        let first = signed("first", 1);
+        relay.accept(&first, Origin::Local, "test").unwrap();
+        let mut tcp = handshake(serve(relay.clone()).await).await;
+
+        let (fin, op, payload) = read_frame(&mut tcp).await;
+        assert!(fin && op == 0x1 && payload.len() > 125, "{op} {payload:?}");
+        let env: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(SignedAnnouncement::from_envelope(&env).unwrap(), first);
+
+        let second = signed("second", 2);
+        relay.accept(&second, Origin::Local, "test").unwrap();
+        let (_, op, payload) = read_frame(&mut tcp).await;
+        assert_eq!(op, 0x1);
+        let env: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(SignedAnnouncement::from_envelope(&env).unwrap(), second);
+
+        let mut close = 1000u16.to_be_bytes().to_vec();
+        close.extend_from_slice(b"bye");
+        let raw = client_frame(true, 0x8, &close, MASK);
+        tcp.write_all(&raw[..4]).await.unwrap();
+        tcp.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tcp.write_all(&raw[4..]).await.unwrap();
+        let (fin, op, payload) = read_frame(&mut tcp).await;
+        assert!(fin && op == 0x8);
+        assert_eq!(payload, close, "the close frame is echoed");
+        assert_eof(&mut tcp).await;
+    }
+
+    /// RFC 6455 5.1: a server must close the connection on an unmasked client frame.
+    /// swampgate sends close status 1002 (protocol error), then closes TCP.
+    #[tokio::test]
+    async fn unmasked_client_frame_fails_the_connection() {
+        let mut tcp = handshake(serve(Relay::new("test", None)).await).await;
+        assert_pong(&mut tcp, b"before").await;
+        tcp.write_all(&client_frame(true, 0x1, b"hello", None))
+            .await
+            .unwrap();
+        assert_closed_with(&mut tcp, 1002).await;
+
+        // The same for an unmasked ping: it is not answered.
+        let mut tcp = handshake(serve(Relay::new("test", None)).await).await;
+        tcp.write_all(&client_frame(true, 0x9, b"hi", None))
+            .await
+            .unwrap();
+        assert_closed_with(&mut tcp, 1002).await;
+    }
+
+    #[tokio::test]
+    async fn ping_is_answered_with_pong() {
+        let mut tcp = handshake(serve(Relay::new("test", None)).await).await;
+        assert_pong(&mut tcp, b"").await;
+        assert_pong(&mut tcp, b"one").await;
+        assert_pong(&mut tcp, &[0x5a; 125]).await;
+        // Two pings in one write: both are read (the second pong may replace the
+        // first, as RFC 6455 5.5.3 allows, but one answers the latest).
+        let mut two = client_frame(true, 0x9, b"a", MASK);
+        two.extend(client_frame(true, 0x9, b"b", MASK));
+        tcp.write_all(&two).await.unwrap();
+        let mut last = read_frame(&mut tcp).await;
+        if last.2 == b"a" {
+            last = read_frame(&mut tcp).await;
+        }
+        assert_eq!(last, (true, 0xA, b"b".to_vec()));
+        assert_pong(&mut tcp, b"after").await;
+    }
+
+    /// Fragments make one message: a ping between them is answered, the message
+    /// ends with its last continuation frame, and the fragments count together
+    /// against the message limit.
+    #[tokio::test]
+    async fn fragmented_messages_are_reassembled() {
+        let addr = serve(Relay::new("test", None)).await;
+        let mut tcp = handshake(addr).await;
+        tcp.write_all(&client_frame(false, 0x1, b"hel", MASK))
+            .await
+            .unwrap();
+        assert_pong(&mut tcp, b"between").await;
+        tcp.write_all(&client_frame(false, 0x0, b"lo ", MASK))
+            .await
+            .unwrap();
+        tcp.write_all(&client_frame(true, 0x0, b"world", MASK))
+            .await
+            .unwrap();
+        assert_pong(&mut tcp, b"after").await;
+        // A new message may start now; a continuation frame with no message to
+        // continue is a protocol error.
+        tcp.write_all(&client_frame(true, 0x2, b"whole", MASK))
+            .await
+            .unwrap();
+        assert_pong(&mut tcp, b"again").await;
+        tcp.write_all(&client_frame(true, 0x0, b"stray", MASK))
+            .await
+            .unwrap();
+        assert_closed_with(&mut tcp, 1002).await;
+
+        // Two fragments each within the frame limit, together past the message limit.
+        let mut tcp = handshake(addr).await;
+        let half = vec![b'x'; MAX_CLIENT_MESSAGE / 2 + 1];
+        tcp.write_all(&client_frame(false, 0x2, &half, MASK))
+            .await
+            .unwrap();
+        assert_pong(&mut tcp, b"first half read").await;
+        tcp.write_all(&client_frame(true, 0x0, &half, MASK))
+            .await
+            .unwrap();
+        assert_closed_with(&mut tcp, 1009).await;
+    }
+
+    /// RFC 6455 8.1: a text message that is not UTF-8 fails the connection (1007),
+    /// also when the bad sequence is split across fragments.
+    #[tokio::test]
+    async fn invalid_utf8_text_fails_with_1007() {
+        let addr = serve(Relay::new("test", None)).await;
+        let mut tcp = handshake(addr).await;
+        tcp.write_all(&client_frame(true, 0x1, b"caf\xc3\xa9", MASK))
+            .await
+            .unwrap();
+        assert_pong(&mut tcp, b"valid").await;
+        tcp.write_all(&client_frame(true, 0x1, b"\xff", MASK))
+            .await
+            .unwrap();
+        assert_closed_with(&mut tcp, 1007).await;
+
+        let mut tcp = handshake(addr).await;
+        tcp.write_all(&client_frame(false, 0x1, b"caf\xc3", MASK))
+            .await
+            .unwrap();
+        tcp.write_all(&client_frame(true, 0x0, b"(", MASK))
+            .await
+            .unwrap();
+        assert_closed_with(&mut tcp, 1007).await;
+    }
+
+    /// A frame larger than [`MAX_CLIENT_MESSAGE`] is refused from its header (1009),
+    /// before its payload is sent, including a 64-bit length past any buffer; a
+    /// frame of exactly the limit is read.
+    #[tokio::test]
+    async fn oversized_frames_are_refused() {
+        let addr = serve(Relay::new("test", None)).await;
+
+        let mut tcp = handshake(addr).await;
+        let full = vec![b'x'; MAX_CLIENT_MESSAGE];
+        tcp.write_all(&client_frame(true, 0x2, &full, MASK))
+            .await
+            .unwrap();
+        assert_pong(&mut tcp, b"at the limit").await;
+
+        let mut tcp = handshake(addr).await;
+        let header = &client_frame(true, 0x2, &vec![0; MAX_CLIENT_MESSAGE + 1], MASK)[..14];
+        tcp.write_all(header).await.unwrap();
+        assert_closed_with(&mut tcp, 1009).await;
+
+        let mut tcp = handshake(addr).await;
+        let mut huge = vec![0x82, 0x80 | 127];
+        huge.extend_from_slice(&(1u64 << 63).to_be_bytes());
+        huge.extend_from_slice(&MASK.unwrap());
+        tcp.write_all(&huge).await.unwrap();
+        assert_closed_with(&mut tcp, 1009).await;
+
+        // Control frames carry at most 125 bytes (RFC 6455 5.5).
+        let mut tcp = handshake(addr).await;
+        tcp.write_all(&client_frame(true, 0x9, &[0; 126], MASK))
+            .await
+            .unwrap();
+        assert_closed_with(&mut tcp, 1002).await;
     }
 }
