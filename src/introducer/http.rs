@@ -10,14 +10,29 @@
 //! ENVELOPE is `{"msg": base64(UTF-8 JSON), "sig": "v0-…", "pubkey": "v0-…"}`.
 //! Every request carries `Authorization: Tahoe-LAFS <base64 of the introducer
 //! swissnum>` (the swissnum of swampgate's introducer FURL), else 401.
+//!
+//! The WebSocket handshake is answered here (`Sec-WebSocket-Accept` from
+//! tungstenite's `derive_accept_key`); after hyper hands over the upgraded
+//! connection, tokio-tungstenite does the RFC 6455 framing as the server: client
+//! frames must be masked, fragments are reassembled, pings get pongs, a close frame
+//! is answered and the connection closed. A protocol violation fails the connection
+//! with close status 1002, a text message that is not UTF-8 with 1007, a frame or
+//! message from the subscriber larger than [`MAX_CLIENT_MESSAGE`] with 1009, a
+//! subscriber too slow to keep up with 1008.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use sha1::{Digest, Sha1};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
 use super::announcement::SignedAnnouncement;
@@ -31,7 +46,14 @@ pub const PREFIX: &str = "/introducer/v1/";
 /// The most bytes a published envelope may have.
 pub const MAX_BODY: usize = 128 * 1024;
 
-const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// The largest frame, and the largest message, a WebSocket subscriber may send;
+/// a bigger one is refused (close status 1009) once its header is read, before
+/// its payload is buffered. Subscribers have nothing to say: data messages from
+/// them are ignored, and the control frames they need (ping, close) carry at most
+/// 125 bytes. 64 KiB is the bound the earlier hand-written reader put on its input
+/// buffer, which no single frame could exceed either, so no frame it read is refused
+/// now.
+pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 /// The announcement API of one relay.
 #[derive(Clone)]
@@ -146,66 +168,23 @@ impl AnnouncementApi {
         if !is_ws {
             return error(StatusCode::BAD_REQUEST, "Upgrade: websocket is required");
         }
-        let accept = {
-            let mut h = Sha1::new();
-            h.update(key.trim().as_bytes());
-            h.update(WS_GUID.as_bytes());
-            data_encoding::BASE64.encode(&h.finalize())
-        };
+        let accept = derive_accept_key(key.trim().as_bytes());
         // Subscribe before answering, so nothing published meanwhile is missed.
-        let mut changes = self.relay.changes();
+        let changes = self.relay.changes();
         let current = self.relay.announcements(&service);
         tokio::spawn(async move {
             let upgraded = match hyper::upgrade::on(req).await {
                 Ok(u) => u,
                 Err(e) => return debug!("WebSocket upgrade failed: {e}"),
             };
-            let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(ws_config()),
+            )
+            .await;
             info!(%service, current = current.len(), "WebSocket subscriber added");
-            let send = |a: &super::Announcement| {
-                let text = a.signed.to_envelope().to_string();
-                frame(0x1, text.as_bytes())
-            };
-            for a in &current {
-                if wr.write_all(&send(a)).await.is_err() {
-                    return;
-                }
-            }
-            let mut inbound = BytesMut::new();
-            loop {
-                tokio::select! {
-                    r = changes.recv() => match r {
-                        Ok(a) if a.service() == service => {
-                            if wr.write_all(&send(&a)).await.is_err() { return; }
-                        }
-                        Ok(_) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            warn!(missed = n, "WebSocket subscriber too slow: closing");
-                            let _ = wr.write_all(&frame(0x8, &1008u16.to_be_bytes())).await;
-                            return;
-                        }
-                        Err(_) => return,
-                    },
-                    r = rd.read_buf(&mut inbound) => {
-                        match r {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                        while let Some((op, payload)) = parse_client_frame(&mut inbound) {
-                            if op == 0x8 {
-                                let _ = wr.write_all(&frame(0x8, &payload)).await;
-                                return;
-                            }
-                            if op == 0x9 && wr.write_all(&frame(0xA, &payload)).await.is_err() {
-                                return;
-                            }
-                        }
-                        if inbound.len() > 64 * 1024 {
-                            return;
-                        }
-                    }
-                }
-            }
+            serve_subscriber(ws, service, current, changes).await;
         });
         let body = Full::new(Bytes::new())
             .map_err(|never: std::convert::Infallible| match never {})
@@ -220,6 +199,89 @@ impl AnnouncementApi {
     }
 }
 
+/// The limits of a subscription's WebSocket: frames and messages from the
+/// subscriber at most [`MAX_CLIENT_MESSAGE`], unmasked client frames refused.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE))
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .accept_unmasked_frames(false)
+}
+
+/// Send `current`, then every change of `service`, as text messages until the
+/// subscriber closes, fails the protocol, or falls behind.
+///
+/// tungstenite answers pings and close frames as part of reading, so the socket
+/// is read all along: a read returns after queueing the pong or the close reply,
+/// and the next read sends it. A close handshake ends with the stream's `None`.
+async fn serve_subscriber<S>(
+    mut ws: WebSocketStream<S>,
+    service: String,
+    current: Vec<super::Announcement>,
+    mut changes: broadcast::Receiver<super::Announcement>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let text = |a: &super::Announcement| Message::text(a.signed.to_envelope().to_string());
+    for a in &current {
+        if ws.send(text(a)).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            r = changes.recv() => match r {
+                Ok(a) if a.service() == service => {
+                    if ws.send(text(&a)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(missed = n, "WebSocket subscriber too slow: closing");
+                    return close(&mut ws, CloseCode::Policy, "").await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            m = ws.next() => match m {
+                // Data messages mean nothing here; control frames are handled.
+                Some(Ok(_)) => {}
+                // Closed: after the close handshake, or by the peer without one.
+                None => return,
+                Some(Err(e)) => {
+                    debug!("WebSocket subscriber failed: {e}");
+                    // Fail the connection (RFC 6455 7.1.7): a close frame saying why,
+                    // then the TCP connection closed when `ws` is dropped.
+                    match e {
+                        WsError::Protocol(_) => {
+                            return close(&mut ws, CloseCode::Protocol, "protocol error").await
+                        }
+                        WsError::Capacity(_) => {
+                            return close(&mut ws, CloseCode::Size, "message too big").await
+                        }
+                        WsError::Utf8(_) => {
+                            return close(&mut ws, CloseCode::Invalid, "invalid UTF-8").await
+                        }
+                        _ => return,
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Send a close frame with `code` (best effort: the connection is dropped next).
+async fn close<S>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = ws.close(Some(frame)).await;
+}
+
 fn valid_service(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -227,82 +289,344 @@ fn valid_service(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// One unmasked server frame (FIN set).
-fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(n as u8),
-        n if n <= 0xffff => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(payload);
-    out
-}
-
-/// Take one complete (masked) client frame off `buf`: its opcode and payload.
-fn parse_client_frame(buf: &mut BytesMut) -> Option<(u8, Vec<u8>)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let op = buf[0] & 0x0f;
-    let masked = buf[1] & 0x80 != 0;
-    let (len, mut off) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => (
-            u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")) as usize,
-            10,
-        ),
-        126 | 127 => return None,
-        n => (n as usize, 2),
-    };
-    let mask = if masked {
-        if buf.len() < off + 4 {
-            return None;
-        }
-        let m = [buf[off], buf[off + 1], buf[off + 2], buf[off + 3]];
-        off += 4;
-        Some(m)
-    } else {
-        None
-    };
-    if buf.len() < off + len {
-        return None;
-    }
-    buf.advance(off);
-    let mut payload = buf.split_to(len).to_vec();
-    if let Some(m) = mask {
-        for (i, b) in payload.iter_mut().enumerate() {
-            *b ^= m[i % 4];
-        }
-    }
-    Some((op, payload))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gbs::auth::authorization_value;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const SWISSNUM: &str = "wsswissnumwsswissnumwsswissnum22";
+    /// Upper bound for any one step of a test (an answer that never comes fails).
+    const WAIT: Duration = Duration::from_secs(10);
+    /// RFC 6455 section 1.3's example key and the accept value it must get.
+    const RFC_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const RFC_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
     #[test]
-    fn frames_round_trip() {
-        let f = frame(0x1, &[b'x'; 300]);
-        assert_eq!(&f[..4], &[0x81, 126, 1, 44]);
-        // A masked client frame.
-        let mask = [1u8, 2, 3, 4];
-        let payload = b"bye";
-        let mut raw = vec![0x88, 0x80 | 3];
-        raw.extend_from_slice(&mask);
-        raw.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        let mut buf = BytesMut::from(&raw[..]);
-        assert_eq!(parse_client_frame(&mut buf), Some((0x8, b"bye".to_vec())));
-        assert!(buf.is_empty());
-        let mut partial = BytesMut::from(&raw[..4]);
-        assert_eq!(parse_client_frame(&mut partial), None);
+    fn service_names() {
         assert!(valid_service("storage") && !valid_service("../x") && !valid_service(""));
+    }
+
+    fn signed(nickname: &str, seed: u8) -> SignedAnnouncement {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let ann = serde_json::json!({
+            "service-name": "storage",
+            "nickname": nickname,
+            "seqnum": 1,
+            "anonymous-storage-FURL": "pb://x@tcp:127.0.0.1:1/y",
+        });
+        SignedAnnouncement::sign(ann.as_object().unwrap(), &key)
+    }
+
+    /// The API of `relay` on a plain HTTP/1.1 socket, with upgrades, as the daemon
+    /// serves it on TLS (`daemon::run::serve_gbs`).
+    async fn serve(relay: Relay) -> SocketAddr {
+        let api = AnnouncementApi::new(relay, SWISSNUM);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let api = api.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let api = api.clone();
+                    async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .with_upgrades(),
+                );
+            }
+        });
+        addr
+    }
+
+    /// A real WebSocket handshake over TCP for `/subscribe/storage`; returns the
+    /// socket, after the `101` response.
+    async fn handshake(addr: SocketAddr) -> TcpStream {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET /introducer/v1/subscribe/storage HTTP/1.1\r\nHost: {addr}\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: {RFC_KEY}\r\nAuthorization: {}\r\n\r\n",
+            authorization_value(SWISSNUM.as_bytes())
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8];
+            tokio::time::timeout(WAIT, tcp.read_exact(&mut b))
+                .await
+                .expect("handshake answered")
+                .unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101 "), "{head}");
+        assert!(
+            head.contains(&format!(
+                "sec-websocket-accept: {}",
+                RFC_ACCEPT.to_ascii_lowercase()
+            )),
+            "{head}"
+        );
+        tcp
+    }
+
+    /// One client frame: masked with `mask` (RFC 6455 5.3), or unmasked with `None`.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let mut out = vec![if fin { 0x80 | opcode } else { opcode }];
+        let bit = if mask.is_some() { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => out.push(bit | n as u8),
+            n if n <= 0xffff => {
+                out.push(bit | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(bit | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        match mask {
+            Some(m) => {
+                out.extend_from_slice(&m);
+                out.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
+            }
+            None => out.extend_from_slice(payload),
+        }
+        out
+    }
+
+    const MASK: Option<[u8; 4]> = Some([0x37, 0xfa, 0x21, 0x3d]);
+
+    /// Read one server frame: (FIN, opcode, payload). Server frames are never masked.
+    async fn read_frame(tcp: &mut TcpStream) -> (bool, u8, Vec<u8>) {
+        tokio::time::timeout(WAIT, async {
+            let mut h = [0u8; 2];
+            tcp.read_exact(&mut h).await.unwrap();
+            assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
+            let len = match h[1] & 0x7f {
+                126 => tcp.read_u16().await.unwrap() as usize,
+                127 => usize::try_from(tcp.read_u64().await.unwrap()).unwrap(),
+                n => n as usize,
+            };
+            let mut payload = vec![0u8; len];
+            tcp.read_exact(&mut payload).await.unwrap();
+            (h[0] & 0x80 != 0, h[0] & 0x0f, payload)
+        })
+        .await
+        .expect("a frame from the server")
+    }
+
+    /// The next frame is a close frame with `code`, and then the server closes TCP.
+    async fn assert_closed_with(tcp: &mut TcpStream, code: u16) {
+        let (fin, op, payload) = read_frame(tcp).await;
+        assert!(fin);
+        assert_eq!(
+            op, 0x8,
+            "close frame expected, got opcode {op}: {payload:?}"
+        );
+        assert_eq!(
+            u16::from_be_bytes([payload[0], payload[1]]),
+            code,
+            "{payload:?}"
+        );
+        assert_eof(tcp).await;
+    }
+
+    async fn assert_eof(tcp: &mut TcpStream) {
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(WAIT, tcp.read_to_end(&mut rest))
+            .await
+            .expect("server closes the connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "nothing after the close frame: {rest:?}");
+    }
+
+    /// A ping gets its pong: the connection is alive and in sync.
+    async fn assert_pong(tcp: &mut TcpStream, data: &[u8]) {
+        tcp.write_all(&client_frame(true, 0x9, data, MASK))
+            .await
+            .unwrap();
+        assert_eq!(read_frame(tcp).await, (true, 0xA, data.to_vec()));
+    }
+
+    /// A well-behaved client: the current set, then each new announcement, as text
+    /// messages of ENVELOPE JSON (FIN set, 16-bit length for these sizes), and the
+    /// close handshake answered, even when the close frame arrives in pieces.
+    #[tokio::test]
+    async fn subscriber_gets_current_then_new_announcements() {
+        let relay = Relay::new("test", None);
+        let first = signed("first", 1);
+        relay.accept(&first, Origin::Local, "test").unwrap();
+        let mut tcp = handshake(serve(relay.clone()).await).await;
+
+        let (fin, op, payload) = read_frame(&mut tcp).await;
+        assert!(fin && op == 0x1 && payload.len() > 125, "{op} {payload:?}");
+        let env: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(SignedAnnouncement::from_envelope(&env).unwrap(), first);
+
+        let second = signed("second", 2);
+        relay.accept(&second, Origin::Local, "test").unwrap();
+        let (_, op, payload) = read_frame(&mut tcp).await;
+        assert_eq!(op, 0x1);
+        let env: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(SignedAnnouncement::from_envelope(&env).unwrap(), second);
+
+        let mut close = 1000u16.to_be_bytes().to_vec();
+        close.extend_from_slice(b"bye");
+        let raw = client_frame(true, 0x8, &close, MASK);
+        tcp.write_all(&raw[..4]).await.unwrap();
+        tcp.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tcp.write_all(&raw[4..]).await.unwrap();
+        let (fin, op, payload) = read_frame(&mut tcp).await;
+        assert!(fin && op == 0x8);
+        assert_eq!(payload, close, "the close frame is echoed");
+        assert_eof(&mut tcp).await;
+    }
+
+    /// RFC 6455 5.1: a server must close the connection on an unmasked client frame.
+    /// swampgate sends close status 1002 (protocol error), then closes TCP.
+    #[tokio::test]
+    async fn unmasked_client_frame_fails_the_connection() {
+        let mut tcp = handshake(serve(Relay::new("test", None)).await).await;
+        assert_pong(&mut tcp, b"before").await;
+        tcp.write_all(&client_frame(true, 0x1, b"hello", None))
+            .await
+            .unwrap();
+        assert_closed_with(&mut tcp, 1002).await;
+
+        // The same for an unmasked ping: it is not answered.
+        let mut tcp = handshake(serve(Relay::new("test", None)).await).await;
+        tcp.write_all(&client_frame(true, 0x9, b"hi", None))
+            .await
+            .unwrap();
+        assert_closed_with(&mut tcp, 1002).await;
+    }
+
+    #[tokio::test]
+    async fn ping_is_answered_with_pong() {
+        let mut tcp = handshake(serve(Relay::new("test", None)).await).await;
+        assert_pong(&mut tcp, b"").await;
+        assert_pong(&mut tcp, b"one").await;
+        assert_pong(&mut tcp, &[0x5a; 125]).await;
+        // Two pings in one write: both are read (the second pong may replace the
+        // first, as RFC 6455 5.5.3 allows, but one answers the latest).
+        let mut two = client_frame(true, 0x9, b"a", MASK);
+        two.extend(client_frame(true, 0x9, b"b", MASK));
+        tcp.write_all(&two).await.unwrap();
+        let mut last = read_frame(&mut tcp).await;
+        if last.2 == b"a" {
+            last = read_frame(&mut tcp).await;
+        }
+        assert_eq!(last, (true, 0xA, b"b".to_vec()));
+        assert_pong(&mut tcp, b"after").await;
+    }
+
+    /// Fragments make one message: a ping between them is answered, the message
+    /// ends with its last continuation frame, and the fragments count together
+    /// against the message limit.
+    #[tokio::test]
+    async fn fragmented_messages_are_reassembled() {
+        let addr = serve(Relay::new("test", None)).await;
+        let mut tcp = handshake(addr).await;
+        tcp.write_all(&client_frame(false, 0x1, b"hel", MASK))
+            .await
+            .unwrap();
+        assert_pong(&mut tcp, b"between").await;
+        tcp.write_all(&client_frame(false, 0x0, b"lo ", MASK))
+            .await
+            .unwrap();
+        tcp.write_all(&client_frame(true, 0x0, b"world", MASK))
+            .await
+            .unwrap();
+        assert_pong(&mut tcp, b"after").await;
+        // A new message may start now; a continuation frame with no message to
+        // continue is a protocol error.
+        tcp.write_all(&client_frame(true, 0x2, b"whole", MASK))
+            .await
+            .unwrap();
+        assert_pong(&mut tcp, b"again").await;
+        tcp.write_all(&client_frame(true, 0x0, b"stray", MASK))
+            .await
+            .unwrap();
+        assert_closed_with(&mut tcp, 1002).await;
+
+        // Two fragments each within the frame limit, together past the message limit.
+        let mut tcp = handshake(addr).await;
+        let half = vec![b'x'; MAX_CLIENT_MESSAGE / 2 + 1];
+        tcp.write_all(&client_frame(false, 0x2, &half, MASK))
+            .await
+            .unwrap();
+        assert_pong(&mut tcp, b"first half read").await;
+        tcp.write_all(&client_frame(true, 0x0, &half, MASK))
+            .await
+            .unwrap();
+        assert_closed_with(&mut tcp, 1009).await;
+    }
+
+    /// RFC 6455 8.1: a text message that is not UTF-8 fails the connection (1007),
+    /// also when the bad sequence is split across fragments.
+    #[tokio::test]
+    async fn invalid_utf8_text_fails_with_1007() {
+        let addr = serve(Relay::new("test", None)).await;
+        let mut tcp = handshake(addr).await;
+        tcp.write_all(&client_frame(true, 0x1, b"caf\xc3\xa9", MASK))
+            .await
+            .unwrap();
+        assert_pong(&mut tcp, b"valid").await;
+        tcp.write_all(&client_frame(true, 0x1, b"\xff", MASK))
+            .await
+            .unwrap();
+        assert_closed_with(&mut tcp, 1007).await;
+
+        let mut tcp = handshake(addr).await;
+        tcp.write_all(&client_frame(false, 0x1, b"caf\xc3", MASK))
+            .await
+            .unwrap();
+        tcp.write_all(&client_frame(true, 0x0, b"(", MASK))
+            .await
+            .unwrap();
+        assert_closed_with(&mut tcp, 1007).await;
+    }
+
+    /// A frame larger than [`MAX_CLIENT_MESSAGE`] is refused from its header (1009),
+    /// before its payload is sent, including a 64-bit length past any buffer; a
+    /// frame of exactly the limit is read.
+    #[tokio::test]
+    async fn oversized_frames_are_refused() {
+        let addr = serve(Relay::new("test", None)).await;
+
+        let mut tcp = handshake(addr).await;
+        let full = vec![b'x'; MAX_CLIENT_MESSAGE];
+        tcp.write_all(&client_frame(true, 0x2, &full, MASK))
+            .await
+            .unwrap();
+        assert_pong(&mut tcp, b"at the limit").await;
+
+        let mut tcp = handshake(addr).await;
+        let header = &client_frame(true, 0x2, &vec![0; MAX_CLIENT_MESSAGE + 1], MASK)[..14];
+        tcp.write_all(header).await.unwrap();
+        assert_closed_with(&mut tcp, 1009).await;
+
+        let mut tcp = handshake(addr).await;
+        let mut huge = vec![0x82, 0x80 | 127];
+        huge.extend_from_slice(&(1u64 << 63).to_be_bytes());
+        huge.extend_from_slice(&MASK.unwrap());
+        tcp.write_all(&huge).await.unwrap();
+        assert_closed_with(&mut tcp, 1009).await;
+
+        // Control frames carry at most 125 bytes (RFC 6455 5.5).
+        let mut tcp = handshake(addr).await;
+        tcp.write_all(&client_frame(true, 0x9, &[0; 126], MASK))
+            .await
+            .unwrap();
+        assert_closed_with(&mut tcp, 1002).await;
     }
 }
