@@ -2,10 +2,12 @@
 //! its HTTP storage protocol ("Great Black Swamp", GBS).
 //!
 //! # Layout
+//! - [`identity`]: protocol-neutral: a node's certificate and key (Tahoe's `node.pem`
+//!   layout), its tubid and SPKI hash.
 //! - [`foolscap`]: the legacy protocol. `banana` is the sans-IO token codec,
 //!   `negotiate` the sans-IO connection negotiation, `tls` the rustls configuration
 //!   (certificate-hash pinning, no web PKI), `broker` one connection's PB state, and
-//!   `furl` / `identity` the addressing and key material.
+//!   `furl` the addressing.
 //! - [`gbs`]: the HTTP storage protocol: server, client, CBOR/JSON bodies, NURLs,
 //!   authorization and Range handling.
 //! - [`storage`]: the protocol-neutral seam ([`storage::StorageApi`]) every front calls
@@ -21,5 +23,6 @@ pub mod check;
 pub mod daemon;
 pub mod foolscap;
 pub mod gbs;
+pub mod identity;
 pub mod introducer;
 pub mod storage;

@@ -9,9 +9,10 @@ use bytes::Bytes;
 use swampgate::bridge::foolscap_front::StorageServerObject;
 use swampgate::check::{self, Options, Status};
 use swampgate::foolscap::furl::Hint;
-use swampgate::foolscap::{Tub, TubConfig, TubIdentity};
+use swampgate::foolscap::{Tub, TubConfig};
 use swampgate::gbs::server::{GbsServer, ServerConfig};
 use swampgate::gbs::tls::TlsIdentity;
+use swampgate::identity::Identity;
 use swampgate::storage::store::{Store, StoreConfig};
 use swampgate::storage::*;
 
@@ -151,7 +152,7 @@ impl Served {
 
 async fn serve(fault: Fault) -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let identity = TubIdentity::generate().unwrap();
+    let identity = Identity::generate().unwrap();
     let store = Store::open(StoreConfig::new(dir.path(), identity.tubid().to_string())).unwrap();
     let api: Arc<dyn StorageApi> = Arc::new(Faulty {
         inner: store,

@@ -7,12 +7,12 @@
 //! - [`broker`]: one connection's PB state over tokio.
 //! - [`tub`]: dialling and accepting connections; published objects.
 //! - [`schema`]: the RemoteInterface constraints Tahoe uses.
-//! - [`furl`], [`identity`]: addressing and key material.
+//! - [`furl`]: addressing. The key material (certificate, key, TubID) is
+//!   [`crate::identity`]'s.
 
 pub mod banana;
 pub mod broker;
 pub mod furl;
-pub mod identity;
 pub mod message;
 pub mod negotiate;
 pub mod schema;
@@ -22,6 +22,5 @@ pub mod value;
 
 pub use broker::{CallError, Connection, RemoteObject, RemoteRef};
 pub use furl::Furl;
-pub use identity::TubIdentity;
 pub use tub::{Tub, TubConfig, TubError};
 pub use value::{Failure, Value};

@@ -18,7 +18,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, Error as TlsError, SignatureScheme};
 
-use super::identity::{tubid_of, TubIdentity};
+use crate::identity::{tubid_of, Identity};
 
 fn algs() -> WebPkiSupportedAlgorithms {
     provider::default_provider().signature_verification_algorithms
@@ -35,7 +35,7 @@ fn verify_raw(
     rustls::crypto::verify_tls13_signature_with_raw_key(msg, &spki, dss, &algs())
 }
 
-fn certified_key(id: &TubIdentity) -> Result<Arc<CertifiedKey>, TlsError> {
+fn certified_key(id: &Identity) -> Result<Arc<CertifiedKey>, TlsError> {
     let signer = provider::sign::any_supported_type(id.key_der())?;
     Ok(Arc::new(CertifiedKey::new(
         vec![id.cert_der().clone()],
@@ -164,7 +164,7 @@ impl ClientCertVerifier for AnyTubClient {
 
 /// The config for dialling a Tub whose TubID is `expected_tubid`, presenting `id`.
 pub fn client_config(
-    id: &TubIdentity,
+    id: &Identity,
     expected_tubid: &str,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider::default_provider()))
@@ -178,7 +178,7 @@ pub fn client_config(
 }
 
 /// The config for accepting Foolscap connections as `id`.
-pub fn server_config(id: &TubIdentity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut cfg =
         rustls::ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
             .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -195,8 +195,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn handshake(
-        server_id: &TubIdentity,
-        client_id: &TubIdentity,
+        server_id: &Identity,
+        client_id: &Identity,
         expect: &str,
     ) -> Result<Vec<u8>, String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -233,17 +233,17 @@ mod tests {
 
     #[tokio::test]
     async fn pins_the_expected_tubid_and_sees_the_client_cert() {
-        let server = TubIdentity::generate().unwrap();
-        let client = TubIdentity::generate().unwrap();
+        let server = Identity::generate().unwrap();
+        let client = Identity::generate().unwrap();
         let seen = handshake(&server, &client, server.tubid()).await.unwrap();
         assert_eq!(tubid_of(&seen), client.tubid());
     }
 
     #[tokio::test]
     async fn refuses_a_server_with_another_tubid() {
-        let server = TubIdentity::generate().unwrap();
-        let client = TubIdentity::generate().unwrap();
-        let other = TubIdentity::generate().unwrap();
+        let server = Identity::generate().unwrap();
+        let client = Identity::generate().unwrap();
+        let other = Identity::generate().unwrap();
         let e = handshake(&server, &client, other.tubid())
             .await
             .unwrap_err();

@@ -1,7 +1,8 @@
 //! Great Black Swamp (GBS): Tahoe-LAFS's HTTP storage protocol.
 //!
 //! # Layout
-//! - [`nurl`]: `pb://SPKIHASH@HOST:PORT/SWISSNUM#v=1` addresses and the SPKI hash.
+//! - [`nurl`]: `pb://SPKIHASH@HOST:PORT/SWISSNUM#v=1` addresses (the SPKI hash itself
+//!   is computed in [`crate::identity`]).
 //! - [`auth`]: the `Authorization` swissnum header and the `X-Tahoe-Authorization`
 //!   secrets.
 //! - [`range`]: `Range` / `Content-Range` parsing and formatting, with Tahoe's rules.

@@ -23,7 +23,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use subtle::ConstantTimeEq;
 
-use super::nurl::{spki_hash_of_spki, spki_of_certificate};
+use crate::identity::{spki_hash_of_spki, spki_of_certificate, Identity};
 
 /// The crypto provider everything here uses (ring), without touching the process-wide
 /// default.
@@ -82,9 +82,9 @@ impl TlsIdentity {
         Ok(id)
     }
 
-    /// The TLS identity of a Tub: GBS and Foolscap serve the same certificate, as a
-    /// Tahoe node does.
-    pub fn from_tub(id: &crate::foolscap::TubIdentity) -> TlsIdentity {
+    /// The TLS identity of a node's [`Identity`]: GBS and Foolscap serve the same
+    /// certificate, as a Tahoe node does.
+    pub fn from_identity(id: &Identity) -> TlsIdentity {
         TlsIdentity {
             cert_chain: vec![id.cert_der().clone()],
             key: Arc::new(id.key_der().clone_key()),
@@ -233,19 +233,6 @@ pub fn client_config(expected_hash: [u8; 32]) -> Arc<rustls::ClientConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A certificate made as foolscap makes Tahoe node certificates (X.509 v1, RSA
-    /// 2048, CN=newpb_thingy), with the SPKI hash Tahoe 1.20's `get_spki_hash`
-    /// computes for it.
-    const V1_CERT: &str = include_str!("testdata/foolscap_v1_cert.pem");
-    const V1_CERT_SPKI_HASH: &str = include_str!("testdata/foolscap_v1_cert.spki_hash");
-
-    #[test]
-    fn spki_hash_of_a_foolscap_v1_certificate_matches_tahoe() {
-        let der = pem::parse(V1_CERT).unwrap();
-        let h = super::super::nurl::spki_hash_of_certificate(der.contents()).unwrap();
-        assert_eq!(h, V1_CERT_SPKI_HASH.trim());
-    }
 
     #[test]
     fn identity_round_trips_through_pem() {
