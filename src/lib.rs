@@ -3,13 +3,14 @@
 //!
 //! # Layout
 //! - [`identity`]: protocol-neutral: a node's certificate and key (Tahoe's `node.pem`
-//!   layout), its tubid and SPKI hash.
+//!   layout), its tubid and SPKI hash, and the one pinned-certificate rustls verifier
+//!   both protocols use (no web PKI; X.509 v1 certificates accepted).
 //! - [`foolscap`]: the legacy protocol. `banana` is the sans-IO token codec,
 //!   `negotiate` the sans-IO connection negotiation, `tls` the rustls configuration
-//!   (certificate-hash pinning, no web PKI), `broker` one connection's PB state, and
-//!   `furl` the addressing.
+//!   (tubid pinning), `broker` one connection's PB state, and `furl` the addressing.
 //! - [`gbs`]: the HTTP storage protocol: server, client, CBOR/JSON bodies, NURLs,
-//!   authorization and Range handling.
+//!   authorization and Range handling, `tls` the rustls configuration (SPKI-hash
+//!   pinning).
 //! - [`storage`]: the protocol-neutral seam ([`storage::StorageApi`]) every front calls
 //!   and every backend implements, plus the embedded share store.
 //! - `bridge`, `daemon`: later layers built on the above.

@@ -3,7 +3,8 @@
 //! - [`banana`]: the token codec (sans-IO).
 //! - [`message`]: values and PB messages over tokens (sans-IO).
 //! - [`negotiate`]: the plaintext upgrade and HELLO/DECISION blocks (sans-IO).
-//! - [`tls`]: rustls configs pinning TubIDs.
+//! - [`tls`]: rustls configs pinning TubIDs (with
+//!   [`crate::identity::PinnedCertVerifier`]).
 //! - [`broker`]: one connection's PB state over tokio.
 //! - [`tub`]: dialling and accepting connections; published objects.
 //! - [`schema`]: the RemoteInterface constraints Tahoe uses.

@@ -10,15 +10,22 @@
 //!
 //! A Tahoe node serves both protocols with the same certificate, and so does
 //! swampgate. Those certificates are often X.509 **v1** (foolscap makes them so),
-//! which webpki refuses; everything here parses them with `x509-parser` instead.
+//! which webpki refuses; everything here parses them with `x509-parser` instead, and
+//! [`verifier::PinnedCertVerifier`] is the one rustls verifier both protocols use.
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use data_encoding::BASE64URL_NOPAD;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
+
+pub mod verifier;
+
+pub use verifier::{Pin, PinnedCertVerifier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -94,6 +101,17 @@ pub fn is_spki_hash(s: &str) -> bool {
         && BASE64URL_NOPAD
             .decode(s.as_bytes())
             .is_ok_and(|v| v.len() == 32)
+}
+
+/// A rustls [`CertifiedKey`] serving `chain` with `key`, built without webpki so that an
+/// X.509 v1 certificate can be served (no certificate parsing, no key/certificate
+/// consistency check).
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: &PrivateKeyDer<'_>,
+) -> Result<Arc<CertifiedKey>, rustls::Error> {
+    let signer = rustls::crypto::ring::sign::any_supported_type(key)?;
+    Ok(Arc::new(CertifiedKey::new(chain, signer)))
 }
 
 impl Identity {
@@ -231,6 +249,11 @@ impl Identity {
     /// The SPKI hash of this identity's certificate: the `SPKIHASH` of its NURL.
     pub fn spki_hash(&self) -> String {
         spki_hash_of_certificate(&self.cert).expect("our own certificate parses")
+    }
+
+    /// The certificate and key for rustls, to serve or to present as a client.
+    pub fn certified_key(&self) -> Result<Arc<CertifiedKey>, rustls::Error> {
+        certified_key(vec![self.cert.clone()], &self.key)
     }
 }
 
