@@ -3,6 +3,9 @@
 //!
 //! # Layout
 //! The tree is the architecture; each layer imports only those below it.
+//! - [`identity`]: protocol-neutral key material: the certificate and key (Tahoe's
+//!   `node.pem` layout), the tubid, the SPKI hash, and one pinned-certificate rustls
+//!   verifier used by both protocols.
 //! - [`storage`]: the protocol-neutral seam ([`storage::StorageApi`]) every front
 //!   calls and every backend implements; its vocabulary (a call as a value:
 //!   [`storage::Method`], [`storage::Call`], [`storage::Reply`]; failures:
@@ -12,8 +15,8 @@
 //! - [`foolscap`]: the legacy protocol. `banana` is the sans-IO token codec,
 //!   `negotiate` the sans-IO connection negotiation, `tls` the rustls configuration
 //!   (certificate-hash pinning, no web PKI), `broker` one connection's PB state, and
-//!   `furl` / `identity` the addressing and key material; `storage` its front,
-//!   backend and error mapping onto the seam.
+//!   `furl` the addressing; `storage` its front, backend and error mapping onto the
+//!   seam.
 //! - [`gbs`]: the HTTP storage protocol: `server` (the GBS front), `client` (the GBS
 //!   backend), `errors` (its mapping onto the seam), CBOR/JSON bodies, NURLs,
 //!   authorization and Range handling.
@@ -31,5 +34,6 @@ pub mod check;
 pub mod daemon;
 pub mod foolscap;
 pub mod gbs;
+pub mod identity;
 pub mod introducer;
 pub mod storage;

@@ -11,8 +11,9 @@ use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use rand::RngCore;
 use swampgate::foolscap::storage::backend::FoolscapBackend;
-use swampgate::foolscap::{Tub, TubConfig, TubIdentity};
+use swampgate::foolscap::{Tub, TubConfig};
 use swampgate::gbs::client::{ClientConfig, GbsClient};
+use swampgate::identity::Identity;
 use swampgate::storage::*;
 
 use crate::kit::*;
@@ -36,7 +37,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn foolscap_client(furl: &str) -> Client {
     let tub = Tub::new(
-        TubIdentity::generate().expect("new identity"),
+        Identity::generate().expect("new identity"),
         TubConfig::default(),
     )
     .expect("tub");
@@ -560,7 +561,7 @@ pub fn scale(plan: &Plan, report: &mut Report) {
 }
 
 async fn connect_tub(furl: &swampgate::foolscap::Furl) -> (Tub, swampgate::foolscap::RemoteRef) {
-    let tub = Tub::new(TubIdentity::generate().unwrap(), TubConfig::default()).unwrap();
+    let tub = Tub::new(Identity::generate().unwrap(), TubConfig::default()).unwrap();
     let r = tub.get_reference(furl).await.expect("connecting");
     (tub, r)
 }

@@ -27,9 +27,10 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::foolscap::storage::backend::FoolscapBackend;
-use crate::foolscap::{Furl, Tub, TubConfig, TubIdentity};
+use crate::foolscap::{Furl, Tub, TubConfig};
 use crate::gbs::client::{ClientConfig, GbsClient};
 use crate::gbs::nurl::Nurl;
+use crate::identity::Identity;
 use crate::storage::*;
 
 /// The groups of checks, in the order they run.
@@ -242,7 +243,7 @@ pub fn backend(target: &Target, tub: &Tub) -> Result<Arc<dyn StorageApi>, String
 
 /// A fresh client Tub (its own random identity).
 pub fn client_tub() -> Result<Tub, String> {
-    let id = TubIdentity::generate().map_err(|e| e.to_string())?;
+    let id = Identity::generate().map_err(|e| e.to_string())?;
     Tub::new(id, TubConfig::default()).map_err(|e| e.to_string())
 }
 

@@ -21,9 +21,10 @@ use super::metrics::Metrics;
 use super::run::{cfg, DaemonError};
 use super::state::{self, StateDir, StateError};
 use crate::foolscap::storage::backend::FoolscapBackend;
-use crate::foolscap::{Tub, TubIdentity};
+use crate::foolscap::Tub;
 use crate::gbs::client::{ClientConfig, GbsClient};
 use crate::gbs::nurl::{Nurl, NurlScheme};
+use crate::identity::Identity;
 use crate::storage::layer::journal::UploadJournal;
 use crate::storage::layer::metrics::{LinkLabel, Metered};
 use crate::storage::layer::sessions::UploadSessions;
@@ -36,7 +37,7 @@ use crate::storage::StorageApi;
 pub struct Shared<'a> {
     pub state: &'a StateDir,
     /// The identity the port serves with.
-    pub identity: &'a TubIdentity,
+    pub identity: &'a Identity,
     /// The Tub that dials Foolscap upstreams.
     pub client_tub: &'a Tub,
     pub limits: &'a Limits,
@@ -151,7 +152,7 @@ impl Link {
 async fn backend(
     upstream: &Upstream,
     state: &StateDir,
-    served: &TubIdentity,
+    served: &Identity,
     client_tub: &Tub,
     limits: &Limits,
 ) -> Result<Arc<dyn StorageApi>, String> {

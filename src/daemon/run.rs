@@ -22,9 +22,10 @@ use super::sniff::{self, Prefixed, Protocol};
 use super::state::{self, StateDir, StateError};
 use crate::foolscap::furl::Hint;
 use crate::foolscap::storage::front::StorageServerObject;
-use crate::foolscap::{Tub, TubConfig, TubIdentity};
+use crate::foolscap::{Tub, TubConfig};
 use crate::gbs::server::{GbsServer, ServerConfig};
 use crate::gbs::tls::TlsIdentity;
+use crate::identity::Identity;
 use crate::storage::layer::metrics::Metered;
 use crate::storage::layer::sessions::UploadSessions;
 
@@ -172,7 +173,7 @@ impl GbsRoutes {
 pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonError> {
     // One port, one identity: adopted links must all adopt the same node, and then
     // every link on the port serves with it.
-    let mut adopted: Option<(std::path::PathBuf, TubIdentity)> = None;
+    let mut adopted: Option<(std::path::PathBuf, Identity)> = None;
     for (i, l) in config.links.iter().enumerate() {
         if let Some(dir) = &l.adopt {
             let (id, _) = state::adopt(dir)?;
@@ -204,7 +205,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         .map_err(|e| cfg("identity", e.to_string()))?;
     let client_tub = Tub::new(client_identity, tub_config(&config.limits))
         .map_err(|e| cfg("identity", e.to_string()))?;
-    let tls_identity = TlsIdentity::from_tub(&identity);
+    let tls_identity = TlsIdentity::from_identity(&identity);
     let tls = TlsAcceptor::from(
         tls_identity
             .server_config()

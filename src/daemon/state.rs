@@ -13,7 +13,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::foolscap::{Furl, TubIdentity};
+use crate::foolscap::Furl;
+use crate::identity::Identity;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {why}")]
@@ -78,16 +79,16 @@ impl StateDir {
     }
 
     /// The served identity, created on first use.
-    pub fn identity(&self) -> Result<TubIdentity, StateError> {
+    pub fn identity(&self) -> Result<Identity, StateError> {
         let p = self.root.join("private/node.pem");
-        TubIdentity::load_or_generate(&p).map_err(|e| err(&p, e))
+        Identity::load_or_generate(&p).map_err(|e| err(&p, e))
     }
 
     /// The identity for dialling Foolscap upstreams: distinct from the served one,
     /// which may be the upstream's own (adoption).
-    pub fn client_identity(&self) -> Result<TubIdentity, StateError> {
+    pub fn client_identity(&self) -> Result<Identity, StateError> {
         let p = self.root.join("private/client.pem");
-        TubIdentity::load_or_generate(&p).map_err(|e| err(&p, e))
+        Identity::load_or_generate(&p).map_err(|e| err(&p, e))
     }
 
     /// A link's swissnum, created on first use.
@@ -157,9 +158,9 @@ impl StateDir {
 /// A Tahoe storage node's identity: its certificate and key, and the swissnum of its
 /// storage FURL, so a link serves exactly the FURL (but for hints) and NURL the node
 /// would announce.
-pub fn adopt(nodedir: &Path) -> Result<(TubIdentity, String), StateError> {
+pub fn adopt(nodedir: &Path) -> Result<(Identity, String), StateError> {
     let pem = nodedir.join("private/node.pem");
-    let id = TubIdentity::load(&pem).map_err(|e| err(&pem, e))?;
+    let id = Identity::load(&pem).map_err(|e| err(&pem, e))?;
     let furl_path = nodedir.join("private/storage.furl");
     let text = std::fs::read_to_string(&furl_path).map_err(|e| err(&furl_path, e))?;
     let furl = Furl::parse(text.trim()).map_err(|e| err(&furl_path, e))?;
@@ -203,7 +204,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let e = adopt(d.path()).unwrap_err();
         assert!(e.path.ends_with("node.pem"), "{e}");
-        let id = TubIdentity::generate().unwrap();
+        let id = Identity::generate().unwrap();
         id.save(&d.path().join("private/node.pem")).unwrap();
         std::fs::write(
             d.path().join("private/storage.furl"),

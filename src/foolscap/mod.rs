@@ -3,7 +3,8 @@
 //! - [`banana`]: the token codec (sans-IO).
 //! - [`message`]: values and PB messages over tokens (sans-IO).
 //! - [`negotiate`]: the plaintext upgrade and HELLO/DECISION blocks (sans-IO).
-//! - [`tls`]: rustls configs pinning TubIDs.
+//! - [`tls`]: rustls configs pinning TubIDs (with
+//!   [`crate::identity::PinnedCertVerifier`]).
 //! - [`broker`]: one connection's PB state over tokio.
 //! - [`tub`]: dialling and accepting connections; published objects.
 //! - [`schema`]: the RemoteInterface constraints Tahoe uses.
@@ -11,13 +12,12 @@
 //!   `RIStorageServer` on any backend), the backend (the seam over an upstream
 //!   `RIStorageServer`) and the error mapping between the two, in one place.
 //! - [`backoff`]: jittered exponential backoff for reconnecting to an upstream.
-//! - [`furl`], [`identity`]: addressing and key material.
+//! - [`furl`]: addressing (key material is in [`crate::identity`]).
 
 pub mod backoff;
 pub mod banana;
 pub mod broker;
 pub mod furl;
-pub mod identity;
 pub mod message;
 pub mod negotiate;
 pub mod schema;
@@ -28,6 +28,5 @@ pub mod value;
 
 pub use broker::{CallError, Connection, RemoteObject, RemoteRef};
 pub use furl::Furl;
-pub use identity::TubIdentity;
 pub use tub::{Tub, TubConfig, TubError};
 pub use value::{Failure, Value};

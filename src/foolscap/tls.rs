@@ -1,96 +1,21 @@
 //! rustls configuration for Foolscap: no web PKI, the peer is pinned by the TubID
-//! (SHA-1 of its whole DER certificate).
+//! (SHA-1 of its whole DER certificate) with [`PinnedCertVerifier`].
 //!
-//! Foolscap's certificates are X.509 **v1**, which webpki refuses
-//! (`UnsupportedCertVersion`), so handshake signatures are checked against the raw
-//! SubjectPublicKeyInfo instead, and our own (possibly v1) certificate is served
-//! through a resolver built with `CertifiedKey::new`. Only TLS 1.3 is offered: every
-//! foolscap 24.x peer supports it, and rustls has no raw-key helper for TLS 1.2.
+//! Foolscap's certificates are X.509 **v1**, which webpki refuses; the verifier checks
+//! handshake signatures against the raw SubjectPublicKeyInfo instead, and our own
+//! (possibly v1) certificate is served through a resolver holding
+//! [`Identity::certified_key`]. Only TLS 1.3 is offered: every foolscap 24.x peer
+//! supports it, and rustls has no raw-key helper for TLS 1.2.
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
-use rustls::crypto::{ring as provider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::crypto::ring as provider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, Error as TlsError, SignatureScheme};
+use rustls::{Error as TlsError, SignatureScheme};
 
-use super::identity::{tubid_of, TubIdentity};
-
-fn algs() -> WebPkiSupportedAlgorithms {
-    provider::default_provider().signature_verification_algorithms
-}
-
-fn verify_raw(
-    msg: &[u8],
-    cert: &CertificateDer<'_>,
-    dss: &DigitallySignedStruct,
-) -> Result<HandshakeSignatureValid, TlsError> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert)
-        .map_err(|_| TlsError::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
-    let spki = SubjectPublicKeyInfoDer::from(parsed.tbs_certificate.subject_pki.raw.to_vec());
-    rustls::crypto::verify_tls13_signature_with_raw_key(msg, &spki, dss, &algs())
-}
-
-fn certified_key(id: &TubIdentity) -> Result<Arc<CertifiedKey>, TlsError> {
-    let signer = provider::sign::any_supported_type(id.key_der())?;
-    Ok(Arc::new(CertifiedKey::new(
-        vec![id.cert_der().clone()],
-        signer,
-    )))
-}
-
-/// Pins the server's certificate to the TubID we dialled.
-#[derive(Debug)]
-struct TubIdVerifier {
-    expected: String,
-}
-
-impl ServerCertVerifier for TubIdVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, TlsError> {
-        let got = tubid_of(end_entity);
-        if got == self.expected {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(TlsError::General(format!(
-                "connected to the wrong Tub: expected tubid {}, the server's certificate has tubid {got}",
-                self.expected
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _m: &[u8],
-        _c: &CertificateDer<'_>,
-        _d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        Err(TlsError::General("TLS 1.2 is not offered".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        msg: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        verify_raw(msg, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        algs().supported_schemes()
-    }
-}
+use crate::identity::{Identity, Pin, PinnedCertVerifier};
 
 #[derive(Debug)]
 struct OneCert(Arc<CertifiedKey>);
@@ -111,79 +36,30 @@ impl ResolvesServerCert for OneCert {
     }
 }
 
-/// Asks for a client certificate without requiring one (as foolscap does); any
-/// self-signed certificate is accepted here, and the negotiation layer checks that
-/// its hash equals the TubID the client claims.
-#[derive(Debug)]
-struct AnyTubClient;
-
-impl ClientCertVerifier for AnyTubClient {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, TlsError> {
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _m: &[u8],
-        _c: &CertificateDer<'_>,
-        _d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        Err(TlsError::General("TLS 1.2 is not offered".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        msg: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        verify_raw(msg, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        algs().supported_schemes()
-    }
-}
-
 /// The config for dialling a Tub whose TubID is `expected_tubid`, presenting `id`.
 pub fn client_config(
-    id: &TubIdentity,
+    id: &Identity,
     expected_tubid: &str,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider::default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(TubIdVerifier {
-            expected: expected_tubid.to_string(),
-        }))
-        .with_client_cert_resolver(Arc::new(OneCert(certified_key(id)?)));
+        .with_custom_certificate_verifier(Arc::new(PinnedCertVerifier::new(Pin::TubId(
+            expected_tubid.to_string(),
+        ))))
+        .with_client_cert_resolver(Arc::new(OneCert(id.certified_key()?)));
     Ok(Arc::new(cfg))
 }
 
-/// The config for accepting Foolscap connections as `id`.
-pub fn server_config(id: &TubIdentity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// The config for accepting Foolscap connections as `id`. A client certificate is asked
+/// for without requiring one (as foolscap does) and any is accepted here: the
+/// negotiation layer checks that its hash equals the TubID the client claims.
+pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut cfg =
         rustls::ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(Arc::new(AnyTubClient))
-            .with_cert_resolver(Arc::new(OneCert(certified_key(id)?)));
+            .with_client_cert_verifier(Arc::new(PinnedCertVerifier::new(Pin::Any)))
+            .with_cert_resolver(Arc::new(OneCert(id.certified_key()?)));
     // Foolscap turns session tickets off; nothing resumes.
     cfg.send_tls13_tickets = 0;
     Ok(Arc::new(cfg))
@@ -192,11 +68,13 @@ pub fn server_config(id: &TubIdentity) -> Result<Arc<rustls::ServerConfig>, TlsE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::tubid_of;
+    use rustls::pki_types::ServerName;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn handshake(
-        server_id: &TubIdentity,
-        client_id: &TubIdentity,
+        server_id: &Identity,
+        client_id: &Identity,
         expect: &str,
     ) -> Result<Vec<u8>, String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -233,17 +111,17 @@ mod tests {
 
     #[tokio::test]
     async fn pins_the_expected_tubid_and_sees_the_client_cert() {
-        let server = TubIdentity::generate().unwrap();
-        let client = TubIdentity::generate().unwrap();
+        let server = Identity::generate().unwrap();
+        let client = Identity::generate().unwrap();
         let seen = handshake(&server, &client, server.tubid()).await.unwrap();
         assert_eq!(tubid_of(&seen), client.tubid());
     }
 
     #[tokio::test]
     async fn refuses_a_server_with_another_tubid() {
-        let server = TubIdentity::generate().unwrap();
-        let client = TubIdentity::generate().unwrap();
-        let other = TubIdentity::generate().unwrap();
+        let server = Identity::generate().unwrap();
+        let client = Identity::generate().unwrap();
+        let other = Identity::generate().unwrap();
         let e = handshake(&server, &client, other.tubid())
             .await
             .unwrap_err();

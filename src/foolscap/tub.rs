@@ -16,9 +16,9 @@ use tracing::{debug, info_span, warn, Instrument};
 use super::banana::VocabTable;
 use super::broker::{self, BrokerConfig, CallError, Connection, RemoteObject, RemoteRef};
 use super::furl::{Furl, Hint};
-use super::identity::{tubid_of, TubIdentity};
 use super::negotiate::{self as neg, Decision, ExistingConnection, Hello, NegotiationError};
 use super::tls;
+use crate::identity::{tubid_of, Identity};
 
 #[derive(Clone, Copy, Debug)]
 pub struct TubConfig {
@@ -57,7 +57,7 @@ pub enum TubError {
 type Published = Arc<Mutex<HashMap<String, Arc<dyn RemoteObject>>>>;
 
 struct TubInner {
-    identity: TubIdentity,
+    identity: Identity,
     incarnation: String,
     config: TubConfig,
     server_tls: Arc<rustls::ServerConfig>,
@@ -78,7 +78,7 @@ pub struct Tub {
 }
 
 impl Tub {
-    pub fn new(identity: TubIdentity, config: TubConfig) -> Result<Tub, TubError> {
+    pub fn new(identity: Identity, config: TubConfig) -> Result<Tub, TubError> {
         let server_tls = tls::server_config(&identity).map_err(|e| TubError::Tls(e.to_string()))?;
         let incarnation = crate::foolscap::banana::hex_lower(&rand::random::<[u8; 8]>());
         Ok(Tub {
@@ -100,7 +100,7 @@ impl Tub {
         self.inner.identity.tubid()
     }
 
-    pub fn identity(&self) -> &TubIdentity {
+    pub fn identity(&self) -> &Identity {
         &self.inner.identity
     }
 

@@ -1,7 +1,8 @@
 //! Great Black Swamp (GBS): Tahoe-LAFS's HTTP storage protocol.
 //!
 //! # Layout
-//! - [`nurl`]: `pb://SPKIHASH@HOST:PORT/SWISSNUM#v=1` addresses and the SPKI hash.
+//! - [`nurl`]: `pb://SPKIHASH@HOST:PORT/SWISSNUM#v=1` addresses (the SPKI hash itself
+//!   is computed in [`crate::identity`]).
 //! - [`auth`]: the `Authorization` swissnum header and the `X-Tahoe-Authorization`
 //!   secrets.
 //! - [`range`]: `Range` / `Content-Range` parsing and formatting, with Tahoe's rules.
@@ -10,7 +11,9 @@
 //!   them) and JSON.
 //! - [`errors`]: the one place where [`StorageError`](crate::storage::StorageError)
 //!   and HTTP status codes are mapped to each other, in both directions.
-//! - [`tls`]: server identity and the client's SPKI-pinning certificate verifier.
+//! - [`tls`]: the server's TLS identity and configuration, and the client's
+//!   configuration pinning the server's SPKI hash (with
+//!   [`crate::identity::PinnedCertVerifier`]).
 //! - [`server`]: the front: HTTP requests in, [`StorageApi`](crate::storage::StorageApi)
 //!   calls out.
 //! - [`client`]: the backend: a [`StorageApi`](crate::storage::StorageApi) that speaks

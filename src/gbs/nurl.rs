@@ -2,7 +2,8 @@
 //!
 //! As Tahoe 1.20 builds them (`http_server.build_nurl`, hyperlink's `DecodedURL`):
 //! - `SPKIHASH` is the unpadded URL-safe base64 of SHA-256 over the DER
-//!   SubjectPublicKeyInfo of the server's TLS certificate (43 characters);
+//!   SubjectPublicKeyInfo of the server's TLS certificate (43 characters; computed by
+//!   [`crate::identity::spki_hash_of_certificate`]);
 //! - `HOST` is a DNS name, an IPv4 address, or an IPv6 address in brackets;
 //! - `SWISSNUM` is the storage swissnum (the same string as in the storage FURL);
 //! - the fragment `v=1` says "HTTP storage protocol, version 1" (a FURL has none);
@@ -13,7 +14,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use data_encoding::BASE64URL_NOPAD;
-use sha2::{Digest, Sha256};
+
+use crate::identity::is_spki_hash;
 
 /// How a NURL says to reach the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,14 +130,6 @@ impl fmt::Display for Nurl {
     }
 }
 
-/// Is `s` a valid SPKI hash: 43 base64url characters encoding 32 bytes?
-pub fn is_spki_hash(s: &str) -> bool {
-    s.len() == 43
-        && BASE64URL_NOPAD
-            .decode(s.as_bytes())
-            .is_ok_and(|v| v.len() == 32)
-}
-
 impl FromStr for Nurl {
     type Err = NurlError;
 
@@ -216,24 +210,6 @@ impl FromStr for Nurl {
     }
 }
 
-/// The SPKI hash of a DER SubjectPublicKeyInfo, as Tahoe computes it
-/// (`http_common.get_spki_hash`).
-pub fn spki_hash_of_spki(spki_der: &[u8]) -> String {
-    BASE64URL_NOPAD.encode(&Sha256::digest(spki_der))
-}
-
-/// The DER SubjectPublicKeyInfo inside a DER certificate (v1 certificates included).
-pub fn spki_of_certificate(cert_der: &[u8]) -> Result<&[u8], String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
-        .map_err(|e| format!("cannot parse the certificate: {e}"))?;
-    Ok(cert.tbs_certificate.subject_pki.raw)
-}
-
-/// The SPKI hash of a DER certificate.
-pub fn spki_hash_of_certificate(cert_der: &[u8]) -> Result<String, String> {
-    Ok(spki_hash_of_spki(spki_of_certificate(cert_der)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,17 +280,5 @@ mod tests {
         for b in bad {
             assert!(b.parse::<Nurl>().is_err(), "{b}");
         }
-    }
-
-    #[test]
-    fn spki_hash_of_generated_certificate() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["x".into()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let h = spki_hash_of_certificate(cert.der()).unwrap();
-        assert!(is_spki_hash(&h));
-        assert_eq!(h, spki_hash_of_spki(&key.public_key_der()));
     }
 }

@@ -4,26 +4,21 @@
 //! X.509 **v1**. webpki (and so rustls's stock helpers) refuse v1 certificates, so:
 //! - the server hands rustls a [`CertifiedKey`] directly (no certificate parsing or
 //!   key/certificate consistency check that would go through webpki);
-//! - the client verifies nothing about the certificate but the SHA-256 of its
+//! - the client pins the server with [`PinnedCertVerifier`] and a [`Pin::SpkiHash`]:
+//!   nothing about the certificate is verified but the SHA-256 of its
 //!   SubjectPublicKeyInfo, which must equal the NURL's hash (no web PKI, no names, no
 //!   validity dates — Tahoe accepts expired and not-yet-valid certificates too), and
-//!   checks the handshake signature against that SPKI with
-//!   [`rustls::crypto::verify_tls13_signature_with_raw_key`]. The client therefore
+//!   the handshake signature is checked against that SPKI. The client therefore
 //!   speaks TLS 1.3 only, which every Tahoe 1.20 node offers.
 
 use std::fmt;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls13_signature_with_raw_key, CryptoProvider};
-use rustls::pki_types::{
-    CertificateDer, PrivateKeyDer, ServerName, SubjectPublicKeyInfoDer, UnixTime,
-};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use subtle::ConstantTimeEq;
 
-use super::nurl::{spki_hash_of_spki, spki_of_certificate};
+use crate::identity::{certified_key, spki_hash_of_certificate, Identity, Pin, PinnedCertVerifier};
 
 /// The crypto provider everything here uses (ring), without touching the process-wide
 /// default.
@@ -82,9 +77,9 @@ impl TlsIdentity {
         Ok(id)
     }
 
-    /// The TLS identity of a Tub: GBS and Foolscap serve the same certificate, as a
-    /// Tahoe node does.
-    pub fn from_tub(id: &crate::foolscap::TubIdentity) -> TlsIdentity {
+    /// The TLS identity of a node's [`Identity`]: GBS and Foolscap serve the same
+    /// certificate, as a Tahoe node does.
+    pub fn from_identity(id: &Identity) -> TlsIdentity {
         TlsIdentity {
             cert_chain: vec![id.cert_der().clone()],
             key: Arc::new(id.key_der().clone_key()),
@@ -107,15 +102,12 @@ impl TlsIdentity {
     /// The SPKI hash of the leaf certificate: the `SPKIHASH` of this server's NURL.
     pub fn spki_hash(&self) -> Result<String, String> {
         let leaf = self.cert_chain.first().ok_or("empty certificate chain")?;
-        Ok(spki_hash_of_spki(spki_of_certificate(leaf)?))
+        spki_hash_of_certificate(leaf)
     }
 
     fn certified_key(&self) -> Result<Arc<CertifiedKey>, String> {
-        let signer = provider()
-            .key_provider
-            .load_private_key(self.key.clone_key())
-            .map_err(|e| format!("unusable private key: {e}"))?;
-        Ok(Arc::new(CertifiedKey::new(self.cert_chain.clone(), signer)))
+        certified_key(self.cert_chain.clone(), &self.key)
+            .map_err(|e| format!("unusable private key: {e}"))
     }
 
     /// A rustls server configuration presenting this identity, TLS 1.2 and 1.3, ALPN
@@ -141,82 +133,6 @@ impl TlsIdentity {
     }
 }
 
-/// Accepts exactly the server whose certificate's SPKI hashes to the NURL's value.
-#[derive(Debug)]
-pub struct SpkiPinVerifier {
-    expected: [u8; 32],
-    expected_text: String,
-    provider: Arc<CryptoProvider>,
-}
-
-impl SpkiPinVerifier {
-    pub fn new(expected_hash: [u8; 32]) -> SpkiPinVerifier {
-        SpkiPinVerifier {
-            expected: expected_hash,
-            expected_text: data_encoding::BASE64URL_NOPAD.encode(&expected_hash),
-            provider: provider(),
-        }
-    }
-}
-
-fn other_error(msg: String) -> rustls::Error {
-    rustls::Error::General(msg)
-}
-
-impl ServerCertVerifier for SpkiPinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let spki = spki_of_certificate(end_entity).map_err(other_error)?;
-        let got = <sha2::Sha256 as sha2::Digest>::digest(spki);
-        if bool::from(got.as_slice().ct_eq(&self.expected)) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(other_error(format!(
-                "server certificate SPKI hash {} does not match the NURL's pinned {}",
-                spki_hash_of_spki(spki),
-                self.expected_text
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // Never reached: the client configuration enables TLS 1.3 only.
-        Err(other_error("TLS 1.2 is not offered".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let spki = spki_of_certificate(cert).map_err(other_error)?;
-        verify_tls13_signature_with_raw_key(
-            message,
-            &SubjectPublicKeyInfoDer::from(spki),
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// A rustls client configuration pinned to one SPKI hash: TLS 1.3, ALPN `http/1.1`,
 /// no client certificate.
 pub fn client_config(expected_hash: [u8; 32]) -> Arc<rustls::ClientConfig> {
@@ -224,7 +140,9 @@ pub fn client_config(expected_hash: [u8; 32]) -> Arc<rustls::ClientConfig> {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("ring supports TLS 1.3")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SpkiPinVerifier::new(expected_hash)))
+        .with_custom_certificate_verifier(Arc::new(PinnedCertVerifier::new(Pin::SpkiHash(
+            expected_hash,
+        ))))
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(cfg)
@@ -233,19 +151,6 @@ pub fn client_config(expected_hash: [u8; 32]) -> Arc<rustls::ClientConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A certificate made as foolscap makes Tahoe node certificates (X.509 v1, RSA
-    /// 2048, CN=newpb_thingy), with the SPKI hash Tahoe 1.20's `get_spki_hash`
-    /// computes for it.
-    const V1_CERT: &str = include_str!("testdata/foolscap_v1_cert.pem");
-    const V1_CERT_SPKI_HASH: &str = include_str!("testdata/foolscap_v1_cert.spki_hash");
-
-    #[test]
-    fn spki_hash_of_a_foolscap_v1_certificate_matches_tahoe() {
-        let der = pem::parse(V1_CERT).unwrap();
-        let h = super::super::nurl::spki_hash_of_certificate(der.contents()).unwrap();
-        assert_eq!(h, V1_CERT_SPKI_HASH.trim());
-    }
 
     #[test]
     fn identity_round_trips_through_pem() {

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use swampgate::check::{self, Options, Status};
 use swampgate::foolscap::furl::Hint;
 use swampgate::foolscap::storage::front::StorageServerObject;
-use swampgate::foolscap::{Tub, TubConfig, TubIdentity};
+use swampgate::foolscap::{Tub, TubConfig};
 use swampgate::gbs::server::{GbsServer, ServerConfig};
 use swampgate::gbs::tls::TlsIdentity;
+use swampgate::identity::Identity;
 use swampgate::storage::layer::{wrap, Layer};
 use swampgate::storage::store::{Store, StoreConfig};
 use swampgate::storage::*;
@@ -69,7 +70,7 @@ impl Served {
 
 async fn serve(fault: Fault) -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let identity = TubIdentity::generate().unwrap();
+    let identity = Identity::generate().unwrap();
     let store = Store::open(StoreConfig::new(dir.path(), identity.tubid().to_string())).unwrap();
     let api = wrap(Arc::new(Faulty(fault)), Arc::new(store));
     let swissnum = "faultyfaultyfaultyfaultyfaulty22";

@@ -287,7 +287,7 @@ fn several_links_on_one_port_and_no_secret_in_logs() {
     // Foolscap reaches link alpha by its swissnum on the same port.
     rt.block_on(async {
         let tub = swampgate::foolscap::Tub::new(
-            swampgate::foolscap::TubIdentity::generate().unwrap(),
+            swampgate::identity::Identity::generate().unwrap(),
             Default::default(),
         )
         .unwrap();
@@ -388,7 +388,7 @@ fn bridged_session_at_trace_level_logs_no_secret() {
             GbsClient::new(&gw_nurl.parse::<Nurl>().unwrap(), ClientConfig::default()).unwrap(),
         );
         let tub = swampgate::foolscap::Tub::new(
-            swampgate::foolscap::TubIdentity::generate().unwrap(),
+            swampgate::identity::Identity::generate().unwrap(),
             Default::default(),
         )
         .unwrap();

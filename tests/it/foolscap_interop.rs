@@ -10,11 +10,12 @@ use swampgate::foolscap::broker::Canary;
 use swampgate::foolscap::furl::Hint;
 use swampgate::foolscap::storage::backend::FoolscapBackend;
 use swampgate::foolscap::*;
+use swampgate::identity::Identity;
 use swampgate::storage::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn new_tub() -> Tub {
-    Tub::new(TubIdentity::generate().unwrap(), TubConfig::default()).unwrap()
+    Tub::new(Identity::generate().unwrap(), TubConfig::default()).unwrap()
 }
 
 fn b(v: &[u8]) -> Value {
@@ -534,7 +535,7 @@ async fn our_server_survives_bad_peers() {
         negotiation_timeout: Duration::from_secs(2),
         ..TubConfig::default()
     };
-    let server = Tub::new(TubIdentity::generate().unwrap(), cfg).unwrap();
+    let server = Tub::new(Identity::generate().unwrap(), cfg).unwrap();
     server.publish("swiss", Arc::new(Canary));
     let port = serve(&server).await;
     let furl = server.furl(
@@ -606,7 +607,7 @@ async fn our_server_survives_bad_peers() {
         negotiation_timeout: Duration::from_secs(1),
         ..TubConfig::default()
     };
-    let impatient = Tub::new(TubIdentity::generate().unwrap(), ccfg).unwrap();
+    let impatient = Tub::new(Identity::generate().unwrap(), ccfg).unwrap();
     let mut qfurl = furl.clone();
     qfurl.hints = vec![Hint::Tcp {
         host: "127.0.0.1".into(),
@@ -624,7 +625,7 @@ async fn tls_pins_the_tubid() {
     let server = new_tub();
     server.publish("swiss", Arc::new(Canary));
     let port = serve(&server).await;
-    let other = TubIdentity::generate().unwrap();
+    let other = Identity::generate().unwrap();
     // A FURL naming another tubid at this address: the server refuses it in
     // plaintext; had it accepted, TLS pinning would refuse the certificate.
     let furl = Furl {
@@ -638,7 +639,7 @@ async fn tls_pins_the_tubid() {
     let e = new_tub().get_reference(&furl).await.unwrap_err();
     assert!(e.to_string().contains("unknown TubID"), "{e}");
     assert_eq!(
-        swampgate::foolscap::identity::tubid_of(server.identity().cert_der()),
+        swampgate::identity::tubid_of(server.identity().cert_der()),
         server.tubid()
     );
 }
@@ -656,7 +657,7 @@ async fn tahoe_python_client_gets_the_same_results_from_our_server() {
         .await
         .unwrap();
     // Loading the node's own node.pem yields the tubid Tahoe prints in its FURL.
-    let adopted = TubIdentity::load(&node.node_pem()).unwrap();
+    let adopted = Identity::load(&node.node_pem()).unwrap();
     assert_eq!(adopted.tubid(), Furl::parse(node.furl()).unwrap().tubid);
 
     let dir = tempfile::tempdir().unwrap();
@@ -827,7 +828,7 @@ async fn keepalive_and_idle_disconnect() {
     server.publish("s", Arc::new(Sleeper));
     let port = serve(&server).await;
     let cfg = tub_config(Some(200), Some(700));
-    let client = Tub::new(TubIdentity::generate().unwrap(), cfg).unwrap();
+    let client = Tub::new(Identity::generate().unwrap(), cfg).unwrap();
     let furl = server.furl("s", hint(port));
     let r = client.get_reference(&furl).await.unwrap();
     // Idle for several disconnect periods: PINGs draw PONGs, so it stays up.
@@ -844,7 +845,7 @@ async fn keepalive_and_idle_disconnect() {
     quiet.publish("s", Arc::new(Sleeper));
     let qport = serve(&quiet).await;
     let cfg = tub_config(None, Some(300));
-    let impatient = Tub::new(TubIdentity::generate().unwrap(), cfg).unwrap();
+    let impatient = Tub::new(Identity::generate().unwrap(), cfg).unwrap();
     let r = impatient
         .get_reference(&quiet.furl("s", hint(qport)))
         .await
@@ -875,7 +876,7 @@ async fn keepalive_against_real_tahoe() {
         .await
         .unwrap();
     let cfg = tub_config(Some(200), Some(900));
-    let tub = Tub::new(TubIdentity::generate().unwrap(), cfg).unwrap();
+    let tub = Tub::new(Identity::generate().unwrap(), cfg).unwrap();
     let ss = tub
         .get_reference(&Furl::parse(node.furl()).unwrap())
         .await
@@ -892,8 +893,8 @@ async fn keepalive_against_real_tahoe() {
 async fn reconnect_from_restarted_peer_replaces_the_old_connection() {
     // The server must be master: its tubid sorts above the client's.
     let (server_id, client_id) = loop {
-        let a = TubIdentity::generate().unwrap();
-        let b = TubIdentity::generate().unwrap();
+        let a = Identity::generate().unwrap();
+        let b = Identity::generate().unwrap();
         if a.tubid() > b.tubid() {
             break (a, b);
         }

@@ -192,7 +192,7 @@ fn tahoes_http_client_through_bridge_to_foolscap_node() {
     let identity = TlsIdentity::from_pem(&std::fs::read(node.node_pem()).unwrap()).unwrap();
     let rt = runtime();
     let tub = swampgate::foolscap::Tub::new(
-        swampgate::foolscap::TubIdentity::generate().unwrap(),
+        swampgate::identity::Identity::generate().unwrap(),
         Default::default(),
     )
     .unwrap();

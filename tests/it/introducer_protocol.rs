@@ -9,9 +9,8 @@ use serde_json::{Map, Value as Json};
 use swampgate::foolscap::broker::Canary;
 use swampgate::foolscap::furl::Hint;
 use swampgate::foolscap::schema::RI_SUBSCRIBER_NAME;
-use swampgate::foolscap::{
-    CallError, Connection, Failure, RemoteObject, Tub, TubConfig, TubIdentity, Value,
-};
+use swampgate::foolscap::{CallError, Connection, Failure, RemoteObject, Tub, TubConfig, Value};
+use swampgate::identity::Identity;
 use swampgate::introducer::relay::V2;
 use swampgate::introducer::{Relay, SignedAnnouncement};
 use tokio::net::TcpListener;
@@ -63,7 +62,7 @@ fn ann(seqnum: i64, nickname: &str) -> Map<String, Json> {
 #[tokio::test]
 async fn publish_subscribe_and_refusals() {
     let relay = Relay::new("test", None);
-    let server = Tub::new(TubIdentity::generate().unwrap(), TubConfig::default()).unwrap();
+    let server = Tub::new(Identity::generate().unwrap(), TubConfig::default()).unwrap();
     server.publish("introducerswissnum", relay.service_object());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -76,7 +75,7 @@ async fn publish_subscribe_and_refusals() {
     );
     tokio::spawn(server.clone().serve(listener));
 
-    let client = Tub::new(TubIdentity::generate().unwrap(), TubConfig::default()).unwrap();
+    let client = Tub::new(Identity::generate().unwrap(), TubConfig::default()).unwrap();
     let intro = client.get_reference(&furl).await.unwrap();
     assert_eq!(
         intro.interface(),

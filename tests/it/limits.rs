@@ -10,9 +10,10 @@ use swampgate::daemon::config::{Config, Limits};
 use swampgate::daemon::run::{self, Running};
 use swampgate::daemon::state::StateDir;
 use swampgate::foolscap::furl::Furl;
-use swampgate::foolscap::{Tub, TubConfig, TubIdentity};
+use swampgate::foolscap::{Tub, TubConfig};
 use swampgate::gbs::client::{ClientConfig, GbsClient};
 use swampgate::gbs::nurl::Nurl;
+use swampgate::identity::Identity;
 use swampgate::storage::StorageApi;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -57,7 +58,7 @@ async fn gbs_works(r: &Running) {
 
 async fn foolscap_works(r: &Running) {
     let furl = Furl::parse(&r.links[0].furl).unwrap();
-    let tub = Tub::new(TubIdentity::generate().unwrap(), TubConfig::default()).unwrap();
+    let tub = Tub::new(Identity::generate().unwrap(), TubConfig::default()).unwrap();
     let server = tokio::time::timeout(Duration::from_secs(20), tub.get_reference(&furl))
         .await
         .expect("Foolscap connect in time")
@@ -261,7 +262,7 @@ async fn foolscap_string_limit_at_and_past_the_boundary() {
         ..Limits::default()
     };
     let (r, _d) = daemon(limits).await;
-    let tub = Tub::new(TubIdentity::generate().unwrap(), TubConfig::default()).unwrap();
+    let tub = Tub::new(Identity::generate().unwrap(), TubConfig::default()).unwrap();
     let api = FoolscapBackend::new(tub, Furl::parse(&r.links[0].furl).unwrap());
     // At the limit: a 4096-byte write vector is accepted.
     assert!(

@@ -17,9 +17,10 @@ use swampgate::daemon::state::StateDir;
 use swampgate::foolscap::furl::Furl;
 use swampgate::foolscap::negotiate::{self as neg, Hello};
 use swampgate::foolscap::storage::backend::FoolscapBackend;
-use swampgate::foolscap::{tls, Tub, TubConfig, TubIdentity};
+use swampgate::foolscap::{tls, Tub, TubConfig};
 use swampgate::gbs::client::{ClientConfig, GbsClient};
 use swampgate::gbs::nurl::Nurl;
+use swampgate::identity::Identity;
 use swampgate::storage::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -53,7 +54,7 @@ async fn block<S: AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
 /// Negotiate by hand up to the server's answer to our HELLO, presenting `cert` and
 /// claiming `claimed` as our TubID. Returns that answer and whether the server then
 /// closed the connection.
-async fn hello_as(r: &Running, cert: &TubIdentity, claimed: &str) -> (String, bool) {
+async fn hello_as(r: &Running, cert: &Identity, claimed: &str) -> (String, bool) {
     let furl = Furl::parse(&r.links[0].furl).unwrap();
     let mut tcp = TcpStream::connect(r.local_addr).await.unwrap();
     tcp.write_all(&neg::upgrade_request(&furl.tubid, "127.0.0.1"))
@@ -86,7 +87,7 @@ async fn a_client_certificate_that_does_not_match_its_claimed_tubid_is_refused()
     // Clients whose TubIDs sort below the server's, so the server is the master and
     // answers a good HELLO with a DECISION.
     let low = || loop {
-        let id = TubIdentity::generate().unwrap();
+        let id = Identity::generate().unwrap();
         if id.tubid() < server_tubid.as_str() {
             return id;
         }
@@ -109,7 +110,7 @@ async fn a_client_certificate_that_does_not_match_its_claimed_tubid_is_refused()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_request_for_another_tubid_is_refused_in_plaintext() {
     let (r, _d) = daemon().await;
-    let other = TubIdentity::generate().unwrap();
+    let other = Identity::generate().unwrap();
     let mut tcp = TcpStream::connect(r.local_addr).await.unwrap();
     tcp.write_all(&neg::upgrade_request(other.tubid(), "127.0.0.1"))
         .await
@@ -133,7 +134,7 @@ fn foolscap(r: &Running, swissnum: Option<&str>) -> Arc<dyn StorageApi> {
     if let Some(s) = swissnum {
         furl.swissnum = s.to_string();
     }
-    let tub = Tub::new(TubIdentity::generate().unwrap(), TubConfig::default()).unwrap();
+    let tub = Tub::new(Identity::generate().unwrap(), TubConfig::default()).unwrap();
     Arc::new(FoolscapBackend::new(tub, furl))
 }
 
