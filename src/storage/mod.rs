@@ -19,6 +19,8 @@ mod api;
 mod call;
 mod error;
 pub mod layer;
+/// A share store in memory: a quick backend for the unit tests of the layers.
+#[cfg(test)]
 pub mod memory;
 pub mod store;
 

@@ -3,7 +3,7 @@
 //! error statuses.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -13,7 +13,7 @@ use swampgate::gbs::nurl::Nurl;
 use swampgate::gbs::server::{GbsServer, ServerConfig, ServerHandle};
 use swampgate::gbs::tls::TlsIdentity;
 use swampgate::storage::layer::{wrap, Layer};
-use swampgate::storage::memory::MemoryStorage;
+use swampgate::storage::store::{Store, StoreConfig};
 use swampgate::storage::*;
 
 use crate::kit::storage::si;
@@ -22,37 +22,66 @@ use crate::kit;
 
 const SWISSNUM: &str = "abcdefghijklmnopqrstuvwxyz234567";
 
-/// A layer that records the largest write and read the front asks for, over a
-/// memory store the tests inspect.
+/// A layer over the embedded store that records the largest write and read the
+/// front asks for, the version it answered and the corruption advisories it passed on.
+#[derive(Default)]
 struct Recording {
-    inner: Arc<MemoryStorage>,
     max_write: AtomicU64,
     max_read: AtomicU64,
+    version: Mutex<Option<VersionInfo>>,
+    advisories: Mutex<Vec<(StorageIndex, ShareNum, String)>>,
 }
 
 impl Layer for Recording {
     async fn call<'a>(&'a self, call: Call<'a>, next: &'a dyn StorageApi) -> StorageResult<Reply> {
-        match &call {
+        let advisory = match &call {
             Call::WriteImmutable { data, .. } => {
                 self.max_write
                     .fetch_max(data.len() as u64, Ordering::SeqCst);
+                None
             }
             Call::ReadImmutable { length, .. } => {
                 self.max_read.fetch_max(*length, Ordering::SeqCst);
+                None
             }
+            Call::AdviseCorruptShare {
+                si, shnum, reason, ..
+            } => Some((*si, *shnum, reason.clone())),
+            _ => None,
+        };
+        let r = call.send(next).await;
+        match &r {
+            Ok(Reply::Version(v)) => *self.version.lock().unwrap() = Some(v.clone()),
+            Ok(Reply::Done) => self.advisories.lock().unwrap().extend(advisory),
             _ => {}
         }
-        call.send(next).await
+        r
     }
 }
 
-async fn start(config: ServerConfig) -> (Arc<Recording>, GbsServer, ServerHandle, Nurl) {
-    let backend = Arc::new(Recording {
-        inner: Arc::new(MemoryStorage::default()),
-        max_write: AtomicU64::new(0),
-        max_read: AtomicU64::new(0),
-    });
-    let server = GbsServer::new(wrap(backend.clone(), backend.inner.clone()), config);
+/// The embedded store in a temp dir (deleted when the dir is dropped).
+fn embedded_store() -> (tempfile::TempDir, Arc<dyn StorageApi>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(
+        dir.path().join("storage"),
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ))
+    .unwrap();
+    (dir, Arc::new(store))
+}
+
+async fn start(
+    config: ServerConfig,
+) -> (
+    Arc<Recording>,
+    tempfile::TempDir,
+    GbsServer,
+    ServerHandle,
+    Nurl,
+) {
+    let recording = Arc::new(Recording::default());
+    let (dir, store) = embedded_store();
+    let server = GbsServer::new(wrap(recording.clone(), store), config);
     let identity = TlsIdentity::generate();
     let handle = server
         .listen("127.0.0.1:0".parse().unwrap(), &identity)
@@ -60,7 +89,7 @@ async fn start(config: ServerConfig) -> (Arc<Recording>, GbsServer, ServerHandle
         .unwrap();
     let nurl = handle.nurl("127.0.0.1");
     assert_eq!(nurl.spki_hash, identity.spki_hash().unwrap());
-    (backend, server, handle, nurl)
+    (recording, dir, server, handle, nurl)
 }
 
 #[tokio::test]
@@ -68,19 +97,18 @@ async fn client_and_server_agree_on_every_operation() {
     let mut config = ServerConfig::new(SWISSNUM);
     config.write_chunk_size = 64 * 1024;
     config.read_chunk_size = 64 * 1024;
-    let (backend, _server, handle, nurl) = start(config).await;
+    let (backend, _dir, _server, handle, nurl) = start(config).await;
     let client = GbsClient::new(&nurl, ClientConfig::default()).unwrap();
-    assert_eq!(
-        client.version().await.unwrap(),
-        backend.inner.version().await.unwrap()
-    );
+    // What the client decoded is what the store answered.
+    let version = client.version().await.unwrap();
+    assert_eq!(Some(version), backend.version.lock().unwrap().clone());
     kit::storage::exercise(&client, 1).await;
     // Share data went through the front in bounded chunks, both ways.
     assert!(backend.max_write.load(Ordering::SeqCst) <= 64 * 1024);
     assert!(backend.max_read.load(Ordering::SeqCst) <= 64 * 1024);
     assert_eq!(
-        backend.inner.corruption_reports(kit::storage::si(1, 1)),
-        vec![(0, "bad hash".to_string())]
+        *backend.advisories.lock().unwrap(),
+        vec![(kit::storage::si(1, 1), 0, "bad hash".to_string())]
     );
 
     handle.shutdown().await;
@@ -94,14 +122,8 @@ async fn client_and_server_agree_on_every_operation() {
 
 #[tokio::test]
 async fn client_and_server_with_the_embedded_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store =
-        swampgate::storage::store::Store::open(swampgate::storage::store::StoreConfig::new(
-            dir.path().join("storage"),
-            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-        ))
-        .unwrap();
-    let server = GbsServer::new(Arc::new(store), ServerConfig::new(SWISSNUM));
+    let (_dir, store) = embedded_store();
+    let server = GbsServer::new(store, ServerConfig::new(SWISSNUM));
     let handle = server
         .listen("127.0.0.1:0".parse().unwrap(), &TlsIdentity::generate())
         .await
@@ -113,7 +135,7 @@ async fn client_and_server_with_the_embedded_store() {
 
 #[tokio::test]
 async fn wrong_spki_pin_is_refused() {
-    let (_backend, _server, handle, nurl) = start(ServerConfig::new(SWISSNUM)).await;
+    let (_backend, _dir, _server, handle, nurl) = start(ServerConfig::new(SWISSNUM)).await;
     let mut wrong = nurl.clone();
     wrong.spki_hash = TlsIdentity::generate().spki_hash().unwrap();
     let client = GbsClient::new(&wrong, ClientConfig::default()).unwrap();
@@ -156,6 +178,7 @@ fn tor_nurls_are_not_dialled() {
 
 struct Raw {
     server: GbsServer,
+    _dir: tempfile::TempDir,
 }
 
 struct Answer {
@@ -166,8 +189,10 @@ struct Answer {
 
 impl Raw {
     fn new(config: ServerConfig) -> Raw {
+        let (dir, store) = embedded_store();
         Raw {
-            server: GbsServer::new(Arc::new(MemoryStorage::default()), config),
+            server: GbsServer::new(store, config),
+            _dir: dir,
         }
     }
 
@@ -579,7 +604,8 @@ async fn connection_limit_and_header_timeout() {
     let mut config = ServerConfig::new(SWISSNUM);
     config.max_connections = 1;
     config.header_read_timeout = std::time::Duration::from_millis(300);
-    let server = GbsServer::new(Arc::new(MemoryStorage::default()), config);
+    let (_dir, store) = embedded_store();
+    let server = GbsServer::new(store, config);
 
     // First connection: plain HTTP over an in-memory pipe, served until it goes idle.
     let (mut client1, server1) = tokio::io::duplex(64 * 1024);
@@ -628,10 +654,8 @@ async fn connection_limit_and_header_timeout() {
 async fn serves_tls_connections_accepted_elsewhere() {
     // A listener of our own (as the one-port listener will be) hands accepted TCP
     // connections to the server, which does the TLS handshake.
-    let server = GbsServer::new(
-        Arc::new(MemoryStorage::default()),
-        ServerConfig::new(SWISSNUM),
-    );
+    let (_dir, store) = embedded_store();
+    let server = GbsServer::new(store, ServerConfig::new(SWISSNUM));
     let identity = TlsIdentity::generate();
     let acceptor = identity.tls_acceptor().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
