@@ -38,6 +38,24 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
         .expect("a valid response")
 }
 
+/// Bind the admin endpoint at `addr` and serve it until `stop` is cancelled; returns
+/// the bound address.
+pub async fn start(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    status: StatusFn,
+    stop: CancellationToken,
+) -> Result<SocketAddr, super::run::DaemonError> {
+    let listen_err = |e: std::io::Error| super::run::DaemonError::Listen {
+        addr,
+        why: format!("admin: {e}"),
+    };
+    let l = TcpListener::bind(addr).await.map_err(listen_err)?;
+    let bound = l.local_addr().map_err(listen_err)?;
+    tokio::spawn(serve(l, metrics, status, stop));
+    Ok(bound)
+}
+
 /// Serve the admin endpoint on `listener` until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,

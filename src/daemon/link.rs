@@ -49,7 +49,6 @@ pub struct Shared<'a> {
 
 /// A link, ready to be served.
 pub struct Link {
-    pub name: String,
     pub swissnum: String,
     /// The upstream, for logs and `/status`: never a swissnum.
     pub upstream: String,
@@ -136,7 +135,6 @@ impl Link {
             swissnum: swissnum.clone(),
         };
         Ok(Link {
-            name: l.name.clone(),
             swissnum,
             upstream: describe(&l.upstream),
             nurl,

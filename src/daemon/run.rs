@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, Instrument};
 
 use super::admin::{self, LinkStatus, StatusFn};
-use super::config::{Config, Limits, Upstream};
+use super::config::{Config, Limits, LinkConfig, Upstream};
 use super::limits::ConnLimiter;
 use super::link::{Link, Shared};
 use super::metrics::{Metrics, ProtocolLabel};
@@ -26,6 +26,8 @@ use crate::foolscap::{Tub, TubConfig};
 use crate::gbs::server::{GbsServer, ServerConfig};
 use crate::gbs::tls::TlsIdentity;
 use crate::identity::Identity;
+use crate::introducer::announcement::load_tahoe_signing_key;
+use crate::introducer::augment::{Adopted, Endpoint};
 use crate::storage::layer::metrics::Metered;
 use crate::storage::layer::sessions::UploadSessions;
 
@@ -171,35 +173,7 @@ impl GbsRoutes {
 
 /// Start serving `config` with state in `state`.
 pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonError> {
-    // One port, one identity: adopted links must all adopt the same node, and then
-    // every link on the port serves with it.
-    let mut adopted: Option<(std::path::PathBuf, Identity)> = None;
-    for (i, l) in config.links.iter().enumerate() {
-        if let Some(dir) = &l.adopt {
-            let (id, _) = state::adopt(dir)?;
-            match &adopted {
-                Some((_, a)) if a.tubid() != id.tubid() => {
-                    return Err(cfg(
-                        format!("link[{i}].adopt"),
-                        "links on one port share one identity; this link adopts a different node",
-                    ))
-                }
-                _ => adopted = Some((dir.clone(), id)),
-            }
-        }
-    }
-    if adopted.is_some() {
-        if let Some(i) = config.links.iter().position(|l| l.adopt.is_none()) {
-            return Err(cfg(
-                format!("link[{i}].adopt"),
-                "when one link adopts a node's identity, every link on the port must adopt it",
-            ));
-        }
-    }
-    let identity = match &adopted {
-        Some((_, id)) => id.clone(),
-        None => state.identity()?,
-    };
+    let identity = served_identity(config, state)?;
     let client_identity = state.client_identity()?;
     let tub = Tub::new(identity.clone(), tub_config(&config.limits))
         .map_err(|e| cfg("identity", e.to_string()))?;
@@ -212,29 +186,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             .map_err(|e| cfg("identity", e))?,
     );
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| DaemonError::Listen {
-            addr: config.listen,
-            why: e.to_string(),
-        })?;
-    let local_addr = listener.local_addr().map_err(|e| DaemonError::Listen {
-        addr: config.listen,
-        why: e.to_string(),
-    })?;
-    let hints = config.location.clone().unwrap_or_else(|| {
-        vec![Hint::Tcp {
-            host: local_addr.ip().to_string(),
-            port: local_addr.port(),
-        }]
-    });
-    let (nurl_host, nurl_port) = hints
-        .iter()
-        .find_map(|h| match h {
-            Hint::Tcp { host, port } => Some((host.clone(), *port)),
-            Hint::Other(_) => None,
-        })
-        .ok_or_else(|| cfg("location", "needs at least one tcp: hint"))?;
+    let (listener, local_addr, hints, (nurl_host, nurl_port)) = bind(config).await?;
 
     let metrics = Arc::new(Metrics::default());
     let mut links = Vec::new();
@@ -253,7 +205,6 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     };
     for (i, l) in config.links.iter().enumerate() {
         let Link {
-            name: _,
             swissnum,
             upstream,
             nurl,
@@ -272,21 +223,8 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         let furl = tub.furl(&swissnum, hints.clone()).to_string();
         let nurl = nurl.to_string();
         state.write_link_urls(&l.name, &furl, &nurl)?;
-        if let (Some(dir), Some(_)) = (&l.adopt, &config.introducer) {
-            let endpoint = match &l.upstream {
-                Upstream::Foolscap(_) => {
-                    Some(crate::introducer::augment::Endpoint::Nurl(nurl.clone()))
-                }
-                Upstream::Gbs(_) => Some(crate::introducer::augment::Endpoint::Furl(furl.clone())),
-                Upstream::Local(_) => None,
-            };
-            if let Some(endpoint) = endpoint {
-                let key = crate::introducer::announcement::load_tahoe_signing_key(
-                    &dir.join("private/node.privkey"),
-                )
-                .map_err(|e| cfg(format!("link[{i}].adopt"), e.to_string()))?;
-                adopted_nodes.push(crate::introducer::augment::Adopted { key, endpoint });
-            }
+        if config.introducer.is_some() {
+            adopted_nodes.extend(adopted_announcer(i, l, &furl, &nurl)?);
         }
         info!(link = %l.name, %upstream, "link ready");
         links.push(LinkUrls {
@@ -327,47 +265,14 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     let admin_addr = match config.admin {
         None => None,
         Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|e| DaemonError::Listen {
-                    addr,
-                    why: format!("admin: {e}"),
-                })?;
-            let bound = l.local_addr().ok();
-            let m = metrics.clone();
-            let lim = limiter.clone();
-            let relay_status = relay.clone();
-            let status: StatusFn = Arc::new(move || {
-                let links: Vec<LinkStatus> = statuses
-                    .iter()
-                    .map(|(upstream, m, s)| LinkStatus {
-                        name: m.link().to_string(),
-                        upstream: upstream.clone(),
-                        upstream_state: m.upstream_state(),
-                        inflight_calls: m.inflight_calls(),
-                        inflight_uploads: s.inflight_uploads(),
-                    })
-                    .collect();
-                let conns = |p: &str| {
-                    m.connections
-                        .get_or_create(&ProtocolLabel { protocol: p.into() })
-                        .get()
-                };
-                serde_json::json!({
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "listen": local_addr.to_string(),
-                    "connections": {
-                        "foolscap": conns("foolscap"),
-                        "gbs": conns("gbs"),
-                        "open": lim.open(),
-                        "refused": lim.refused(),
-                    },
-                    "links": links,
-                    "introducer": relay_status.as_ref().map(|r| r.status()),
-                })
-            });
-            tokio::spawn(admin::serve(l, metrics.clone(), status, shutdown.clone()));
-            bound
+            let status = status_fn(
+                statuses,
+                metrics.clone(),
+                limiter.clone(),
+                relay.clone(),
+                local_addr,
+            );
+            Some(admin::start(addr, metrics.clone(), status, shutdown.clone()).await?)
         }
     };
     let idle = Duration::from_secs(config.limits.upload_idle_timeout_secs);
@@ -396,6 +301,126 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         limiter,
         shutdown,
         task,
+    })
+}
+
+/// The identity the port serves with: the adopted node's (every link must adopt the
+/// same node), or swampgate's own from the state dir.
+fn served_identity(config: &Config, state: &StateDir) -> Result<Identity, DaemonError> {
+    let mut adopted: Option<Identity> = None;
+    for (i, l) in config.links.iter().enumerate() {
+        if let Some(dir) = &l.adopt {
+            let (id, _) = state::adopt(dir)?;
+            match &adopted {
+                Some(a) if a.tubid() != id.tubid() => {
+                    return Err(cfg(
+                        format!("link[{i}].adopt"),
+                        "links on one port share one identity; this link adopts a different node",
+                    ))
+                }
+                _ => adopted = Some(id),
+            }
+        }
+    }
+    if adopted.is_some() {
+        if let Some(i) = config.links.iter().position(|l| l.adopt.is_none()) {
+            return Err(cfg(
+                format!("link[{i}].adopt"),
+                "when one link adopts a node's identity, every link on the port must adopt it",
+            ));
+        }
+    }
+    match adopted {
+        Some(id) => Ok(id),
+        None => Ok(state.identity()?),
+    }
+}
+
+/// Bind the port; the hints FURLs carry (configured, or the bound address) and the
+/// host and port NURLs carry (the first `tcp:` hint).
+async fn bind(
+    config: &Config,
+) -> Result<(TcpListener, SocketAddr, Vec<Hint>, (String, u16)), DaemonError> {
+    let listen_err = |e: std::io::Error| DaemonError::Listen {
+        addr: config.listen,
+        why: e.to_string(),
+    };
+    let listener = TcpListener::bind(config.listen).await.map_err(listen_err)?;
+    let local_addr = listener.local_addr().map_err(listen_err)?;
+    let hints = config.location.clone().unwrap_or_else(|| {
+        vec![Hint::Tcp {
+            host: local_addr.ip().to_string(),
+            port: local_addr.port(),
+        }]
+    });
+    let nurl_at = hints
+        .iter()
+        .find_map(|h| match h {
+            Hint::Tcp { host, port } => Some((host.clone(), *port)),
+            Hint::Other(_) => None,
+        })
+        .ok_or_else(|| cfg("location", "needs at least one tcp: hint"))?;
+    Ok((listener, local_addr, hints, nurl_at))
+}
+
+/// For a link that adopts a node, what the introducer relay adds to that node's
+/// announcements: the URL of the protocol the node does not serve itself.
+fn adopted_announcer(
+    i: usize,
+    l: &LinkConfig,
+    furl: &str,
+    nurl: &str,
+) -> Result<Option<Adopted>, DaemonError> {
+    let Some(dir) = &l.adopt else {
+        return Ok(None);
+    };
+    let endpoint = match &l.upstream {
+        Upstream::Foolscap(_) => Endpoint::Nurl(nurl.to_string()),
+        Upstream::Gbs(_) => Endpoint::Furl(furl.to_string()),
+        Upstream::Local(_) => return Ok(None),
+    };
+    let key = load_tahoe_signing_key(&dir.join("private/node.privkey"))
+        .map_err(|e| cfg(format!("link[{i}].adopt"), e.to_string()))?;
+    Ok(Some(Adopted { key, endpoint }))
+}
+
+/// What `/status` shows, read when asked.
+fn status_fn(
+    links: Vec<(String, Arc<Metered>, Arc<UploadSessions>)>,
+    metrics: Arc<Metrics>,
+    limiter: ConnLimiter,
+    relay: Option<crate::introducer::Relay>,
+    local_addr: SocketAddr,
+) -> StatusFn {
+    Arc::new(move || {
+        let links: Vec<LinkStatus> = links
+            .iter()
+            .map(|(upstream, m, s)| LinkStatus {
+                name: m.link().to_string(),
+                upstream: upstream.clone(),
+                upstream_state: m.upstream_state(),
+                inflight_calls: m.inflight_calls(),
+                inflight_uploads: s.inflight_uploads(),
+            })
+            .collect();
+        let conns = |p: &str| {
+            metrics
+                .connections
+                .get_or_create(&ProtocolLabel { protocol: p.into() })
+                .get()
+        };
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "listen": local_addr.to_string(),
+            "connections": {
+                "foolscap": conns("foolscap"),
+                "gbs": conns("gbs"),
+                "open": limiter.open(),
+                "refused": limiter.refused(),
+            },
+            "links": links,
+            "introducer": relay.as_ref().map(|r| r.status()),
+        })
     })
 }
 
