@@ -31,6 +31,8 @@ mod immutable;
 mod leases;
 mod mutable;
 mod suite;
+#[cfg(test)]
+mod tests;
 mod version;
 
 use std::fmt;
