@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::{compare_urls, run_url, Options, GROUPS};
+use super::{compare_urls, run_url, Group, Options};
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["url", "compare"])))]
@@ -26,10 +26,10 @@ pub struct CheckArgs {
 
 pub fn main(args: CheckArgs) -> ExitCode {
     for g in &args.only {
-        if !GROUPS.contains(&g.as_str()) {
+        if Group::parse(g).is_none() {
             eprintln!(
                 "swampgate: --only: unknown group {g:?} (groups: {})",
-                GROUPS.join(", ")
+                Group::ALL.map(Group::as_str).join(", ")
             );
             return ExitCode::from(2);
         }

@@ -1,6 +1,9 @@
-//! Protocol edges: checks the storage seam cannot express, made with raw access to
-//! the server (hand-built HTTP requests for GBS, hand-built calls for Foolscap). Each
-//! expects the status or error a Tahoe-LAFS 1.20 server gives.
+//! The `edges` group: protocol edges, checks the storage seam cannot express, made
+//! with raw access to the server (hand-built HTTP requests for GBS, hand-built calls
+//! for Foolscap). Each expects the status or error a Tahoe-LAFS 1.20 server gives:
+//! a server must refuse a wrong swissnum, a malformed request or an unacceptable
+//! content type the way Tahoe does, or clients and tools that rely on those answers
+//! misbehave. Every edge check is of one protocol, so it is protocol-specific.
 
 use std::sync::Arc;
 
@@ -12,7 +15,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::{error_kind, CheckResult, Status, Target};
+use super::{error_kind, CheckResult, Group, Status, Target};
 use crate::foolscap::storage::errors::call_to_storage;
 use crate::foolscap::{CallError, Furl, Tub, Value};
 use crate::gbs::auth::{authorization_value, secret_header_value, SecretKind, SECRETS_HEADER};
@@ -40,8 +43,8 @@ fn result(
 ) -> CheckResult {
     let pass = expected == got;
     CheckResult {
-        id: format!("edges.{id}"),
-        group: "edges".into(),
+        id: format!("{}.{id}", Group::Edges),
+        group: Group::Edges,
         description: description.into(),
         status: if pass { Status::Pass } else { Status::Fail },
         expected: expected.into(),
@@ -110,10 +113,27 @@ async fn foolscap_edges(tub: &Tub, furl: &Furl) -> Vec<CheckResult> {
             return out;
         }
     };
+    for (method, id, description, args) in schema_cases() {
+        let r = ss.call(method, &args).await;
+        let note = r.as_ref().err().map(|e| e.to_string());
+        out.push(result(
+            id,
+            description,
+            "remote failure foolscap.tokens.Violation",
+            call_outcome(&r),
+            note,
+        ));
+    }
+    out
+}
+
+/// Calls whose arguments violate `RIStorageServer`'s schema: method, check, what it
+/// checks, arguments.
+fn schema_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<Value>)> {
     let si = || Value::bytes(rand::random::<[u8; 16]>().to_vec());
     let s32 = || Value::bytes(rand::random::<[u8; 32]>().to_vec());
     let canary: Arc<dyn crate::foolscap::RemoteObject> = Arc::new(crate::foolscap::broker::Canary);
-    let cases: Vec<(&str, &str, &str, Vec<Value>)> = vec![
+    vec![
         (
             "allocate_buckets",
             "foolscap.short-secret",
@@ -152,19 +172,7 @@ async fn foolscap_edges(tub: &Tub, furl: &Furl) -> Vec<CheckResult> {
             "an unknown method is refused",
             vec![],
         ),
-    ];
-    for (method, id, description, args) in cases {
-        let r = ss.call(method, &args).await;
-        let note = r.as_ref().err().map(|e| e.to_string());
-        out.push(result(
-            id,
-            description,
-            "remote failure foolscap.tokens.Violation",
-            call_outcome(&r),
-            note,
-        ));
-    }
-    out
+    ]
 }
 
 /// One HTTPS request on its own connection, pinned to the NURL's certificate.
@@ -227,33 +235,70 @@ fn secret_header(kind: SecretKind, len: usize) -> String {
     secret_header_value(kind, &vec![9u8; len])
 }
 
+/// A hand-built request and the status Tahoe answers it with: check, what it checks,
+/// status, request.
+type Case = (&'static str, &'static str, u16, Request<Full<Bytes>>);
+
+fn empty() -> Full<Bytes> {
+    Full::new(Bytes::new())
+}
+
 async fn gbs_edges(nurl: &Nurl) -> Vec<CheckResult> {
     let b = Builder { nurl };
-    let si = StorageIndex(rand::random());
-    let empty = || Full::new(Bytes::new());
-    let alloc_body = || {
-        Full::new(Bytes::from(codec::encode_allocate_request(
-            &[0].into_iter().collect(),
-            10,
-        )))
-    };
-    let allocate = |renew_len: usize, upload: bool| {
-        let mut r = b
-            .authed(Method::POST, &format!("/immutable/{si}"))
-            .header(http::header::CONTENT_TYPE, "application/cbor")
-            .header(
-                SECRETS_HEADER,
-                secret_header(SecretKind::LeaseRenew, renew_len),
-            )
-            .header(SECRETS_HEADER, secret_header(SecretKind::LeaseCancel, 32));
-        if upload {
-            r = r.header(SECRETS_HEADER, secret_header(SecretKind::Upload, 32));
+    let mut out = Vec::new();
+    run_cases(nurl, auth_cases(&b), &mut out).await;
+    run_cases(nurl, allocation_cases(&b), &mut out).await;
+    // Edges about an existing share and an upload in progress.
+    let client = match GbsClient::new(nurl, ClientConfig::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(result(
+                "gbs.setup",
+                "a share for the range checks is uploaded",
+                "ok",
+                "error".into(),
+                Some(e.to_string()),
+            ));
+            return out;
         }
-        r
     };
+    let si = StorageIndex(rand::random());
+    let up = Secret(rand::random::<[u8; 32]>().to_vec());
+    let setup = upload_share(&client, si, &up).await;
+    let setup_outcome = match &setup {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("error {}", error_kind(e)),
+    };
+    let ok = setup_outcome == "ok";
+    out.push(result(
+        "gbs.setup",
+        "a share for the range checks is uploaded",
+        "ok",
+        setup_outcome,
+        setup.err().map(|e| e.to_string()),
+    ));
+    if !ok {
+        return out;
+    }
+    run_cases(nurl, share_cases(&b, si, &up), &mut out).await;
+    let _ = client.abort_immutable(si, 1, &up).await;
+    out
+}
+
+/// Each case's request on its own connection, and its result.
+async fn run_cases(nurl: &Nurl, cases: Vec<Case>, out: &mut Vec<CheckResult>) {
+    for (id, description, want, req) in cases {
+        let r = request(nurl, req).await;
+        out.push(status_result(id, description, want, r));
+    }
+}
+
+/// Requests without authorization, with a wrong one, or with an unacceptable `Accept`.
+fn auth_cases(b: &Builder) -> Vec<Case> {
+    let nurl = b.nurl;
     let mut wrong = nurl.clone();
     wrong.swissnum = crate::storage::base32_lower(&rand::random::<[u8; 20]>());
-    let cases: Vec<(&str, &str, u16, Request<Full<Bytes>>)> = vec![
+    vec![
         (
             "gbs.no-authorization",
             "a request without Authorization is refused",
@@ -293,6 +338,33 @@ async fn gbs_edges(nurl: &Nurl) -> Vec<CheckResult> {
                 .body(empty())
                 .expect("request"),
         ),
+    ]
+}
+
+/// Allocations with a short or missing secret, or a body of the wrong shape.
+fn allocation_cases(b: &Builder) -> Vec<Case> {
+    let si = StorageIndex(rand::random());
+    let alloc_body = || {
+        Full::new(Bytes::from(codec::encode_allocate_request(
+            &[0].into_iter().collect(),
+            10,
+        )))
+    };
+    let allocate = |renew_len: usize, upload: bool| {
+        let mut r = b
+            .authed(Method::POST, &format!("/immutable/{si}"))
+            .header(http::header::CONTENT_TYPE, "application/cbor")
+            .header(
+                SECRETS_HEADER,
+                secret_header(SecretKind::LeaseRenew, renew_len),
+            )
+            .header(SECRETS_HEADER, secret_header(SecretKind::LeaseCancel, 32));
+        if upload {
+            r = r.header(SECRETS_HEADER, secret_header(SecretKind::Upload, 32));
+        }
+        r
+    };
+    vec![
         (
             "gbs.short-lease-secret",
             "a 31-byte lease secret is a bad request",
@@ -327,69 +399,43 @@ async fn gbs_edges(nurl: &Nurl) -> Vec<CheckResult> {
                 .body(Full::new(Bytes::from(untagged_allocate())))
                 .expect("request"),
         ),
-    ];
-    let mut out = Vec::new();
-    for (id, description, want, req) in cases {
-        let r = request(nurl, req).await;
-        out.push(status_result(id, description, want, r));
-    }
-    // Edges about an existing share and an upload in progress.
-    let client = match GbsClient::new(nurl, ClientConfig::default()) {
-        Ok(c) => c,
-        Err(e) => {
-            out.push(result(
-                "gbs.setup",
-                "a share for the range checks is uploaded",
-                "ok",
-                "error".into(),
-                Some(e.to_string()),
-            ));
-            return out;
-        }
-    };
-    let si2 = StorageIndex(rand::random());
-    let up = Secret(rand::random::<[u8; 32]>().to_vec());
-    let setup = async {
-        client
-            .allocate_buckets(AllocateRequest {
-                storage_index: si2,
-                lease: LeaseSecrets {
-                    renew: Secret(rand::random::<[u8; 32]>().to_vec()),
-                    cancel: Secret(rand::random::<[u8; 32]>().to_vec()),
-                },
-                upload_secret: up.clone(),
-                share_numbers: [0, 1].into_iter().collect(),
-                allocated_size: 10,
-            })
-            .await?;
-        client
-            .write_immutable(si2, 0, &up, 0, Bytes::from_static(b"0123456789"))
-            .await
-    }
-    .await;
-    let setup_outcome = match &setup {
-        Ok(_) => "ok".to_string(),
-        Err(e) => format!("error {}", error_kind(e)),
-    };
-    let ok = setup_outcome == "ok";
-    out.push(result(
-        "gbs.setup",
-        "a share for the range checks is uploaded",
-        "ok",
-        setup_outcome,
-        setup.err().map(|e| e.to_string()),
-    ));
-    if !ok {
-        return out;
-    }
+    ]
+}
+
+/// Share 0 of `si` complete (ten bytes), share 1 allocated and unwritten.
+async fn upload_share(
+    client: &GbsClient,
+    si: StorageIndex,
+    up: &Secret,
+) -> StorageResult<WriteProgress> {
+    client
+        .allocate_buckets(AllocateRequest {
+            storage_index: si,
+            lease: LeaseSecrets {
+                renew: Secret(rand::random::<[u8; 32]>().to_vec()),
+                cancel: Secret(rand::random::<[u8; 32]>().to_vec()),
+            },
+            upload_secret: up.clone(),
+            share_numbers: [0, 1].into_iter().collect(),
+            allocated_size: 10,
+        })
+        .await?;
+    client
+        .write_immutable(si, 0, up, 0, Bytes::from_static(b"0123456789"))
+        .await
+}
+
+/// Reads with odd ranges of the complete share, a write without a range to the
+/// unfinished one, and an advisory without a reason.
+fn share_cases(b: &Builder, si: StorageIndex, up: &Secret) -> Vec<Case> {
     let read = |range: Option<&str>| {
-        let mut r = b.authed(Method::GET, &format!("/immutable/{si2}/0"));
+        let mut r = b.authed(Method::GET, &format!("/immutable/{si}/0"));
         if let Some(v) = range {
             r = r.header(http::header::RANGE, v);
         }
         r.body(empty()).expect("request")
     };
-    let cases: Vec<(&str, &str, u16, Request<Full<Bytes>>)> = vec![
+    vec![
         (
             "gbs.range-open",
             "an open-ended Range is not satisfiable",
@@ -412,7 +458,7 @@ async fn gbs_edges(nurl: &Nurl) -> Vec<CheckResult> {
             "gbs.patch-no-content-range",
             "a write without Content-Range is not satisfiable",
             416,
-            b.authed(Method::PATCH, &format!("/immutable/{si2}/1"))
+            b.authed(Method::PATCH, &format!("/immutable/{si}/1"))
                 .header(
                     SECRETS_HEADER,
                     secret_header_value(SecretKind::Upload, &up.0),
@@ -424,18 +470,12 @@ async fn gbs_edges(nurl: &Nurl) -> Vec<CheckResult> {
             "gbs.corrupt-empty-reason",
             "a corruption advisory with an empty reason is a bad request",
             400,
-            b.authed(Method::POST, &format!("/immutable/{si2}/0/corrupt"))
+            b.authed(Method::POST, &format!("/immutable/{si}/0/corrupt"))
                 .header(http::header::CONTENT_TYPE, "application/cbor")
                 .body(Full::new(Bytes::from(codec::encode_corrupt_request(""))))
                 .expect("request"),
         ),
-    ];
-    for (id, description, want, req) in cases {
-        let r = request(nurl, req).await;
-        out.push(status_result(id, description, want, r));
-    }
-    let _ = client.abort_immutable(si2, 1, &up).await;
-    out
+    ]
 }
 
 fn status_result(
