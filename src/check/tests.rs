@@ -169,7 +169,7 @@ impl Layer for Faulty {
 
 /// A GBS target the suite never dials (only `edges` would).
 fn target() -> Target {
-    let hash = crate::gbs::nurl::spki_hash_of_spki(b"swampgate check unit tests");
+    let hash = crate::identity::spki_hash_of_spki(b"swampgate check unit tests");
     Target::parse(&format!("pb://{hash}@127.0.0.1:9/swissnum#v=1")).unwrap()
 }
 
