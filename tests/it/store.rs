@@ -1402,7 +1402,8 @@ async fn concurrent_read_test_write_is_atomic() {
 /// Set in the child process of [`a_crash_leaves_only_whole_shares`] to the store
 /// directory it must write to until it is killed.
 const CRASH_CHILD_ENV: &str = "SWAMPGATE_STORE_CRASH_CHILD";
-const CRASH_TEST: &str = "a_crash_leaves_only_whole_shares";
+/// The test's full name in the `it` binary, as the child re-runs it.
+const CRASH_TEST: &str = "store::a_crash_leaves_only_whole_shares";
 const IMM_TAG: u8 = 0xa1;
 const MUT_TAG: u8 = 0xb2;
 const MUT_SLOTS: u32 = 4;
