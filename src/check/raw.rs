@@ -17,7 +17,8 @@ use crate::foolscap::storage::errors::call_to_storage;
 use crate::foolscap::{CallError, Furl, Tub, Value};
 use crate::gbs::auth::{authorization_value, secret_header_value, SecretKind, SECRETS_HEADER};
 use crate::gbs::client::{ClientConfig, GbsClient};
-use crate::gbs::codec;
+use crate::gbs::codec::{self, Body as _};
+use crate::gbs::media::Format;
 use crate::gbs::nurl::Nurl;
 use crate::gbs::tls::client_config;
 use crate::gbs::API_PREFIX;
@@ -232,10 +233,13 @@ async fn gbs_edges(nurl: &Nurl) -> Vec<CheckResult> {
     let si = StorageIndex(rand::random());
     let empty = || Full::new(Bytes::new());
     let alloc_body = || {
-        Full::new(Bytes::from(codec::encode_allocate_request(
-            &[0].into_iter().collect(),
-            10,
-        )))
+        Full::new(Bytes::from(
+            codec::AllocateBody {
+                share_numbers: [0].into_iter().collect(),
+                allocated_size: 10,
+            }
+            .encode(Format::Cbor),
+        ))
     };
     let allocate = |renew_len: usize, upload: bool| {
         let mut r = b
@@ -426,7 +430,12 @@ async fn gbs_edges(nurl: &Nurl) -> Vec<CheckResult> {
             400,
             b.authed(Method::POST, &format!("/immutable/{si2}/0/corrupt"))
                 .header(http::header::CONTENT_TYPE, "application/cbor")
-                .body(Full::new(Bytes::from(codec::encode_corrupt_request(""))))
+                .body(Full::new(Bytes::from(
+                    codec::CorruptBody {
+                        reason: String::new(),
+                    }
+                    .encode(Format::Cbor),
+                )))
                 .expect("request"),
         ),
     ];
