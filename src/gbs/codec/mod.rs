@@ -804,7 +804,7 @@ mod tests {
     }
 
     #[test]
-    fn every_body_round_trips_in_json() {
+    fn every_body_round_trips_in_both_formats() {
         fn round_trip<T: Body + PartialEq + fmt::Debug>(v: T) {
             for fmt in [Format::Cbor, Format::Json] {
                 assert_eq!(T::decode(&v.encode(fmt), fmt).unwrap(), v, "{fmt:?}");
