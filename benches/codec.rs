@@ -27,7 +27,7 @@
 //!   iterations, as on a connection.
 //! - `transcript`: each direction of the recorded storage session, decoded to
 //!   messages by fresh decoders.
-//! - `gbs-cbor`: request and response bodies of `src/gbs/codec.rs`.
+//! - `gbs-cbor`: request and response bodies of `src/gbs/codec/`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,7 +44,7 @@ use swampgate::foolscap::message::{
     Encoded, Inbound, MessageDecoder, MessageEncoder, MessageLimits, NoExports,
 };
 use swampgate::foolscap::value::Value;
-use swampgate::gbs::codec;
+use swampgate::gbs::codec::{AllocateBody, Body, ReadTestWriteBody};
 use swampgate::gbs::media::Format;
 use swampgate::storage::{
     AllocateResult, ReadTestWriteResult, ReadVector, ShareNum, TestVector, TestWriteVectors,
@@ -505,15 +505,18 @@ fn cbor_cases(out: &mut Vec<Case>) {
     let shares: BTreeSet<ShareNum> = (0..10).collect();
     let allocated_size = 1_048_576;
     {
-        let body = codec::encode_allocate_request(&shares, allocated_size);
+        let request = AllocateBody {
+            share_numbers: shares.clone(),
+            allocated_size,
+        };
+        let body = request.encode(Format::Cbor);
         let len = body.len();
-        let s = shares.clone();
         out.push(case(
             "gbs-cbor",
             "encode allocate_buckets request",
             len,
             move || {
-                black_box(codec::encode_allocate_request(&s, allocated_size));
+                black_box(request.encode(Format::Cbor));
             },
         ));
         out.push(case(
@@ -521,7 +524,7 @@ fn cbor_cases(out: &mut Vec<Case>) {
             "decode allocate_buckets request",
             len,
             move || {
-                let v = codec::decode_allocate(&body, Format::Cbor).expect("valid");
+                let v = AllocateBody::decode(&body, Format::Cbor).expect("valid");
                 assert_eq!(v.share_numbers.len(), 10);
                 black_box(v);
             },
@@ -532,14 +535,14 @@ fn cbor_cases(out: &mut Vec<Case>) {
             already_have: BTreeSet::new(),
             allocated: shares.clone(),
         };
-        let body = codec::encode_allocate_result(&result, Format::Cbor);
+        let body = result.encode(Format::Cbor);
         let len = body.len();
         out.push(case(
             "gbs-cbor",
             "encode allocate_buckets response",
             len,
             move || {
-                black_box(codec::encode_allocate_result(&result, Format::Cbor));
+                black_box(result.encode(Format::Cbor));
             },
         ));
         out.push(case(
@@ -547,7 +550,7 @@ fn cbor_cases(out: &mut Vec<Case>) {
             "decode allocate_buckets response",
             len,
             move || {
-                let v = codec::decode_allocate_result(&body).expect("valid");
+                let v = AllocateResult::decode(&body, Format::Cbor).expect("valid");
                 assert_eq!(v.allocated.len(), 10);
                 black_box(v);
             },
@@ -576,14 +579,18 @@ fn cbor_cases(out: &mut Vec<Case>) {
             offset: 0,
             size: 100,
         }];
-        let body = codec::encode_read_test_write_request(&tw, &rv);
+        let request = ReadTestWriteBody {
+            test_write_vectors: tw,
+            read_vector: rv,
+        };
+        let body = request.encode(Format::Cbor);
         let len = body.len();
         out.push(case(
             "gbs-cbor",
             &format!("encode read-test-write request ({label} write)"),
             len,
             move || {
-                black_box(codec::encode_read_test_write_request(&tw, &rv));
+                black_box(request.encode(Format::Cbor));
             },
         ));
         out.push(case(
@@ -591,7 +598,7 @@ fn cbor_cases(out: &mut Vec<Case>) {
             &format!("decode read-test-write request ({label} write)"),
             len,
             move || {
-                let v = codec::decode_read_test_write(&body, Format::Cbor).expect("valid");
+                let v = ReadTestWriteBody::decode(&body, Format::Cbor).expect("valid");
                 assert_eq!(v.test_write_vectors[&0].write[0].data.len(), write_len);
                 black_box(v);
             },
@@ -605,14 +612,14 @@ fn cbor_cases(out: &mut Vec<Case>) {
             success: true,
             data: BTreeMap::from([(0, vec![payload(100)])]),
         };
-        let body = codec::encode_read_test_write_result(&result, Format::Cbor);
+        let body = result.encode(Format::Cbor);
         let len = body.len();
         out.push(case(
             "gbs-cbor",
             "encode read-test-write response (slot_readv data, 100 B)",
             len,
             move || {
-                black_box(codec::encode_read_test_write_result(&result, Format::Cbor));
+                black_box(result.encode(Format::Cbor));
             },
         ));
         out.push(case(
@@ -620,7 +627,7 @@ fn cbor_cases(out: &mut Vec<Case>) {
             "decode read-test-write response (slot_readv data, 100 B)",
             len,
             move || {
-                let v = codec::decode_read_test_write_result(&body).expect("valid");
+                let v = ReadTestWriteResult::decode(&body, Format::Cbor).expect("valid");
                 assert!(v.success);
                 black_box(v);
             },

@@ -78,6 +78,12 @@ def main():
         (2, b'{"test-write-vectors": {"0": {"test": [{"offset": 0, "size": 1, "specimen": ""}],'
             b' "write": [{"offset": 0, "data": "MDEy"}], "new-length": null}},'
             b' "read-vector": [{"offset": 0, "size": 3}]}'),
+        (3, b'{"http://allmydata.org/tahoe/protocols/storage/v1": {"maximum-immutable-share-size": 1,'
+            b' "maximum-mutable-share-size": 2, "available-space": 3}, "application-version": "eA=="}'),
+        (4, b'{"already-have": [1], "allocated": [2, 3]}'),
+        (5, b'[0, 1, 2]'),
+        (6, b'{"required": [{"begin": 16, "end": 48}]}'),
+        (7, b'{"success": true, "data": {"0": ["MDEy", ""]}}'),
     ]:
         put("gbs_bodies", bytes([0x80 | sel]) + js)
 

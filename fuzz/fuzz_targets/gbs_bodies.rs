@@ -3,8 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use swampgate::gbs::codec;
+use swampgate::gbs::codec::{AllocateBody, Body, CorruptBody, ReadTestWriteBody, ShareSet};
 use swampgate::gbs::media::Format;
+use swampgate::storage::{AllocateResult, ReadTestWriteResult, VersionInfo, WriteProgress};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, body)) = data.split_first() else {
@@ -17,28 +18,28 @@ fuzz_target!(|data: &[u8]| {
     };
     match ctl & 0x07 {
         0 => {
-            let _ = codec::decode_allocate(body, fmt);
+            let _ = AllocateBody::decode(body, fmt);
         }
         1 => {
-            let _ = codec::decode_corrupt(body, fmt);
+            let _ = CorruptBody::decode(body, fmt);
         }
         2 => {
-            let _ = codec::decode_read_test_write(body, fmt);
+            let _ = ReadTestWriteBody::decode(body, fmt);
         }
         3 => {
-            let _ = codec::decode_version(body);
+            let _ = VersionInfo::decode(body, fmt);
         }
         4 => {
-            let _ = codec::decode_allocate_result(body);
+            let _ = AllocateResult::decode(body, fmt);
         }
         5 => {
-            let _ = codec::decode_share_set(body);
+            let _ = ShareSet::decode(body, fmt);
         }
         6 => {
-            let _ = codec::decode_write_progress(body);
+            let _ = WriteProgress::decode(body, fmt);
         }
         _ => {
-            let _ = codec::decode_read_test_write_result(body);
+            let _ = ReadTestWriteResult::decode(body, fmt);
         }
     }
 });

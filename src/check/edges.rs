@@ -20,7 +20,8 @@ use crate::foolscap::storage::errors::call_to_storage;
 use crate::foolscap::{CallError, Furl, Tub, Value};
 use crate::gbs::auth::{authorization_value, secret_header_value, SecretKind, SECRETS_HEADER};
 use crate::gbs::client::{ClientConfig, GbsClient};
-use crate::gbs::codec;
+use crate::gbs::codec::{self, Body as _};
+use crate::gbs::media::Format;
 use crate::gbs::nurl::Nurl;
 use crate::gbs::tls::client_config;
 use crate::gbs::API_PREFIX;
@@ -345,10 +346,13 @@ fn auth_cases(b: &Builder) -> Vec<Case> {
 fn allocation_cases(b: &Builder) -> Vec<Case> {
     let si = StorageIndex(rand::random());
     let alloc_body = || {
-        Full::new(Bytes::from(codec::encode_allocate_request(
-            &[0].into_iter().collect(),
-            10,
-        )))
+        Full::new(Bytes::from(
+            codec::AllocateBody {
+                share_numbers: [0].into_iter().collect(),
+                allocated_size: 10,
+            }
+            .encode(Format::Cbor),
+        ))
     };
     let allocate = |renew_len: usize, upload: bool| {
         let mut r = b
@@ -472,7 +476,12 @@ fn share_cases(b: &Builder, si: StorageIndex, up: &Secret) -> Vec<Case> {
             400,
             b.authed(Method::POST, &format!("/immutable/{si}/0/corrupt"))
                 .header(http::header::CONTENT_TYPE, "application/cbor")
-                .body(Full::new(Bytes::from(codec::encode_corrupt_request(""))))
+                .body(Full::new(Bytes::from(
+                    codec::CorruptBody {
+                        reason: String::new(),
+                    }
+                    .encode(Format::Cbor),
+                )))
                 .expect("request"),
         ),
     ]

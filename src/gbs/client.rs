@@ -42,9 +42,9 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::auth::{authorization_value, secret_header_value, SecretKind, SECRETS_HEADER};
-use super::codec;
+use super::codec::{self, AllocateBody, Body as _, CorruptBody, ReadTestWriteBody, ShareSet};
 use super::errors::{error_for, Operation};
-use super::media::{essence, CBOR_MIME, OCTET_STREAM_MIME};
+use super::media::{essence, Format, CBOR_MIME, OCTET_STREAM_MIME};
 use super::nurl::{Nurl, NurlError};
 use super::range;
 use super::tls::client_config;
@@ -285,12 +285,11 @@ impl GbsClient {
     }
 
     /// Expect `ok` statuses with a CBOR body; decode it.
-    async fn cbor<T>(
+    async fn cbor<T: codec::Body>(
         &self,
         op: Operation,
         resp: Response<Incoming>,
         ok: &[StatusCode],
-        decode: fn(&[u8]) -> Result<T, codec::CodecError>,
     ) -> StorageResult<(StatusCode, T)> {
         let status = resp.status();
         if !ok.contains(&status) {
@@ -312,7 +311,7 @@ impl GbsClient {
             });
         }
         let body = self.collect(op, resp, self.config.max_message_size).await?;
-        let v = decode(&body).map_err(|e| StorageError::Remote {
+        let v = T::decode(&body, Format::Cbor).map_err(|e| StorageError::Remote {
             kind: "protocol".into(),
             message: format!("{}: undecodable response: {e}", op.name()),
         })?;
@@ -457,13 +456,8 @@ impl GbsClient {
                 Some(data),
             )
             .await?;
-        let (status, required) = self
-            .cbor(
-                op,
-                resp,
-                &[StatusCode::OK, StatusCode::CREATED],
-                codec::decode_write_progress,
-            )
+        let (status, WriteProgress { required }) = self
+            .cbor(op, resp, &[StatusCode::OK, StatusCode::CREATED])
             .await?;
         let mut uploads = self.uploads();
         if status == StatusCode::CREATED {
@@ -498,15 +492,16 @@ impl StorageApi for GbsClient {
         let resp = self
             .send(op, Method::GET, "/version", &[], &[], None)
             .await?;
-        Ok(self
-            .cbor(op, resp, &[StatusCode::OK], codec::decode_version)
-            .await?
-            .1)
+        Ok(self.cbor(op, resp, &[StatusCode::OK]).await?.1)
     }
 
     async fn allocate_buckets(&self, req: AllocateRequest) -> StorageResult<AllocateResult> {
         let op = Operation::Allocate;
-        let body = codec::encode_allocate_request(&req.share_numbers, req.allocated_size);
+        let body = AllocateBody {
+            share_numbers: req.share_numbers,
+            allocated_size: req.allocated_size,
+        }
+        .encode(Format::Cbor);
         let resp = self
             .send(
                 op,
@@ -521,9 +516,7 @@ impl StorageApi for GbsClient {
                 Some(body.into()),
             )
             .await?;
-        let (_, result) = self
-            .cbor(op, resp, &[StatusCode::OK], codec::decode_allocate_result)
-            .await?;
+        let (_, result): (_, AllocateResult) = self.cbor(op, resp, &[StatusCode::OK]).await?;
         let mut uploads = self.uploads();
         for &sh in &result.allocated {
             let required = if req.allocated_size == 0 {
@@ -633,10 +626,8 @@ impl StorageApi for GbsClient {
                 None,
             )
             .await?;
-        Ok(self
-            .cbor(op, resp, &[StatusCode::OK], codec::decode_share_set)
-            .await?
-            .1)
+        let (_, ShareSet(shares)) = self.cbor(op, resp, &[StatusCode::OK]).await?;
+        Ok(shares)
     }
 
     async fn read_immutable(
@@ -708,7 +699,7 @@ impl StorageApi for GbsClient {
                 &format!("/{}/{si}/{shnum}/corrupt", share_type.as_str()),
                 &[],
                 &[],
-                Some(codec::encode_corrupt_request(&reason).into()),
+                Some(CorruptBody { reason }.encode(Format::Cbor).into()),
             )
             .await?;
         self.expect_status(op, resp, StatusCode::OK).await
@@ -719,7 +710,11 @@ impl StorageApi for GbsClient {
         req: ReadTestWriteRequest,
     ) -> StorageResult<ReadTestWriteResult> {
         let op = Operation::ReadTestWrite;
-        let body = codec::encode_read_test_write_request(&req.test_write_vectors, &req.read_vector);
+        let body = ReadTestWriteBody {
+            test_write_vectors: req.test_write_vectors,
+            read_vector: req.read_vector,
+        }
+        .encode(Format::Cbor);
         let resp = self
             .send(
                 op,
@@ -734,15 +729,7 @@ impl StorageApi for GbsClient {
                 Some(body.into()),
             )
             .await?;
-        Ok(self
-            .cbor(
-                op,
-                resp,
-                &[StatusCode::OK],
-                codec::decode_read_test_write_result,
-            )
-            .await?
-            .1)
+        Ok(self.cbor(op, resp, &[StatusCode::OK]).await?.1)
     }
 
     async fn list_mutable_shares(&self, si: StorageIndex) -> StorageResult<BTreeSet<ShareNum>> {
@@ -757,10 +744,8 @@ impl StorageApi for GbsClient {
                 None,
             )
             .await?;
-        Ok(self
-            .cbor(op, resp, &[StatusCode::OK], codec::decode_share_set)
-            .await?
-            .1)
+        let (_, ShareSet(shares)) = self.cbor(op, resp, &[StatusCode::OK]).await?;
+        Ok(shares)
     }
 
     async fn read_mutable(

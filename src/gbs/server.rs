@@ -51,7 +51,7 @@ use tracing::{debug, info_span, warn, Instrument};
 use super::auth::{
     parse_secrets, AuthorizationError, SecretKind, Secrets, SwissnumCheck, SECRETS_HEADER,
 };
-use super::codec::{self, CodecError};
+use super::codec::{self, AllocateBody, Body as _, CorruptBody, ReadTestWriteBody, ShareSet};
 use super::errors::{status_for, Operation, WRONG_AUTHORIZATION};
 use super::media::{request_format, response_format, Format, OCTET_STREAM_MIME};
 use super::nurl::{Nurl, NurlScheme};
@@ -665,21 +665,12 @@ impl Inner {
                     .version()
                     .await
                     .map_err(|e| storage_error_response(op, &e))?;
-                Ok(encoded_response(
-                    StatusCode::OK,
-                    fmt,
-                    codec::encode_version(&v, fmt),
-                ))
+                Ok(encoded_response(StatusCode::OK, fmt, v.encode(fmt)))
             }
             Route::Allocate(si) => {
                 let fmt = self.response_format(req)?;
-                let body = self
-                    .read_body(
-                        req,
-                        body,
-                        self.config.limits.allocate,
-                        codec::decode_allocate,
-                    )
+                let body: AllocateBody = self
+                    .read_body(req, body, self.config.limits.allocate)
                     .await?;
                 let lease = secrets.lease().expect("required");
                 let result = api
@@ -692,11 +683,7 @@ impl Inner {
                     })
                     .await
                     .map_err(|e| storage_error_response(op, &e))?;
-                Ok(encoded_response(
-                    StatusCode::OK,
-                    fmt,
-                    codec::encode_allocate_result(&result, fmt),
-                ))
+                Ok(encoded_response(StatusCode::OK, fmt, result.encode(fmt)))
             }
             Route::Write(si, sh) => self.write(req, body, si, sh, &secrets).await,
             Route::Abort(si, sh) => {
@@ -717,7 +704,7 @@ impl Inner {
                 Ok(encoded_response(
                     StatusCode::OK,
                     fmt,
-                    codec::encode_share_set(&shares, fmt),
+                    ShareSet(shares).encode(fmt),
                 ))
             }
             Route::ReadImmutable(si, sh) => self
@@ -755,8 +742,8 @@ impl Inner {
                     Ok(false) | Err(StorageError::NotFound(_)) => return Err(not_found_response()),
                     Err(e) => return Err(storage_error_response(op, &e)),
                 }
-                let reason = self
-                    .read_body(req, body, self.config.limits.corrupt, codec::decode_corrupt)
+                let CorruptBody { reason } = self
+                    .read_body(req, body, self.config.limits.corrupt)
                     .await?;
                 api.advise_corrupt_share(share_type, si, sh, reason)
                     .await
@@ -765,13 +752,8 @@ impl Inner {
             }
             Route::ReadTestWrite(si) => {
                 let fmt = self.response_format(req)?;
-                let body = self
-                    .read_body(
-                        req,
-                        body,
-                        self.config.limits.read_test_write,
-                        codec::decode_read_test_write,
-                    )
+                let body: ReadTestWriteBody = self
+                    .read_body(req, body, self.config.limits.read_test_write)
                     .await?;
                 let result = api
                     .read_test_write(ReadTestWriteRequest {
@@ -785,11 +767,7 @@ impl Inner {
                     })
                     .await
                     .map_err(|e| storage_error_response(op, &e))?;
-                Ok(encoded_response(
-                    StatusCode::OK,
-                    fmt,
-                    codec::encode_read_test_write_result(&result, fmt),
-                ))
+                Ok(encoded_response(StatusCode::OK, fmt, result.encode(fmt)))
             }
         }
     }
@@ -812,11 +790,11 @@ impl Inner {
         req: &Request<()>,
         body: &mut B,
         limit: u64,
-        decode: fn(&[u8], Format) -> Result<T, CodecError>,
     ) -> Result<T, Response<ResponseBody>>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: std::fmt::Display,
+        T: codec::Body,
     {
         let ct = req
             .headers()
@@ -847,7 +825,7 @@ impl Inner {
                 buf.extend_from_slice(&data);
             }
         }
-        decode(&buf, fmt).map_err(|e| error_response(StatusCode::BAD_REQUEST, &e.0))
+        T::decode(&buf, fmt).map_err(|e| error_response(StatusCode::BAD_REQUEST, &e.to_string()))
     }
 
     /// `PATCH /immutable/:si/:sh`: stream the body into the backend.
@@ -934,11 +912,7 @@ impl Inner {
         } else {
             StatusCode::OK
         };
-        Ok(encoded_response(
-            status,
-            fmt,
-            codec::encode_write_progress(&progress.required, fmt),
-        ))
+        Ok(encoded_response(status, fmt, progress.encode(fmt)))
     }
 
     /// `GET /{immutable,mutable}/:si/:sh`.

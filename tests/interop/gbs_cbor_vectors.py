@@ -1,4 +1,4 @@
-"""Print the CBOR test vectors for `src/gbs/codec.rs`, as Tahoe-LAFS 1.20 encodes them.
+"""Print the CBOR test vectors for `src/gbs/codec/`, as Tahoe-LAFS 1.20 encodes them.
 
 Tahoe encodes every GBS message with ``cbor2.dumps`` (``allmydata.util.cbor``); this
 script encodes the same Python values the same way and prints one ``name hex`` line
