@@ -6,8 +6,14 @@
 //! wire. Calls to different objects run concurrently; an object may ask for its
 //! calls to run one at a time in arrival order (bucket writers do: `write`s then
 //! `close`). clid 0 is the broker itself (`getReferenceByName`, `decref`, `decgift`).
+//!
+//! The codec reads and writes references in their wire form; the broker resolves
+//! received ones into live objects ([`RemoteRef`]s to the peer's, our own
+//! [`RemoteObject`]s) and exports ours as they are sent. The [`Value`]s of this
+//! module, [`Live`] ones, are the values the application sees.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -21,7 +27,7 @@ use tracing::{debug, warn};
 use super::banana::{BananaError, DecodeLimits, TokenDecoder, VocabTable};
 use super::message::{Encoded, Exporter, Inbound, MessageDecoder, MessageEncoder, MessageLimits};
 use super::schema::{self, RemoteInterface};
-use super::value::{Failure, Value};
+use super::value::{self, Failure, Refs};
 
 /// An object that can be called over a connection.
 #[async_trait::async_trait]
@@ -131,6 +137,12 @@ struct State {
 }
 
 impl Exporter for State {
+    type Refs = Live;
+
+    fn remote_clid(&mut self, r: &RemoteRef) -> i64 {
+        r.clid()
+    }
+
     fn export(&mut self, obj: &Arc<dyn RemoteObject>) -> (i64, Option<String>) {
         let key = Arc::as_ptr(obj) as *const () as usize;
         let clid = match self.export_ids.get(&key) {
@@ -275,6 +287,35 @@ impl RemoteRef {
         }
     }
 }
+
+/// The references of the values the application sees: the peer's objects over a
+/// live connection, and our objects to export to it.
+#[derive(Clone, Copy, Debug)]
+pub enum Live {}
+
+impl Refs for Live {
+    type Remote = RemoteRef;
+    type Local = Arc<dyn RemoteObject>;
+
+    fn fmt_remote(r: &RemoteRef, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<remote {} {:?}>", r.clid(), r.interface())
+    }
+
+    fn fmt_local(o: &Arc<dyn RemoteObject>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<local {:?}>", o.interface_name())
+    }
+
+    fn same_remote(a: &RemoteRef, b: &RemoteRef) -> bool {
+        a.clid() == b.clid()
+    }
+
+    fn same_local(a: &Arc<dyn RemoteObject>, b: &Arc<dyn RemoteObject>) -> bool {
+        Arc::ptr_eq(a, b)
+    }
+}
+
+/// A value as the application sends and receives it, its references live objects.
+pub type Value = value::Value<Live>;
 
 impl Connection {
     pub fn peer_tubid(&self) -> &str {
@@ -672,9 +713,13 @@ fn complete(conn: &Connection, reqid: u64, r: Result<Value, CallError>) {
 }
 
 /// Turn wire references in a received value into live ones.
-fn resolve(conn: &Connection, v: Value) -> Result<Value, BananaError> {
+fn resolve(conn: &Connection, v: value::Value) -> Result<Value, BananaError> {
+    use value::Value as WireValue;
+    let all = |v: Vec<WireValue>| -> Result<Vec<Value>, BananaError> {
+        v.into_iter().map(|x| resolve(conn, x)).collect()
+    };
     Ok(match v {
-        Value::MyRef { clid, iface, .. } => {
+        WireValue::MyRef { clid, iface, .. } => {
             let mut st = conn.inner.state.lock().expect("broker state");
             if let Some(imp) = st.imports.get(&clid).and_then(|w| w.upgrade()) {
                 imp.received.fetch_add(1, Ordering::SeqCst);
@@ -689,7 +734,7 @@ fn resolve(conn: &Connection, v: Value) -> Result<Value, BananaError> {
             st.imports.insert(clid, Arc::downgrade(&imp));
             Value::Remote(RemoteRef { import: imp })
         }
-        Value::YourRef(clid) => {
+        WireValue::YourRef(clid) => {
             let st = conn.inner.state.lock().expect("broker state");
             match st.exports.get(&clid) {
                 Some(e) => Value::Local(e.obj.clone()),
@@ -700,32 +745,17 @@ fn resolve(conn: &Connection, v: Value) -> Result<Value, BananaError> {
                 }
             }
         }
-        Value::List(v) => Value::List(
-            v.into_iter()
-                .map(|x| resolve(conn, x))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Tuple(v) => Value::Tuple(
-            v.into_iter()
-                .map(|x| resolve(conn, x))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Set(v) => Value::Set(
-            v.into_iter()
-                .map(|x| resolve(conn, x))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::FrozenSet(v) => Value::FrozenSet(
-            v.into_iter()
-                .map(|x| resolve(conn, x))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Dict(v) => Value::Dict(
+        WireValue::List(v) => Value::List(all(v)?),
+        WireValue::Tuple(v) => Value::Tuple(all(v)?),
+        WireValue::Set(v) => Value::Set(all(v)?),
+        WireValue::FrozenSet(v) => Value::FrozenSet(all(v)?),
+        WireValue::Dict(v) => Value::Dict(
             v.into_iter()
                 .map(|(k, x)| Ok((resolve(conn, k)?, resolve(conn, x)?)))
                 .collect::<Result<_, BananaError>>()?,
         ),
-        other => other,
+        // Scalars, and copyables as they are (references inside stay unresolved).
+        other => other.into_refs(),
     })
 }
 

@@ -10,17 +10,20 @@
 //! Decoding failures come in two strengths, as in foolscap: a *violation* spoils
 //! one message (the call gets an `error` answer, the connection survives), a
 //! *protocol error* ([`BananaError`]) ends the connection with an ERROR token.
+//!
+//! Decoded values hold references as the wire has them ([`Value<Wire>`]); the
+//! encoder writes values of any [`Refs`] instantiation, through an [`Exporter`]
+//! that gives their live references a wire form (the broker's tables).
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::convert::Infallible;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use bytes_utils::SegmentedBuf;
 use num_bigint::BigInt;
 
 use super::banana::{BananaError, Encoder, Token, VocabTable};
-use super::broker::RemoteObject;
-use super::value::{Failure, Value};
+use super::value::{Failure, Refs, Value, Wire};
 
 /// Limits on one top-level message, checked as tokens arrive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -690,22 +693,32 @@ fn hash_key(v: &Value, out: &mut Vec<u8>) -> bool {
     true
 }
 
-/// Resolves local objects to clids as they are sent (the broker's export table).
+/// Gives the live references of values being sent their clids (the broker's import
+/// and export tables).
 pub trait Exporter {
+    /// The references of the values sent with this exporter.
+    type Refs: Refs;
+
+    /// The clid the peer exported its object `r` under (sent as `your-reference`).
+    fn remote_clid(&mut self, r: &<Self::Refs as Refs>::Remote) -> i64;
+
     /// The clid of `obj`, allocating one if needed, and its interface name when this
     /// is the first send since its refcount was last zero.
-    fn export(&mut self, obj: &Arc<dyn RemoteObject>) -> (i64, Option<String>);
+    fn export(&mut self, obj: &<Self::Refs as Refs>::Local) -> (i64, Option<String>);
 }
 
-/// An exporter for contexts that must not contain local objects.
+/// The exporter of values without live references ([`Value<Wire>`]).
 pub struct NoExports;
 
 impl Exporter for NoExports {
-    fn export(&mut self, obj: &Arc<dyn RemoteObject>) -> (i64, Option<String>) {
-        panic!(
-            "local object {:?} sent where none is allowed",
-            obj.interface_name()
-        )
+    type Refs = Wire;
+
+    fn remote_clid(&mut self, r: &Infallible) -> i64 {
+        match *r {}
+    }
+
+    fn export(&mut self, obj: &Infallible) -> (i64, Option<String>) {
+        match *obj {}
     }
 }
 
@@ -777,14 +790,14 @@ impl MessageEncoder {
 
     /// A call; keyword arguments are sent sorted by name, as foolscap does.
     #[allow(clippy::too_many_arguments)]
-    pub fn call(
+    pub fn call<E: Exporter + ?Sized>(
         &mut self,
         reqid: u64,
         clid: i64,
         method: &str,
-        args: &[Value],
-        kwargs: &[(&str, Value)],
-        ex: &mut dyn Exporter,
+        args: &[Value<E::Refs>],
+        kwargs: &[(&str, Value<E::Refs>)],
+        ex: &mut E,
         out: &mut Encoded,
     ) {
         let c = self.enc.open(&mut out.head);
@@ -798,7 +811,7 @@ impl MessageEncoder {
         for v in args {
             self.value(v, ex, out);
         }
-        let mut kw: Vec<&(&str, Value)> = kwargs.iter().collect();
+        let mut kw: Vec<&(&str, Value<E::Refs>)> = kwargs.iter().collect();
         kw.sort_by(|a, b| a.0.cmp(b.0));
         for (k, v) in kw {
             self.enc.string(k.as_bytes(), &mut out.head);
@@ -808,7 +821,13 @@ impl MessageEncoder {
         self.enc.close(c, &mut out.head);
     }
 
-    pub fn answer(&mut self, reqid: u64, value: &Value, ex: &mut dyn Exporter, out: &mut Encoded) {
+    pub fn answer<E: Exporter + ?Sized>(
+        &mut self,
+        reqid: u64,
+        value: &Value<E::Refs>,
+        ex: &mut E,
+        out: &mut Encoded,
+    ) {
         let o = self.enc.open(&mut out.head);
         self.enc.string(b"answer", &mut out.head);
         self.enc.int_i64(reqid as i64, &mut out.head);
@@ -824,7 +843,13 @@ impl MessageEncoder {
         self.enc.close(o, &mut out.head);
     }
 
-    fn seq(&mut self, opentype: &[u8], items: &[Value], ex: &mut dyn Exporter, out: &mut Encoded) {
+    fn seq<E: Exporter + ?Sized>(
+        &mut self,
+        opentype: &[u8],
+        items: &[Value<E::Refs>],
+        ex: &mut E,
+        out: &mut Encoded,
+    ) {
         let o = self.enc.open(&mut out.head);
         self.enc.string(opentype, &mut out.head);
         for v in items {
@@ -834,7 +859,12 @@ impl MessageEncoder {
     }
 
     /// Any value, as foolscap's slicers write it.
-    pub fn value(&mut self, v: &Value, ex: &mut dyn Exporter, out: &mut Encoded) {
+    pub fn value<E: Exporter + ?Sized>(
+        &mut self,
+        v: &Value<E::Refs>,
+        ex: &mut E,
+        out: &mut Encoded,
+    ) {
         match v {
             Value::None => self.seq(b"none", &[], ex, out),
             Value::Bool(b) => {
@@ -863,7 +893,7 @@ impl MessageEncoder {
             Value::Set(items) => self.seq(b"set", items, ex, out),
             Value::FrozenSet(items) => self.seq(b"immutable-set", items, ex, out),
             Value::Dict(items) => {
-                let mut sorted: Vec<&(Value, Value)> = items.iter().collect();
+                let mut sorted: Vec<&(Value<_>, Value<_>)> = items.iter().collect();
                 sorted.sort_by(|a, b| py_cmp(&a.0, &b.0));
                 let o = self.enc.open(&mut out.head);
                 self.enc.string(b"dict", &mut out.head);
@@ -919,7 +949,10 @@ impl MessageEncoder {
                 self.enc.int_i64(*clid, &mut out.head);
                 self.enc.close(o, &mut out.head);
             }
-            Value::Remote(r) => self.value(&Value::YourRef(r.clid()), ex, out),
+            Value::Remote(r) => {
+                let clid = ex.remote_clid(r);
+                self.value(&Value::YourRef(clid), ex, out);
+            }
         }
     }
 }
@@ -930,9 +963,9 @@ impl MessageEncoder {
 /// order (bytes against int, say) make foolscap fail to send; here they fall back to
 /// a fixed order of kinds, so that the order stays total (a sort given an
 /// inconsistent order may panic).
-fn py_cmp(a: &Value, b: &Value) -> std::cmp::Ordering {
+fn py_cmp<R: Refs>(a: &Value<R>, b: &Value<R>) -> std::cmp::Ordering {
     use std::cmp::Ordering;
-    fn kind(v: &Value) -> (u8, &'static str) {
+    fn kind<R: Refs>(v: &Value<R>) -> (u8, &'static str) {
         match v {
             Value::Bool(_) | Value::Int(_) | Value::Float(_) => (0, ""),
             Value::Bytes(_) => (1, ""),
@@ -967,7 +1000,7 @@ enum PyNum<'a> {
 }
 
 impl<'a> PyNum<'a> {
-    fn of(v: &'a Value) -> Option<PyNum<'a>> {
+    fn of<R: Refs>(v: &'a Value<R>) -> Option<PyNum<'a>> {
         use std::borrow::Cow;
         match v {
             Value::Bool(b) => Some(PyNum::Int(Cow::Owned(BigInt::from(u8::from(*b))))),

@@ -1,11 +1,14 @@
 //! Foolscap, as foolscap 24.9 speaks it under Tahoe-LAFS 1.20.
 //!
 //! - [`banana`]: the token codec (sans-IO).
-//! - [`message`]: values and PB messages over tokens (sans-IO).
+//! - [`value`]: the value tree, its references as on the wire (sans-IO).
+//! - [`message`]: PB messages of values over tokens (sans-IO).
 //! - [`negotiate`]: the plaintext upgrade and HELLO/DECISION blocks (sans-IO).
 //! - [`tls`]: rustls configs pinning TubIDs (with
 //!   [`crate::identity::PinnedCertVerifier`]).
-//! - [`broker`]: one connection's PB state over tokio.
+//! - [`broker`]: one connection's PB state over tokio; it resolves received
+//!   references into live objects and exports ours, so its [`Value`] (the one
+//!   re-exported here) is the value the application sees.
 //! - [`tub`]: dialling and accepting connections; published objects.
 //! - [`schema`]: the RemoteInterface constraints Tahoe uses.
 //! - [`storage`]: Tahoe's storage protocol on the seam: the front (an
@@ -26,7 +29,7 @@ pub mod tls;
 pub mod tub;
 pub mod value;
 
-pub use broker::{CallError, Connection, RemoteObject, RemoteRef};
+pub use broker::{CallError, Connection, Live, RemoteObject, RemoteRef, Value};
 pub use furl::Furl;
 pub use tub::{Tub, TubConfig, TubError};
-pub use value::{Failure, Value};
+pub use value::Failure;

@@ -2,7 +2,7 @@
 //! the interfaces Tahoe uses (transcribed from foolscap's and Tahoe's
 //! `RemoteInterface` declarations; `int` means `IntegerConstraint(maxBytes=1024)`).
 
-use super::value::Value;
+use super::broker::Value;
 
 /// A constraint on one value.
 #[derive(Debug)]

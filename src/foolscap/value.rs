@@ -1,36 +1,84 @@
-//! The values Foolscap carries, as a tree.
+//! The values Foolscap carries, as a tree. Sans-IO.
 //!
 //! Bytes and text are distinct (`bytes` is a bare STRING, `str` an `unicode`
 //! sequence); Python treats `b"x"` and `"x"` as different dict keys, and Tahoe's
 //! messages use each in specific places.
+//!
+//! References come in two forms. On the wire they are `my-reference` and
+//! `your-reference` sequences ([`Value::MyRef`], [`Value::YourRef`]): all that a
+//! [`Value<Wire>`] (the default) holds, and what the codec in [`super::message`]
+//! reads and writes. Above the codec, the broker resolves them into objects of a
+//! live connection ([`Value::Remote`], [`Value::Local`]), of the types its own
+//! [`Refs`] instantiation names; values of that instantiation are the ones the
+//! application sees.
 
+use std::convert::Infallible;
 use std::fmt;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use num_bigint::BigInt;
 
-use super::broker::{RemoteObject, RemoteRef};
+/// What a value's [`Value::Remote`] and [`Value::Local`] references hold.
+pub trait Refs: 'static {
+    /// A reference to one of the peer's objects; sent back as a `your-reference`.
+    type Remote: Clone;
+    /// One of our objects; sent as a `my-reference`.
+    type Local: Clone;
+    /// The `Debug` form of each kind of reference.
+    fn fmt_remote(r: &Self::Remote, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+    fn fmt_local(o: &Self::Local, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+    /// Whether two references are to the same object (values compare references by
+    /// identity).
+    fn same_remote(a: &Self::Remote, b: &Self::Remote) -> bool;
+    fn same_local(a: &Self::Local, b: &Self::Local) -> bool;
+}
 
+/// Values as on the wire: references only as `my-reference`/`your-reference`,
+/// no live objects.
+#[derive(Clone, Copy, Debug)]
+pub enum Wire {}
+
+impl Refs for Wire {
+    type Remote = Infallible;
+    type Local = Infallible;
+
+    fn fmt_remote(r: &Infallible, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *r {}
+    }
+
+    fn fmt_local(o: &Infallible, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *o {}
+    }
+
+    fn same_remote(a: &Infallible, _: &Infallible) -> bool {
+        match *a {}
+    }
+
+    fn same_local(a: &Infallible, _: &Infallible) -> bool {
+        match *a {}
+    }
+}
+
+/// A Foolscap value; `R` says what its live references hold ([`Wire`]: none).
 #[derive(Clone)]
-pub enum Value {
+pub enum Value<R: Refs = Wire> {
     None,
     Bool(bool),
     Int(BigInt),
     Float(f64),
     Bytes(Bytes),
     Text(String),
-    List(Vec<Value>),
-    Tuple(Vec<Value>),
-    Set(Vec<Value>),
-    FrozenSet(Vec<Value>),
+    List(Vec<Value<R>>),
+    Tuple(Vec<Value<R>>),
+    Set(Vec<Value<R>>),
+    FrozenSet(Vec<Value<R>>),
     /// Keys in the order received; the encoder sorts them as foolscap does.
-    Dict(Vec<(Value, Value)>),
+    Dict(Vec<(Value<R>, Value<R>)>),
     Decimal(String),
     /// `copyable`: a class name and its state (attribute name, value), e.g. a Failure.
     Copyable {
         name: String,
-        state: Vec<(Bytes, Value)>,
+        state: Vec<(Bytes, Value<R>)>,
     },
     /// As received: a `my-reference` (an object living on the sender's side).
     MyRef {
@@ -42,27 +90,27 @@ pub enum Value {
     YourRef(i64),
     /// Resolved by the broker: a reference to the peer's object; sent back to the
     /// peer as `your-reference`.
-    Remote(RemoteRef),
+    Remote(R::Remote),
     /// A local object to be sent as a `my-reference`; resolved from `YourRef` on
     /// receipt.
-    Local(Arc<dyn RemoteObject>),
+    Local(R::Local),
 }
 
-impl Value {
-    pub fn int(v: impl Into<BigInt>) -> Value {
+impl<R: Refs> Value<R> {
+    pub fn int(v: impl Into<BigInt>) -> Value<R> {
         Value::Int(v.into())
     }
 
-    pub fn bytes(b: impl Into<Bytes>) -> Value {
+    pub fn bytes(b: impl Into<Bytes>) -> Value<R> {
         Value::Bytes(b.into())
     }
 
-    pub fn text(s: impl Into<String>) -> Value {
+    pub fn text(s: impl Into<String>) -> Value<R> {
         Value::Text(s.into())
     }
 
     /// A dict with byte-string keys, the shape of Tahoe's version dicts.
-    pub fn bytes_dict<'a>(items: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
+    pub fn bytes_dict<'a>(items: impl IntoIterator<Item = (&'a str, Value<R>)>) -> Value<R> {
         Value::Dict(
             items
                 .into_iter()
@@ -114,7 +162,7 @@ impl Value {
     }
 
     /// Items of any sequence-like value (list, tuple, set, frozenset).
-    pub fn as_seq(&self) -> Option<&[Value]> {
+    pub fn as_seq(&self) -> Option<&[Value<R>]> {
         match self {
             Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => Some(v),
             _ => None,
@@ -122,7 +170,7 @@ impl Value {
     }
 
     /// Look a byte-string key up in a dict.
-    pub fn get(&self, key: &[u8]) -> Option<&Value> {
+    pub fn get(&self, key: &[u8]) -> Option<&Value<R>> {
         match self {
             Value::Dict(items) => items.iter().find_map(|(k, v)| match k {
                 Value::Bytes(b) if b.as_ref() == key => Some(v),
@@ -133,7 +181,44 @@ impl Value {
     }
 }
 
-impl fmt::Debug for Value {
+impl Value<Wire> {
+    /// This value as one of any instantiation (it holds no live references), its
+    /// wire references kept as they are.
+    pub fn into_refs<R: Refs>(self) -> Value<R> {
+        fn all<R: Refs>(v: Vec<Value>) -> Vec<Value<R>> {
+            v.into_iter().map(Value::into_refs).collect()
+        }
+        match self {
+            Value::None => Value::None,
+            Value::Bool(b) => Value::Bool(b),
+            Value::Int(i) => Value::Int(i),
+            Value::Float(f) => Value::Float(f),
+            Value::Bytes(b) => Value::Bytes(b),
+            Value::Text(s) => Value::Text(s),
+            Value::List(v) => Value::List(all(v)),
+            Value::Tuple(v) => Value::Tuple(all(v)),
+            Value::Set(v) => Value::Set(all(v)),
+            Value::FrozenSet(v) => Value::FrozenSet(all(v)),
+            Value::Dict(items) => Value::Dict(
+                items
+                    .into_iter()
+                    .map(|(k, v)| (k.into_refs(), v.into_refs()))
+                    .collect(),
+            ),
+            Value::Decimal(s) => Value::Decimal(s),
+            Value::Copyable { name, state } => Value::Copyable {
+                name,
+                state: state.into_iter().map(|(k, v)| (k, v.into_refs())).collect(),
+            },
+            Value::MyRef { clid, iface, url } => Value::MyRef { clid, iface, url },
+            Value::YourRef(clid) => Value::YourRef(clid),
+            Value::Remote(r) => match r {},
+            Value::Local(o) => match o {},
+        }
+    }
+}
+
+impl<R: Refs> fmt::Debug for Value<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::None => f.write_str("None"),
@@ -164,15 +249,15 @@ impl fmt::Debug for Value {
             Value::Copyable { name, state } => write!(f, "<copyable {name} {} attrs>", state.len()),
             Value::MyRef { clid, iface, .. } => write!(f, "<my-reference {clid} {iface:?}>"),
             Value::YourRef(clid) => write!(f, "<your-reference {clid}>"),
-            Value::Remote(r) => write!(f, "<remote {} {:?}>", r.clid(), r.interface()),
-            Value::Local(o) => write!(f, "<local {:?}>", o.interface_name()),
+            Value::Remote(r) => R::fmt_remote(r, f),
+            Value::Local(o) => R::fmt_local(o, f),
         }
     }
 }
 
 /// Structural equality (references compare by identity).
-impl PartialEq for Value {
-    fn eq(&self, other: &Value) -> bool {
+impl<R: Refs> PartialEq for Value<R> {
+    fn eq(&self, other: &Value<R>) -> bool {
         use Value::*;
         match (self, other) {
             (None, None) => true,
@@ -203,8 +288,8 @@ impl PartialEq for Value {
                 },
             ) => a == b && ia == ib && ua == ub,
             (YourRef(a), YourRef(b)) => a == b,
-            (Remote(a), Remote(b)) => a.clid() == b.clid(),
-            (Local(a), Local(b)) => Arc::ptr_eq(a, b),
+            (Remote(a), Remote(b)) => R::same_remote(a, b),
+            (Local(a), Local(b)) => R::same_local(a, b),
             _ => false,
         }
     }
@@ -262,7 +347,7 @@ impl Failure {
         )
     }
 
-    pub fn to_value(&self) -> Value {
+    pub fn to_value<R: Refs>(&self) -> Value<R> {
         fn trunc(s: &str, max: usize) -> Bytes {
             let b = s.as_bytes();
             Bytes::copy_from_slice(&b[..b.len().min(max)])
@@ -296,7 +381,7 @@ impl Failure {
     }
 
     /// Read a Failure copyable; `None` if the value is not one.
-    pub fn from_value(v: &Value) -> Option<Failure> {
+    pub fn from_value<R: Refs>(v: &Value<R>) -> Option<Failure> {
         let Value::Copyable { name, state } = v else {
             return None;
         };
