@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! The tree is the architecture; each layer imports only those below it.
+//! - [`base32`]: Tahoe's lowercase unpadded base32, used at every layer.
 //! - [`identity`]: protocol-neutral key material: the certificate and key (Tahoe's
 //!   `node.pem` layout), the tubid, the SPKI hash, and one pinned-certificate rustls
 //!   verifier used by both protocols.
@@ -30,6 +31,7 @@
 //! Pure codecs know nothing of sockets or clocks; one thin async driver per
 //! connection owns the IO.
 
+pub mod base32;
 pub mod check;
 pub mod daemon;
 pub mod foolscap;

@@ -31,7 +31,7 @@ use swampgate::introducer::augment::{Adopted, AdoptedNodes, Endpoint};
 use swampgate::introducer::{
     Announcement, AnnouncementError, Augment, Origin, Relay, SignedAnnouncement,
 };
-use swampgate::storage::base32_lower;
+use swampgate::base32::base32_lower;
 
 const NURL: &str = "pb://1WUX-ARRndsyRZS6BlLd1eDZo2AMRYkUEDC_dCPPQmQ@127.0.0.1:7750/swiss#v=1";
 const FURL: &str = "pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:7750/swiss";

@@ -88,7 +88,7 @@ fn call_outcome(r: &Result<Value, CallError>) -> String {
 async fn foolscap_edges(tub: &Tub, furl: &Furl) -> Vec<CheckResult> {
     let mut out = Vec::new();
     let mut wrong = furl.clone();
-    wrong.swissnum = crate::storage::base32_lower(&rand::random::<[u8; 20]>());
+    wrong.swissnum = crate::base32::base32_lower(&rand::random::<[u8; 20]>());
     let r = match tub.connect(&wrong).await {
         Ok(c) => c.get_reference(&wrong.swissnum).await.map(|_| Value::None),
         Err(e) => Err(CallError::ConnectionLost(e.to_string())),
@@ -298,7 +298,7 @@ async fn run_cases(nurl: &Nurl, cases: Vec<Case>, out: &mut Vec<CheckResult>) {
 fn auth_cases(b: &Builder) -> Vec<Case> {
     let nurl = b.nurl;
     let mut wrong = nurl.clone();
-    wrong.swissnum = crate::storage::base32_lower(&rand::random::<[u8; 20]>());
+    wrong.swissnum = crate::base32::base32_lower(&rand::random::<[u8; 20]>());
     vec![
         (
             "gbs.no-authorization",

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use super::*;
+use crate::base32::base32_lower;
 use crate::gbs::errors::{error_for, status_for, Operation};
 use crate::storage::layer::{wrap, Layer};
 use crate::storage::store::{Store, StoreConfig};

@@ -50,7 +50,7 @@ pub fn write_atomic(path: &Path, text: &str, secret: bool) -> Result<(), StateEr
 
 /// A new random swissnum: 32 lowercase base32 characters (160 bits), as Tahoe makes.
 pub fn new_swissnum() -> String {
-    crate::storage::base32_lower(&rand::random::<[u8; 20]>())
+    crate::base32::base32_lower(&rand::random::<[u8; 20]>())
 }
 
 #[derive(Clone, Debug)]

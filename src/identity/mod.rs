@@ -69,7 +69,7 @@ impl fmt::Debug for Identity {
 
 /// base32(sha1(DER certificate)), lowercase, unpadded: 32 characters.
 pub fn tubid_of(cert_der: &[u8]) -> String {
-    crate::storage::base32_lower(&Sha1::digest(cert_der))
+    crate::base32::base32_lower(&Sha1::digest(cert_der))
 }
 
 /// The DER SubjectPublicKeyInfo inside a DER certificate (v1 certificates included).

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde_json::{Map, Value as Json};
 
+use crate::base32::{base32_lower, base32_lower_decode};
 use crate::foolscap::Value;
-use crate::storage::{base32_lower, base32_lower_decode};
 
 /// The most bytes of `msg` accepted (Tahoe's are well under 1 KiB).
 pub const MAX_MSG_BYTES: usize = 64 * 1024;

@@ -140,7 +140,7 @@ mod tests {
             msg: bytes::Bytes::from_static(msg),
             sig: format!(
                 "v0-{}",
-                crate::storage::base32_lower(&key.sign(msg).to_bytes())
+                crate::base32::base32_lower(&key.sign(msg).to_bytes())
             ),
             key: key_string(&key.verifying_key()),
         }

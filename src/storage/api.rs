@@ -5,7 +5,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use super::{base32_lower_decode, StorageError, StorageResult};
+use super::{StorageError, StorageResult};
+use crate::base32::base32_lower_decode;
 
 /// A storage index: 16 bytes, derived by the client from the file's key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -14,7 +15,7 @@ pub struct StorageIndex(pub [u8; 16]);
 impl StorageIndex {
     /// Tahoe's textual form: lowercase unpadded RFC 4648 base32 (26 characters).
     pub fn to_base32(&self) -> String {
-        crate::storage::base32_lower(&self.0)
+        crate::base32::base32_lower(&self.0)
     }
 
     /// Parse the textual form used in GBS paths. Anything but exactly 26 lowercase

@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use crate::kit::storage::si;
 use bytes::Bytes;
+use swampgate::base32::base32_lower;
 use swampgate::storage::store::{Clock, OpenError, Store, StoreConfig};
 use swampgate::storage::{
-    base32_lower, AllocateRequest, ByteRange, LeaseSecrets, MutableSecrets, ReadTestWriteRequest,
-    ReadVector, Secret, ShareNum, ShareType, StorageApi, StorageError, StorageIndex, TestVector,
+    AllocateRequest, ByteRange, LeaseSecrets, MutableSecrets, ReadTestWriteRequest, ReadVector,
+    Secret, ShareNum, ShareType, StorageApi, StorageError, StorageIndex, TestVector,
     TestWriteVectors, WriteVector,
 };
 

@@ -405,7 +405,7 @@ mod tests {
         assert_eq!(lines[0].direction, "gbs->local");
         assert!(!text.contains("DATA"));
         for secret in [[0xa5u8; 32], [0xb6; 32], [0xc7; 32]] {
-            assert!(!text.contains(&crate::storage::base32_lower(&secret)));
+            assert!(!text.contains(&crate::base32::base32_lower(&secret)));
             assert!(!text.contains(&data_encoding::BASE64.encode(&secret)));
             assert!(!text.contains(&hex_lower(&secret)));
         }

@@ -79,10 +79,11 @@ use self::container::{Kind, LEASE_DURATION_SECS};
 use self::immutable::Uploads;
 use self::layout::Layout;
 use super::{
-    base32_lower_decode, AllocateRequest, AllocateResult, LeaseSecrets, ReadTestWriteRequest,
-    ReadTestWriteResult, ReadVector, Secret, ShareNum, ShareType, StorageApi, StorageError,
-    StorageIndex, StorageResult, VersionInfo, WriteProgress,
+    AllocateRequest, AllocateResult, LeaseSecrets, ReadTestWriteRequest, ReadTestWriteResult,
+    ReadVector, Secret, ShareNum, ShareType, StorageApi, StorageError, StorageIndex, StorageResult,
+    VersionInfo, WriteProgress,
 };
+use crate::base32::base32_lower_decode;
 
 /// Tahoe's largest mutable share (`allmydata.mutable.layout.MAX_MUTABLE_SHARE_SIZE`).
 pub use self::container::MAX_MUTABLE_SHARE_SIZE;

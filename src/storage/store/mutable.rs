@@ -9,9 +9,10 @@ use super::journal::{self, Op};
 use super::layout;
 use super::overlay::Overlay;
 use super::{no_space_for_lease, share_err, si_err, Inner};
+use crate::base32::base32_lower;
 use crate::storage::{
-    base32_lower, ReadTestWriteRequest, ReadTestWriteResult, ReadVector, ShareNum, StorageError,
-    StorageIndex, StorageResult,
+    ReadTestWriteRequest, ReadTestWriteResult, ReadVector, ShareNum, StorageError, StorageIndex,
+    StorageResult,
 };
 
 impl Inner {
