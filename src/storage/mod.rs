@@ -14,6 +14,11 @@
 //!   `close()`, which Tahoe's server allows on an incomplete share).
 //! - Mutable test-and-write carries only equality tests (the only operator Tahoe
 //!   servers accept).
+//!
+//! Layout: `api` (the request/response types and [`StorageApi`]), `error`
+//! ([`StorageError`] and its [`ErrorKind`]), `call` (a call as a value: [`Method`],
+//! [`Call`], [`Reply`], [`CallInfo`]), [`layer`] (the one interception wrapper and the
+//! concerns built on it), [`store`] (the embedded share store).
 
 mod api;
 mod call;
