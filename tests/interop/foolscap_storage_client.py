@@ -113,6 +113,9 @@ def main(reactor, furl):
     yield step("reader-corrupt", r0.callRemote("advise_corrupt_share", b"looks bad"))
     yield step("ss-corrupt", ss.advise_corrupt_share(b"immutable", si, 0, b"reason"))
     yield step("ss-corrupt-unknown", ss.advise_corrupt_share(b"immutable", os.urandom(16), 0, b"reason"))
+    # Any int is a share number to RIStorageServer; one no server can hold is ignored.
+    yield step("ss-corrupt-shnum-999", ss.advise_corrupt_share(b"immutable", si, 999, b"ono"))
+    yield step("ss-corrupt-shnum-negative", ss.advise_corrupt_share(b"immutable", si, -1, b"ono"))
     yield step("add-lease", ss.add_lease(si, b"r" * 32, b"c" * 32))
     yield step("add-lease-unknown", ss.add_lease(os.urandom(16), b"r" * 32, b"c" * 32))
     yield step("get_buckets-unknown", ss.get_buckets(os.urandom(16)))
@@ -137,6 +140,7 @@ def main(reactor, furl):
     yield step("slot_readv-after", ss.slot_readv(si2, [], [(0, 20)]))
     yield step("add-lease-mutable", ss.add_lease(si2, b"r" * 32, b"c" * 32))
     yield step("mutable-corrupt", ss.advise_corrupt_share(b"mutable", si2, 0, b"reason"))
+    yield step("mutable-corrupt-shnum-999", ss.advise_corrupt_share(b"mutable", si2, 999, b"ono"))
 
     print(json.dumps(out, sort_keys=True))
     yield tub.stopService()

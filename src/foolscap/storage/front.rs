@@ -349,7 +349,12 @@ impl RemoteObject for StorageServerObject {
                     }
                 };
                 let si = si_arg(&args[1])?;
-                let sh = sharenum(&args[2])?;
+                // Any int is a share number to RIStorageServer, and Tahoe ignores an
+                // advisory for a share it does not hold: one outside 0..256 cannot be.
+                let Ok(sh) = sharenum(&args[2]) else {
+                    debug!(%si, shnum = ?args[2], "corruption advisory for a share no server holds: ignored");
+                    return Ok(Value::None);
+                };
                 let reason = String::from_utf8_lossy(&bytes_arg(&args[3])).into_owned();
                 silent_not_found(
                     self.api
