@@ -156,7 +156,7 @@ impl Target {
     /// The URL without its swissnum, for reports.
     pub fn redacted(&self) -> String {
         match self {
-            Target::Foolscap(f) => format!("{f:?}"),
+            Target::Foolscap(f) => f.redacted(),
             Target::Gbs(n) => n.redacted(),
         }
     }

@@ -198,7 +198,7 @@ fn upstream_protocol(u: &Upstream) -> &'static str {
 pub fn describe(u: &Upstream) -> String {
     match u {
         Upstream::Local(p) => format!("local:{}", p.display()),
-        Upstream::Foolscap(f) => format!("{f:?}"),
+        Upstream::Foolscap(f) => f.redacted(),
         Upstream::Gbs(n) => n.redacted(),
     }
 }

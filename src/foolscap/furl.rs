@@ -34,16 +34,7 @@ pub struct Furl {
 /// The swissnum is a capability: never show it whole.
 impl fmt::Debug for Furl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Furl(pb://{}@{}/<swissnum>)",
-            self.tubid,
-            self.hints
-                .iter()
-                .map(|h| h.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        )
+        write!(f, "Furl({})", self.redacted())
     }
 }
 
@@ -148,6 +139,19 @@ impl Hint {
 }
 
 impl Furl {
+    /// The FURL with its swissnum replaced, for logs, reports and error messages.
+    pub fn redacted(&self) -> String {
+        format!(
+            "pb://{}@{}/<swissnum>",
+            self.tubid,
+            self.hints
+                .iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    }
+
     pub fn parse(s: &str) -> Result<Furl, FurlError> {
         let rest = s.trim().strip_prefix("pb://").ok_or(FurlError::Scheme)?;
         let (tubid, rest) = rest.split_once('@').ok_or(FurlError::Shape)?;
@@ -210,6 +214,8 @@ mod tests {
             "pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:42102,tcp:[::1]:7,tcp:example.org:80,tor:abc.onion:80/yci4erqgi6kgb3ybym4y3qlox2zawafr"
         );
         assert!(!format!("{f:?}").contains("yci4"));
+        assert!(!f.redacted().contains("yci4"));
+        assert!(f.redacted().starts_with("pb://") && f.redacted().ends_with("/<swissnum>"));
     }
 
     #[test]
