@@ -47,18 +47,25 @@ pub struct Shared<'a> {
     pub nurl_port: u16,
 }
 
+/// What the daemon keeps of a link once it is served: for `/status`, for a graceful
+/// shutdown and for reaping idle uploads.
+#[derive(Clone)]
+pub struct LinkHandles {
+    /// The upstream, for logs and `/status`: never a swissnum.
+    pub upstream: String,
+    pub metered: Arc<Metered>,
+    pub sessions: Arc<UploadSessions>,
+}
+
 /// A link, ready to be served.
 pub struct Link {
     pub swissnum: String,
-    /// The upstream, for logs and `/status`: never a swissnum.
-    pub upstream: String,
     pub nurl: Nurl,
     /// What the Foolscap front calls.
     pub foolscap_api: Arc<dyn StorageApi>,
     /// What the GBS front calls.
     pub gbs_api: Arc<dyn StorageApi>,
-    pub metered: Arc<Metered>,
-    pub sessions: Arc<UploadSessions>,
+    pub handles: LinkHandles,
 }
 
 impl Link {
@@ -136,12 +143,14 @@ impl Link {
         };
         Ok(Link {
             swissnum,
-            upstream: describe(&l.upstream),
             nurl,
             foolscap_api,
             gbs_api,
-            metered,
-            sessions,
+            handles: LinkHandles {
+                upstream: describe(&l.upstream),
+                metered,
+                sessions,
+            },
         })
     }
 }
@@ -195,7 +204,7 @@ fn upstream_protocol(u: &Upstream) -> &'static str {
 }
 
 /// The upstream, for logs: never a swissnum.
-pub fn describe(u: &Upstream) -> String {
+fn describe(u: &Upstream) -> String {
     match u {
         Upstream::Local(p) => format!("local:{}", p.display()),
         Upstream::Foolscap(f) => f.redacted(),

@@ -16,7 +16,7 @@ use tracing::{debug, info, info_span, Instrument};
 use super::admin::{self, LinkStatus, StatusFn};
 use super::config::{Config, Limits, LinkConfig, Upstream};
 use super::limits::ConnLimiter;
-use super::link::{Link, Shared};
+use super::link::{Link, LinkHandles, Shared};
 use super::metrics::{Metrics, ProtocolLabel};
 use super::sniff::{self, Prefixed, Protocol};
 use super::state::{self, StateDir, StateError};
@@ -28,8 +28,6 @@ use crate::gbs::tls::TlsIdentity;
 use crate::identity::Identity;
 use crate::introducer::announcement::load_tahoe_signing_key;
 use crate::introducer::augment::{Adopted, Endpoint};
-use crate::storage::layer::metrics::Metered;
-use crate::storage::layer::sessions::UploadSessions;
 
 /// The Tub settings the `[limits]` table asks for (both the served Tub and the one
 /// that dials Foolscap upstreams: an upstream is no more trusted than a client).
@@ -93,7 +91,7 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     /// Each link's calls in flight and unfinished uploads.
-    backends: Vec<(Arc<Metered>, Arc<UploadSessions>)>,
+    links_served: Vec<LinkHandles>,
     limiter: ConnLimiter,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -126,18 +124,17 @@ impl Running {
         self.shutdown.cancel();
         let _ = self.task.await;
         let deadline = tokio::time::Instant::now() + grace;
-        let inflight = |b: &[(Arc<Metered>, Arc<UploadSessions>)]| {
-            b.iter().map(|(m, _)| m.inflight_calls()).sum::<usize>()
-        };
-        while inflight(&self.backends) > 0 && tokio::time::Instant::now() < deadline {
+        let inflight =
+            |b: &[LinkHandles]| b.iter().map(|l| l.metered.inflight_calls()).sum::<usize>();
+        while inflight(&self.links_served) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let mut report = ShutdownReport {
-            calls_cut_off: inflight(&self.backends),
+            calls_cut_off: inflight(&self.links_served),
             ..Default::default()
         };
-        for (_, sessions) in &self.backends {
-            report.uploads_aborted += sessions.abort_unfinished().await;
+        for l in &self.links_served {
+            report.uploads_aborted += l.sessions.abort_unfinished().await;
         }
         report
     }
@@ -191,8 +188,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     let metrics = Arc::new(Metrics::default());
     let mut links = Vec::new();
     let mut servers = Vec::new();
-    let mut backends = Vec::new();
-    let mut statuses = Vec::new();
+    let mut links_served = Vec::new();
     let mut adopted_nodes = Vec::new();
     let shared = Shared {
         state,
@@ -206,15 +202,13 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     for (i, l) in config.links.iter().enumerate() {
         let Link {
             swissnum,
-            upstream,
             nurl,
             foolscap_api,
             gbs_api,
-            metered,
-            sessions,
+            handles,
         } = Link::assemble(i, l, &shared).await?;
-        backends.push((metered.clone(), sessions.clone()));
-        statuses.push((upstream.clone(), metered, sessions));
+        let upstream = handles.upstream.clone();
+        links_served.push(handles);
         tub.publish(&swissnum, StorageServerObject::new(foolscap_api));
         servers.push((
             swissnum.clone(),
@@ -266,7 +260,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         None => None,
         Some(addr) => {
             let status = status_fn(
-                statuses,
+                links_served.clone(),
                 metrics.clone(),
                 limiter.clone(),
                 relay.clone(),
@@ -276,8 +270,8 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         }
     };
     let idle = Duration::from_secs(config.limits.upload_idle_timeout_secs);
-    for (_, sessions) in &backends {
-        tokio::spawn(sessions.clone().reap_idle_uploads(idle, shutdown.clone()));
+    for l in &links_served {
+        tokio::spawn(l.sessions.clone().reap_idle_uploads(idle, shutdown.clone()));
     }
     let task = tokio::spawn(accept_loop(
         listener,
@@ -297,7 +291,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         local_addr,
         admin_addr,
         metrics,
-        backends,
+        links_served,
         limiter,
         shutdown,
         task,
@@ -386,7 +380,7 @@ fn adopted_announcer(
 
 /// What `/status` shows, read when asked.
 fn status_fn(
-    links: Vec<(String, Arc<Metered>, Arc<UploadSessions>)>,
+    links: Vec<LinkHandles>,
     metrics: Arc<Metrics>,
     limiter: ConnLimiter,
     relay: Option<crate::introducer::Relay>,
@@ -395,12 +389,12 @@ fn status_fn(
     Arc::new(move || {
         let links: Vec<LinkStatus> = links
             .iter()
-            .map(|(upstream, m, s)| LinkStatus {
-                name: m.link().to_string(),
-                upstream: upstream.clone(),
-                upstream_state: m.upstream_state(),
-                inflight_calls: m.inflight_calls(),
-                inflight_uploads: s.inflight_uploads(),
+            .map(|l| LinkStatus {
+                name: l.metered.link().to_string(),
+                upstream: l.upstream.clone(),
+                upstream_state: l.metered.upstream_state(),
+                inflight_calls: l.metered.inflight_calls(),
+                inflight_uploads: l.sessions.inflight_uploads(),
             })
             .collect();
         let conns = |p: &str| {
