@@ -1,4 +1,4 @@
-"""Create (optionally), configure and run one Tahoe-LAFS 1.20 node on loopback.
+"""Create (optionally), configure and run one Tahoe-LAFS node (1.20 or 1.18) on loopback.
 
 usage: python tahoe_node.py SPEC.json
 
@@ -8,7 +8,8 @@ SPEC is a JSON object (written by the Rust harness, tests/it/kit/tahoe.rs):
       "nodedir": "/abs/path/of/the/node",
       "create": ["create-node", "--port=tcp:1234:interface=127.0.0.1", ...],
       "config": [["storage", "reserved_space", "0"], ...],
-      "private_files": {"servers.yaml": "..."}
+      "private_files": {"servers.yaml": "..."},
+      "allow_stdin_close": true
     }
 
 1. "create", if NODEDIR has no tahoe.cfg yet: the arguments of a `tahoe` create
@@ -20,8 +21,9 @@ SPEC is a JSON object (written by the Rust harness, tests/it/kit/tahoe.rs):
 2. "config": `[section] key = value` settings, written into tahoe.cfg with
    Tahoe's own `allmydata.util.configutil` (every time; they are idempotent).
 3. "private_files": files written into NODEDIR/private/ (every time).
-4. Then `tahoe run --allow-stdin-close NODEDIR`, with one change: besides the
-   ports its configuration names, a 1.20 node always starts a "log Tub" (for
+4. Then `tahoe run --allow-stdin-close NODEDIR` (without the option if
+   "allow_stdin_close" is false: 1.18 does not have it), with one change: besides
+   the ports its configuration names, a node (1.18 and 1.20) always starts a "log Tub" (for
    `flogtool tail`) through `allmydata.util.iputil.listenOnUnused`, which binds
    ('', 0), i.e. every interface, with no configuration to change that. We replace
    that function with one that binds 127.0.0.1 instead.
@@ -98,7 +100,10 @@ def main(argv):
 
     iputil.listenOnUnused = _listen_on_unused_loopback
     # Never returns: raises SystemExit when the node stops.
-    runner.run(argv=["tahoe", "run", "--allow-stdin-close", nodedir])
+    run = ["tahoe", "run"]
+    if spec.get("allow_stdin_close", True):
+        run.append("--allow-stdin-close")
+    runner.run(argv=run + [nodedir])
 
 
 if __name__ == "__main__":

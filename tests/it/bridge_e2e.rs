@@ -9,7 +9,7 @@ use crate::kit::*;
 
 /// `swampgate bridge` to `upstream`, adopting `adopt`; returns the process and its
 /// FURL and NURL.
-fn bridge(upstream: &str, adopt: &Path, dir: &Path) -> (Process, String, String) {
+pub(crate) fn bridge(upstream: &str, adopt: &Path, dir: &Path) -> (Process, String, String) {
     let mut cmd = swampgate_command();
     cmd.args([
         "bridge",
@@ -45,7 +45,7 @@ fn bridge(upstream: &str, adopt: &Path, dir: &Path) -> (Process, String, String)
     (p, furl, nurl)
 }
 
-fn write(dir: &Path, name: &str, len: usize, seed: u8) -> (std::path::PathBuf, Vec<u8>) {
+pub(crate) fn write(dir: &Path, name: &str, len: usize, seed: u8) -> (std::path::PathBuf, Vec<u8>) {
     let data: Vec<u8> = (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect();
@@ -54,7 +54,7 @@ fn write(dir: &Path, name: &str, len: usize, seed: u8) -> (std::path::PathBuf, V
     (p, data)
 }
 
-fn get(client: &ClientNode, cap: &str, dir: &Path, name: &str) -> Vec<u8> {
+pub(crate) fn get(client: &ClientNode, cap: &str, dir: &Path, name: &str) -> Vec<u8> {
     let out = dir.join(name);
     client.tahoe(["get".as_ref(), cap.as_ref(), out.as_os_str()]);
     std::fs::read(out).unwrap()
@@ -84,7 +84,7 @@ fn share_count(node: &StorageNode) -> usize {
 }
 
 /// Every kind of file a client stores, written and read back through the bridge.
-fn exercise(client: &ClientNode, node: &StorageNode, work: &Path) {
+pub(crate) fn exercise(client: &ClientNode, node: &StorageNode, work: &Path) {
     let before = share_count(node);
     for (name, len) in [
         ("small", 2_000usize),

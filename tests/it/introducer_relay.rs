@@ -15,7 +15,7 @@ fn relay(upstream: &str, dir: &Path) -> (Process, String) {
 }
 
 /// As [`relay`], plus the `HOST:PORT` of its one port (from the link's NURL).
-fn relay_with_port(upstream: &str, dir: &Path) -> (Process, String, String) {
+pub(crate) fn relay_with_port(upstream: &str, dir: &Path) -> (Process, String, String) {
     let mut cmd = swampgate_command();
     cmd.args([
         "bridge",

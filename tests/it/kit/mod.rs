@@ -33,11 +33,11 @@ mod venv;
 
 pub use process::{pid_exists, process_group_exists, run, run_ok, Process};
 pub use tahoe::{
-    client_node, introducer_node, python_script, run_python_script, storage_node, ClientNode,
-    ClientOptions, StaticServer, StorageNode, StorageOptions, CLI_TIMEOUT, KEEP_ENV,
-    STARTUP_TIMEOUT,
+    client_node, introducer_node, introducer_node_of, python_script, run_python_script,
+    storage_node, ClientNode, ClientOptions, StaticServer, StorageNode, StorageOptions,
+    CLI_TIMEOUT, KEEP_ENV, STARTUP_TIMEOUT,
 };
-pub use venv::venv;
+pub use venv::{venv, venv_of, Release};
 
 use std::collections::HashSet;
 use std::fs;

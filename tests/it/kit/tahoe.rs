@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use super::process::{self, Finished, Process};
-use super::{free_port, http_get, interop_dir, venv};
+use super::{free_port, http_get, interop_dir, venv, venv_of, Release};
 
 /// How long a node may take from `tahoe run` to ready (2 cores, parallel tests).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -54,6 +54,9 @@ pub struct StorageOptions {
     pub web: bool,
     /// Extra `(section, key, value)` settings for `tahoe.cfg`.
     pub config: Vec<(String, String, String)>,
+    /// The Tahoe-LAFS release to run (1.20 by default). A 1.18 node speaks
+    /// Foolscap only, whatever `force_foolscap` says.
+    pub release: Release,
 }
 
 impl Default for StorageOptions {
@@ -64,6 +67,7 @@ impl Default for StorageOptions {
             introducer: None,
             web: false,
             config: Vec::new(),
+            release: Release::V1_20,
         }
     }
 }
@@ -111,12 +115,23 @@ pub fn storage_node(opts: StorageOptions) -> StorageNode {
     if let Some(furl) = &opts.introducer {
         args.push(format!("--introducer={furl}"));
     }
-    let mut config = vec![
-        setting("storage", "reserved_space", "0"),
-        setting("storage", "force_foolscap", bool_str(opts.force_foolscap)),
-    ];
+    let mut config = vec![setting("storage", "reserved_space", "0")];
+    if opts.release.speaks_http() {
+        config.push(setting(
+            "storage",
+            "force_foolscap",
+            bool_str(opts.force_foolscap),
+        ));
+    }
     config.extend(opts.config.iter().cloned());
-    let mut base = NodeBase::launch(&opts.nickname, "create-node", args, config, Vec::new());
+    let mut base = NodeBase::launch(
+        opts.release,
+        &opts.nickname,
+        "create-node",
+        args,
+        config,
+        Vec::new(),
+    );
     let furl = wait_storage_ready(&mut base, port, web_port);
     // Both written by Tahoe before storage.furl (client init, then init_storage).
     let pubkey = base.read("node.pubkey");
@@ -129,7 +144,7 @@ pub fn storage_node(opts: StorageOptions) -> StorageNode {
         base,
         port,
         web_port,
-        force_foolscap: opts.force_foolscap,
+        force_foolscap: opts.force_foolscap || !opts.release.speaks_http(),
         furl,
         server_id,
         permutation_seed,
@@ -358,6 +373,9 @@ pub struct ClientOptions {
     pub wait_for_servers: bool,
     /// Extra `(section, key, value)` settings for `tahoe.cfg`.
     pub config: Vec<(String, String, String)>,
+    /// The Tahoe-LAFS release to run (1.20 by default). A 1.18 client speaks
+    /// Foolscap only, whatever `force_foolscap` says.
+    pub release: Release,
 }
 
 impl Default for ClientOptions {
@@ -372,6 +390,7 @@ impl Default for ClientOptions {
             shares_total: 1,
             wait_for_servers: true,
             config: Vec::new(),
+            release: Release::V1_20,
         }
     }
 }
@@ -420,17 +439,27 @@ pub fn client_node(opts: ClientOptions) -> ClientNode {
     if let Some(furl) = &opts.introducer {
         args.push(format!("--introducer={furl}"));
     }
-    let mut config = vec![setting(
-        "client",
-        "force_foolscap",
-        bool_str(opts.force_foolscap),
-    )];
+    let mut config = Vec::new();
+    if opts.release.speaks_http() {
+        config.push(setting(
+            "client",
+            "force_foolscap",
+            bool_str(opts.force_foolscap),
+        ));
+    }
     config.extend(opts.config.iter().cloned());
     let mut private_files = Vec::new();
     if !opts.servers.is_empty() {
         private_files.push(("servers.yaml".to_owned(), servers_yaml(&opts.servers)));
     }
-    let base = NodeBase::launch(&opts.nickname, "create-client", args, config, private_files);
+    let base = NodeBase::launch(
+        opts.release,
+        &opts.nickname,
+        "create-client",
+        args,
+        config,
+        private_files,
+    );
     let wait_for = if opts.wait_for_servers {
         opts.servers.iter().map(|s| s.server_id.clone()).collect()
     } else {
@@ -531,7 +560,7 @@ impl ClientNode {
             "tahoe {}",
             args.first().map_or("", |a| a.to_str().unwrap_or("?"))
         );
-        let mut cmd = venv().command("tahoe");
+        let mut cmd = venv_of(self.base.release).command("tahoe");
         cmd.arg("-d").arg(self.dir()).args(&args);
         (name, cmd)
     }
@@ -642,9 +671,14 @@ pub struct IntroducerNode {
     furl: String,
 }
 
-/// Creates and starts an introducer (no web port) and waits until
+/// Creates and starts a Tahoe 1.20 introducer (no web port) and waits until
 /// `private/introducer.furl` is written and its port accepts connections.
 pub fn introducer_node() -> IntroducerNode {
+    introducer_node_of(Release::V1_20)
+}
+
+/// [`introducer_node`] of a given release.
+pub fn introducer_node_of(release: Release) -> IntroducerNode {
     let port = free_port();
     let args = vec![
         "--listen=tcp".to_owned(),
@@ -652,6 +686,7 @@ pub fn introducer_node() -> IntroducerNode {
         format!("--location=tcp:127.0.0.1:{port}"),
     ];
     let mut base = NodeBase::launch(
+        release,
         "introducer",
         "create-introducer",
         args,
@@ -749,6 +784,7 @@ where
 /// What every node has: its temp dir, node dir, spec, log dir and process.
 #[derive(Debug)]
 struct NodeBase {
+    release: Release,
     name: String,
     dir: PathBuf,
     logs: PathBuf,
@@ -763,6 +799,7 @@ impl NodeBase {
     /// with `tahoe CREATE ARGS... <tmp>/NAME`, then `config` settings and
     /// `private_files`), and runs it.
     fn launch(
+        release: Release,
         name: &str,
         create: &str,
         args: Vec<String>,
@@ -793,10 +830,13 @@ impl NodeBase {
             "create": create,
             "config": config,
             "private_files": private_files,
+            // 1.18 has no `tahoe run --allow-stdin-close`.
+            "allow_stdin_close": release.speaks_http(),
         });
         fs::write(&spec, serde_json::to_string_pretty(&doc).expect("JSON"))
             .unwrap_or_else(|e| panic!("writing {}: {e}", spec.display()));
         let mut base = NodeBase {
+            release,
             name: name.to_owned(),
             dir,
             logs: tmp.path().join("logs"),
@@ -816,7 +856,7 @@ impl NodeBase {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = venv().command("python");
+        let mut cmd = venv_of(self.release).command("python");
         cmd.arg(interop_dir().join("tahoe_node.py")).arg(&self.spec);
         self.process = Some(Process::spawn(&self.name, cmd, &self.logs));
     }

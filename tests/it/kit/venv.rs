@@ -1,14 +1,19 @@
-//! The Python virtualenv holding the real peers (tahoe-lafs, foolscap), pinned by
-//! `tests/interop/requirements.txt`.
+//! The Python virtualenvs holding the real peers (tahoe-lafs, foolscap), one per
+//! [`Release`], each pinned by a full freeze in `tests/interop/`:
+//! - Tahoe-LAFS 1.20.0 with foolscap 24.9.0 (`requirements.txt`, Python 3.11 or
+//!   `SWAMPGATE_PYTHON`): every interop test, and the Python scripts;
+//! - Tahoe-LAFS 1.18.0 with foolscap 21.7.0 (`requirements-1.18.txt`, Python 3.10:
+//!   `SWAMPGATE_PYTHON310`, else `python3.10` on PATH, else pyenv's 3.10): the
+//!   legacy Foolscap-only peer.
 //!
-//! It lives in `CARGO_TARGET_TMPDIR/interop-venv` and is shared by every test binary
-//! of that target dir. Creation is serialised by an exclusive lock on
-//! `interop-venv.lock` next to it, so parallel test binaries build it once. It is
-//! complete only when `interop-venv/swampgate-venv.ok` holds the fingerprint of
-//! requirements.txt and of the Python that built it; anything else (no marker, a
-//! stale one, a build interrupted half-way) is deleted and rebuilt. A build that
-//! fails panics with pip's output: the interop tests cannot run without it, and
-//! must not pretend to pass.
+//! Each lives in `CARGO_TARGET_TMPDIR/<name>` and is shared by every test binary of
+//! that target dir. Creation is serialised by an exclusive lock on `<name>.lock`
+//! next to it, so parallel test binaries build it once. It is complete only when
+//! `<name>/swampgate-venv.ok` holds the fingerprint of its requirements file and of
+//! the Python that built it; anything else (no marker, a stale one, a build
+//! interrupted half-way) is deleted and rebuilt. A build that fails panics with
+//! pip's output: the interop tests cannot run without it, and must not pretend to
+//! pass.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -21,8 +26,101 @@ use sha2::{Digest, Sha256};
 
 use super::process::Process;
 
-/// Environment variable naming the Python used to create the venv (default `python3`).
+/// Environment variable naming the Python used to create the 1.20 venv (default
+/// `python3`).
 pub const PYTHON_ENV: &str = "SWAMPGATE_PYTHON";
+
+/// Environment variable naming the Python 3.10 used to create the 1.18 venv.
+pub const PYTHON310_ENV: &str = "SWAMPGATE_PYTHON310";
+
+/// A Tahoe-LAFS release the tests run as a real peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Release {
+    /// Tahoe-LAFS 1.20.0, foolscap 24.9.0: Foolscap and HTTP (GBS).
+    #[default]
+    V1_20,
+    /// Tahoe-LAFS 1.18.0, foolscap 21.7.0: Foolscap only. Its `tahoe run` has no
+    /// `--allow-stdin-close` and its tahoe.cfg no `force_foolscap`.
+    V1_18,
+}
+
+impl Release {
+    /// `1.20.0`, `1.18.0`.
+    pub fn version(self) -> &'static str {
+        match self {
+            Release::V1_20 => "1.20.0",
+            Release::V1_18 => "1.18.0",
+        }
+    }
+
+    /// True if this release serves and uses the HTTP storage protocol.
+    pub fn speaks_http(self) -> bool {
+        self == Release::V1_20
+    }
+
+    fn venv_name(self) -> &'static str {
+        match self {
+            Release::V1_20 => "interop-venv",
+            Release::V1_18 => "interop-venv-1.18",
+        }
+    }
+
+    /// The pinned requirements file of this release's venv.
+    pub fn requirements(self) -> PathBuf {
+        super::interop_dir().join(match self {
+            Release::V1_20 => "requirements.txt",
+            Release::V1_18 => "requirements-1.18.txt",
+        })
+    }
+
+    /// The interpreter that builds this release's venv.
+    fn python(self) -> Result<String, String> {
+        match self {
+            Release::V1_20 => Ok(std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".into())),
+            Release::V1_18 => python310(),
+        }
+    }
+}
+
+/// Python 3.10: `$SWAMPGATE_PYTHON310`, else `python3.10` if it runs, else the
+/// newest 3.10 under `$(pyenv root)/versions`.
+fn python310() -> Result<String, String> {
+    if let Ok(p) = std::env::var(PYTHON310_ENV) {
+        return Ok(p);
+    }
+    let runs = |p: &str| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if runs("python3.10") {
+        return Ok("python3.10".into());
+    }
+    let root = Command::new("pyenv")
+        .arg("root")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let mut found: Vec<PathBuf> = root
+        .and_then(|r| fs::read_dir(r.join("versions")).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("3.10."))
+        .map(|e| e.path().join("bin/python3.10"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some(p) => Ok(p.display().to_string()),
+        None => Err(format!(
+            "Tahoe-LAFS 1.18 needs Python 3.10, and none was found: set {PYTHON310_ENV}, \
+             put python3.10 on PATH, or install 3.10 with pyenv"
+        )),
+    }
+}
 
 /// Upper bound for `pip install` (downloads and a few native builds).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -53,41 +151,49 @@ impl Venv {
     }
 }
 
-/// The shared venv, built (or checked) once per test process. Panics with the
+/// The shared 1.20 venv, built (or checked) once per test process. Panics with the
 /// reason if it cannot be built; every later call in the process panics the same way.
 pub fn venv() -> &'static Venv {
-    static VENV: OnceLock<Result<Venv, String>> = OnceLock::new();
-    match VENV.get_or_init(build_or_reuse) {
+    venv_of(Release::V1_20)
+}
+
+/// The shared venv of `release`, as [`venv`].
+pub fn venv_of(release: Release) -> &'static Venv {
+    static V1_20: OnceLock<Result<Venv, String>> = OnceLock::new();
+    static V1_18: OnceLock<Result<Venv, String>> = OnceLock::new();
+    let cell = match release {
+        Release::V1_20 => &V1_20,
+        Release::V1_18 => &V1_18,
+    };
+    match cell.get_or_init(|| build_or_reuse(release)) {
         Ok(venv) => venv,
         Err(msg) => panic!("{msg}"),
     }
 }
 
-/// `tests/interop/requirements.txt`.
-pub fn requirements_path() -> PathBuf {
-    super::interop_dir().join("requirements.txt")
-}
-
-fn build_or_reuse() -> Result<Venv, String> {
+fn build_or_reuse(release: Release) -> Result<Venv, String> {
+    let requirements = release.requirements();
     let fail = |what: String| {
         format!(
-            "the interop tests need a Python venv with the real Tahoe-LAFS peers \
+            "the interop tests need a Python venv with the real Tahoe-LAFS {} peers \
              (pinned in {}), and it could not be set up: {what}",
-            requirements_path().display()
+            release.version(),
+            requirements.display()
         )
     };
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     fs::create_dir_all(&root).map_err(|e| fail(format!("creating {}: {e}", root.display())))?;
-    let dir = root.join("interop-venv");
-    let lock_path = root.join("interop-venv.lock");
+    let name = release.venv_name();
+    let dir = root.join(name);
+    let lock_path = root.join(format!("{name}.lock"));
     let lock = File::create(&lock_path)
         .map_err(|e| fail(format!("creating {}: {e}", lock_path.display())))?;
     lock.lock_exclusive()
         .map_err(|e| fail(format!("locking {}: {e}", lock_path.display())))?;
     // The lock is released when `lock` is dropped, on every path out of here.
 
-    let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".to_owned());
-    let fingerprint = fingerprint(&python).map_err(fail)?;
+    let python = release.python().map_err(fail)?;
+    let fingerprint = fingerprint(&python, &requirements).map_err(fail)?;
     let marker = dir.join(MARKER);
     if fs::read_to_string(&marker).ok().as_deref() == Some(fingerprint.as_str())
         && dir.join("bin/python").exists()
@@ -96,14 +202,15 @@ fn build_or_reuse() -> Result<Venv, String> {
     }
 
     eprintln!(
-        "harness: building the interop venv in {} (one time)",
+        "harness: building the Tahoe-LAFS {} venv in {} (one time)",
+        release.version(),
         dir.display()
     );
     if dir.exists() {
         fs::remove_dir_all(&dir)
             .map_err(|e| fail(format!("removing stale {}: {e}", dir.display())))?;
     }
-    let logs = root.join("interop-venv-build-logs");
+    let logs = root.join(format!("{name}-build-logs"));
     let _ = fs::remove_dir_all(&logs);
     let pip_env = [
         ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
@@ -116,7 +223,7 @@ fn build_or_reuse() -> Result<Venv, String> {
     let mut install = venv.command("python");
     install
         .args(["-m", "pip", "install", "--progress-bar", "off", "-r"])
-        .arg(requirements_path())
+        .arg(&requirements)
         .envs(pip_env);
     step(
         "pip install -r requirements.txt",
@@ -128,7 +235,7 @@ fn build_or_reuse() -> Result<Venv, String> {
     let mut check = venv.command("python");
     check.args([
         "-c",
-        "import allmydata.client, allmydata.storage.http_server, foolscap",
+        "import allmydata.client, allmydata.storage.server, foolscap",
     ]);
     step("import check", check, &logs, BUILD_TIMEOUT).map_err(fail)?;
 
@@ -139,10 +246,10 @@ fn build_or_reuse() -> Result<Venv, String> {
     Ok(venv)
 }
 
-/// sha256 over requirements.txt and the interpreter's version.
-fn fingerprint(python: &str) -> Result<String, String> {
-    let requirements = fs::read(requirements_path())
-        .map_err(|e| format!("reading {}: {e}", requirements_path().display()))?;
+/// sha256 over the requirements file and the interpreter's version.
+fn fingerprint(python: &str, requirements: &Path) -> Result<String, String> {
+    let requirements =
+        fs::read(requirements).map_err(|e| format!("reading {}: {e}", requirements.display()))?;
     let logs = tempfile::tempdir().map_err(|e| format!("creating a temp dir: {e}"))?;
     let mut cmd = Command::new(python);
     cmd.args(["-c", "import sys; print(sys.version)"]);
