@@ -1,4 +1,7 @@
-"""Create (optionally), configure and run one Tahoe-LAFS node (1.20 or 1.18) on loopback.
+"""Create (optionally), configure and run one Tahoe-LAFS node on loopback.
+
+Runs on each release the tests use as a peer: 1.20 and 1.18 (Python 3) and 1.17
+(Python 2.7), so it sticks to what both Pythons have.
 
 usage: python tahoe_node.py SPEC.json
 
@@ -28,10 +31,11 @@ SPEC is a JSON object (written by the Rust harness, tests/it/kit/tahoe.rs):
    ('', 0), i.e. every interface, with no configuration to change that. We replace
    that function with one that binds 127.0.0.1 instead.
 """
+import io
 import json
+import os
 import socket
 import sys
-from pathlib import Path
 
 from twisted.python.filepath import FilePath
 
@@ -59,8 +63,16 @@ def create(args, nodedir):
     sys.stdout.flush()
 
 
+PY2 = sys.version_info[0] == 2
+
+
+def native(text):
+    """`text` (unicode from JSON) as the native `str`: bytes on Python 2."""
+    return text.encode("utf-8") if PY2 else text
+
+
 def configure(nodedir, settings):
-    path = FilePath(str(Path(nodedir) / "tahoe.cfg"))
+    path = FilePath(os.path.join(nodedir, "tahoe.cfg"))
     config = configutil.get_config(path.path)
     for section, key, value in settings:
         configutil.set_config(config, section, key, value)
@@ -80,9 +92,12 @@ def _listen_on_unused_loopback(tub, portnum=None):
     sock.bind(("127.0.0.1", portnum or 0))
     sock.listen(50)
     port = sock.getsockname()[1]
-    # The endpoint owns the descriptor from here on: Twisted adopts a copy when
-    # the Tub starts listening, then closes this one.
-    tub.listenOn(AdoptedStreamServerEndpoint(reactor, sock.detach(), socket.AF_INET))
+    # The endpoint owns a duplicate of the descriptor (socket.detach is Python 3
+    # only): Twisted adopts a copy of it when the Tub starts listening, then
+    # closes it.
+    fd = os.dup(sock.fileno())
+    sock.close()
+    tub.listenOn(AdoptedStreamServerEndpoint(reactor, fd, socket.AF_INET))
     tub.setLocation("127.0.0.1:%d" % port)
     return port
 
@@ -90,20 +105,22 @@ def _listen_on_unused_loopback(tub, portnum=None):
 def main(argv):
     if len(argv) != 2:
         sys.exit("usage: %s SPEC.json" % argv[0])
-    spec = json.loads(Path(argv[1]).read_text())
+    with io.open(argv[1], encoding="utf-8") as f:
+        spec = json.load(f)
     nodedir = spec["nodedir"]
-    if not (Path(nodedir) / "tahoe.cfg").exists():
+    if not os.path.exists(os.path.join(nodedir, "tahoe.cfg")):
         create(spec["create"], nodedir)
-    configure(nodedir, spec.get("config", []))
+    configure(native(nodedir), [[native(x) for x in s] for s in spec.get("config", [])])
     for name, text in spec.get("private_files", {}).items():
-        (Path(nodedir) / "private" / name).write_text(text)
+        with io.open(os.path.join(nodedir, "private", name), "w", encoding="utf-8") as f:
+            f.write(text)
 
     iputil.listenOnUnused = _listen_on_unused_loopback
     # Never returns: raises SystemExit when the node stops.
     run = ["tahoe", "run"]
     if spec.get("allow_stdin_close", True):
         run.append("--allow-stdin-close")
-    runner.run(argv=run + [nodedir])
+    runner.run(argv=run + [native(nodedir)])
 
 
 if __name__ == "__main__":

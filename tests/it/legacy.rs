@@ -1,29 +1,28 @@
-//! Older legacy peers: Tahoe-LAFS 1.18.0 with foolscap 21.7.0 (Python 3.10, the
-//! foolscap Debian 12 ships), which speak Foolscap only, beside 1.20 nodes and
-//! swampgate. Each test runs a 1.18 node in one legacy role: storage node, client,
-//! introducer.
+//! Older legacy peers, which speak Foolscap only, beside 1.20 nodes and swampgate:
+//! Tahoe-LAFS 1.18.0 with foolscap 21.7.0 (Python 3.10, the foolscap Debian 12
+//! ships) and 1.17.1 with foolscap 0.13.1 (Python 2.7). Each test runs an old node
+//! in one legacy role: storage node, client, introducer.
 
 use crate::bridge_e2e::{bridge, exercise, get, write};
 use crate::introducer_relay::relay_with_port;
 use crate::kit::*;
 
-fn legacy_storage(nickname: &str, introducer: Option<&str>) -> StorageNode {
+fn legacy_storage(release: Release, introducer: Option<&str>) -> StorageNode {
     storage_node(StorageOptions {
-        nickname: nickname.into(),
+        nickname: format!("storage-{}", release.version()),
         introducer: introducer.map(str::to_owned),
-        release: Release::V1_18,
+        release,
         ..StorageOptions::default()
     })
 }
 
-/// An HTTP-only client (1.20) uses a 1.18 storage node through swampgate (H→F,
-/// adopting the node's identity); a 1.18 client talking to the node directly and
+/// An HTTP-only client (1.20) uses an old storage node through swampgate (H→F,
+/// adopting the node's identity); an old client talking to the node directly and
 /// the bridged client overwrite each other's mutable file, which holds only if
-/// swampgate presents the 1.18 node's tubid.
-#[test]
-fn http_client_uses_a_1_18_node_through_the_bridge() {
-    let node = legacy_storage("storage-1.18", None);
-    assert!(node.nurls().is_empty(), "1.18 announces no NURL");
+/// swampgate presents the old node's tubid.
+fn http_client_uses_an_old_node_through_the_bridge(release: Release) {
+    let node = legacy_storage(release, None);
+    assert!(node.nurls().is_empty(), "an old node announces no NURL");
     let work = tempfile::tempdir().unwrap();
     let (_sg, furl, nurl) = bridge(node.furl(), node.dir(), work.path());
     let tubid = |f: &str| swampgate::foolscap::Furl::parse(f).unwrap().tubid;
@@ -42,9 +41,9 @@ fn http_client_uses_a_1_18_node_through_the_bridge() {
         },
         || {
             client_node(ClientOptions {
-                nickname: "direct-1.18".into(),
+                nickname: format!("direct-{}", release.version()),
                 servers: vec![node.static_server()],
-                release: Release::V1_18,
+                release,
                 ..ClientOptions::default()
             })
         },
@@ -63,49 +62,67 @@ fn http_client_uses_a_1_18_node_through_the_bridge() {
     assert_eq!(
         get(&direct, &cap, w, "b.direct"),
         db,
-        "1.18 reads 1.20's write"
+        "the old client reads 1.20's write"
     );
     direct.tahoe(["put".as_ref(), c.as_os_str(), cap.as_ref()]);
     assert_eq!(
         get(&bridged, &cap, w, "c.bridged"),
         dc,
-        "1.20 reads 1.18's write through swampgate"
+        "1.20 reads the old client's write through swampgate"
     );
 }
 
-/// A 1.18 client (Foolscap only) uses a storage node reached over GBS through
-/// swampgate (F→H, adopting the node's identity).
 #[test]
-fn client_1_18_uses_a_gbs_node_through_the_bridge() {
+fn http_client_uses_a_1_18_node_through_the_bridge() {
+    http_client_uses_an_old_node_through_the_bridge(Release::V1_18);
+}
+
+#[test]
+fn http_client_uses_a_1_17_node_through_the_bridge() {
+    http_client_uses_an_old_node_through_the_bridge(Release::V1_17);
+}
+
+/// An old client (Foolscap only) uses a storage node reached over GBS through
+/// swampgate (F→H, adopting the node's identity).
+fn old_client_uses_a_gbs_node_through_the_bridge(release: Release) {
     let node = storage_node(StorageOptions::default());
     let work = tempfile::tempdir().unwrap();
     let (_sg, furl, _nurl) = bridge(node.nurl(), node.dir(), work.path());
     let client = client_node(ClientOptions {
-        nickname: "client-1.18".into(),
+        nickname: format!("client-{}", release.version()),
         servers: vec![StaticServer {
             furl,
             nurls: vec![],
             ..node.static_server()
         }],
-        release: Release::V1_18,
+        release,
         ..ClientOptions::default()
     });
     exercise(&client, &node, work.path());
 }
 
-/// The introducer relay in front of a 1.18 introducer: a 1.18 storage node
-/// publishing upstream and a 1.20 one publishing through swampgate; a 1.18 client
+#[test]
+fn client_1_18_uses_a_gbs_node_through_the_bridge() {
+    old_client_uses_a_gbs_node_through_the_bridge(Release::V1_18);
+}
+
+#[test]
+fn client_1_17_uses_a_gbs_node_through_the_bridge() {
+    old_client_uses_a_gbs_node_through_the_bridge(Release::V1_17);
+}
+
+/// The introducer relay in front of an old introducer: an old storage node
+/// publishing upstream and a 1.20 one publishing through swampgate; an old client
 /// on swampgate and a 1.20 client on the upstream each find both servers, and a
 /// file crosses between them.
-#[test]
-fn relay_in_front_of_a_1_18_introducer() {
-    let upstream = introducer_node_of(Release::V1_18);
+fn relay_in_front_of_an_old_introducer(release: Release) {
+    let upstream = introducer_node_of(release);
     let dir = tempfile::tempdir().unwrap();
     let (_gate, gate_furl, _) = relay_with_port(upstream.furl(), dir.path());
     let ((legacy, modern), (client_gate, client_direct)) = join(
         || {
             join(
-                || legacy_storage("storage-1.18", Some(upstream.furl())),
+                || legacy_storage(release, Some(upstream.furl())),
                 || {
                     storage_node(StorageOptions {
                         nickname: "storage-1.20".into(),
@@ -119,10 +136,10 @@ fn relay_in_front_of_a_1_18_introducer() {
             join(
                 || {
                     client_node(ClientOptions {
-                        nickname: "client-1.18".into(),
+                        nickname: format!("client-{}", release.version()),
                         introducer: Some(gate_furl.clone()),
                         wait_for_servers: false,
-                        release: Release::V1_18,
+                        release,
                         ..ClientOptions::default()
                     })
                 },
@@ -148,4 +165,14 @@ fn relay_in_front_of_a_1_18_introducer() {
         .trim()
         .to_string();
     assert_eq!(get(&client_direct, &cap, w, "out"), data);
+}
+
+#[test]
+fn relay_in_front_of_a_1_18_introducer() {
+    relay_in_front_of_an_old_introducer(Release::V1_18);
+}
+
+#[test]
+fn relay_in_front_of_a_1_17_introducer() {
+    relay_in_front_of_an_old_introducer(Release::V1_17);
 }

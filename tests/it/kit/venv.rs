@@ -4,7 +4,10 @@
 //!   `SWAMPGATE_PYTHON`): every interop test, and the Python scripts;
 //! - Tahoe-LAFS 1.18.0 with foolscap 21.7.0 (`requirements-1.18.txt`, Python 3.10:
 //!   `SWAMPGATE_PYTHON310`, else `python3.10` on PATH, else pyenv's 3.10): the
-//!   legacy Foolscap-only peer.
+//!   legacy Foolscap-only peer;
+//! - Tahoe-LAFS 1.17.1 with foolscap 0.13.1 (`requirements-1.17.txt`, Python 2.7:
+//!   `SWAMPGATE_PYTHON27`, else `python2.7` on PATH, else pyenv's 2.7; made with
+//!   virtualenv, as 2.7 has no venv module): the oldest legacy peer.
 //!
 //! Each lives in `CARGO_TARGET_TMPDIR/<name>` and is shared by every test binary of
 //! that target dir. Creation is serialised by an exclusive lock on `<name>.lock`
@@ -33,6 +36,13 @@ pub const PYTHON_ENV: &str = "SWAMPGATE_PYTHON";
 /// Environment variable naming the Python 3.10 used to create the 1.18 venv.
 pub const PYTHON310_ENV: &str = "SWAMPGATE_PYTHON310";
 
+/// Environment variable naming the Python 2.7 used to create the 1.17 venv.
+pub const PYTHON27_ENV: &str = "SWAMPGATE_PYTHON27";
+
+/// The virtualenv that makes the Python 2.7 venv (the last release supporting 2.7
+/// as a target with a working pip).
+const VIRTUALENV_PY27: &str = "virtualenv==20.15.1";
+
 /// A Tahoe-LAFS release the tests run as a real peer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Release {
@@ -42,6 +52,8 @@ pub enum Release {
     /// Tahoe-LAFS 1.18.0, foolscap 21.7.0: Foolscap only. Its `tahoe run` has no
     /// `--allow-stdin-close` and its tahoe.cfg no `force_foolscap`.
     V1_18,
+    /// Tahoe-LAFS 1.17.1, foolscap 0.13.1, on Python 2.7: Foolscap only, as 1.18.
+    V1_17,
 }
 
 impl Release {
@@ -50,6 +62,7 @@ impl Release {
         match self {
             Release::V1_20 => "1.20.0",
             Release::V1_18 => "1.18.0",
+            Release::V1_17 => "1.17.1",
         }
     }
 
@@ -62,6 +75,7 @@ impl Release {
         match self {
             Release::V1_20 => "interop-venv",
             Release::V1_18 => "interop-venv-1.18",
+            Release::V1_17 => "interop-venv-1.17",
         }
     }
 
@@ -70,6 +84,7 @@ impl Release {
         super::interop_dir().join(match self {
             Release::V1_20 => "requirements.txt",
             Release::V1_18 => "requirements-1.18.txt",
+            Release::V1_17 => "requirements-1.17.txt",
         })
     }
 
@@ -77,25 +92,27 @@ impl Release {
     fn python(self) -> Result<String, String> {
         match self {
             Release::V1_20 => Ok(std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".into())),
-            Release::V1_18 => python310(),
+            Release::V1_18 => find_python(PYTHON310_ENV, "3.10"),
+            Release::V1_17 => find_python(PYTHON27_ENV, "2.7"),
         }
     }
 }
 
-/// Python 3.10: `$SWAMPGATE_PYTHON310`, else `python3.10` if it runs, else the
-/// newest 3.10 under `$(pyenv root)/versions`.
-fn python310() -> Result<String, String> {
-    if let Ok(p) = std::env::var(PYTHON310_ENV) {
+/// Python `version` (e.g. `3.10`): `$ENV`, else `pythonVERSION` if it runs, else
+/// the newest such version under `$(pyenv root)/versions`.
+fn find_python(env: &str, version: &str) -> Result<String, String> {
+    if let Ok(p) = std::env::var(env) {
         return Ok(p);
     }
+    let exe = format!("python{version}");
     let runs = |p: &str| {
         Command::new(p)
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if runs("python3.10") {
-        return Ok("python3.10".into());
+    if runs(&exe) {
+        return Ok(exe);
     }
     let root = Command::new("pyenv")
         .arg("root")
@@ -108,16 +125,20 @@ fn python310() -> Result<String, String> {
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("3.10."))
-        .map(|e| e.path().join("bin/python3.10"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{version}."))
+        })
+        .map(|e| e.path().join("bin").join(&exe))
         .filter(|p| p.is_file())
         .collect();
     found.sort();
     match found.pop() {
         Some(p) => Ok(p.display().to_string()),
         None => Err(format!(
-            "Tahoe-LAFS 1.18 needs Python 3.10, and none was found: set {PYTHON310_ENV}, \
-             put python3.10 on PATH, or install 3.10 with pyenv"
+            "no Python {version} found: set {env}, put {exe} on PATH, or install \
+             {version} with pyenv"
         )),
     }
 }
@@ -161,9 +182,11 @@ pub fn venv() -> &'static Venv {
 pub fn venv_of(release: Release) -> &'static Venv {
     static V1_20: OnceLock<Result<Venv, String>> = OnceLock::new();
     static V1_18: OnceLock<Result<Venv, String>> = OnceLock::new();
+    static V1_17: OnceLock<Result<Venv, String>> = OnceLock::new();
     let cell = match release {
         Release::V1_20 => &V1_20,
         Release::V1_18 => &V1_18,
+        Release::V1_17 => &V1_17,
     };
     match cell.get_or_init(|| build_or_reuse(release)) {
         Ok(venv) => venv,
@@ -216,9 +239,27 @@ fn build_or_reuse(release: Release) -> Result<Venv, String> {
         ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
         ("PIP_NO_INPUT", "1"),
     ];
-    let mut create = Command::new(&python);
-    create.args(["-m", "venv"]).arg(&dir);
-    step("python -m venv", create, &logs, BUILD_TIMEOUT).map_err(fail)?;
+    if release == Release::V1_17 {
+        // Python 2.7 has no venv module: virtualenv, installed beside the venv.
+        let support = root.join(format!("{name}-virtualenv"));
+        let _ = fs::remove_dir_all(&support);
+        let mut get = Command::new(&python);
+        get.args(["-m", "pip", "install", "--progress-bar", "off", "--target"])
+            .arg(&support)
+            .arg(VIRTUALENV_PY27)
+            .envs(pip_env);
+        step("pip install virtualenv", get, &logs, BUILD_TIMEOUT).map_err(fail)?;
+        let mut create = Command::new(&python);
+        create
+            .args(["-m", "virtualenv"])
+            .arg(&dir)
+            .env("PYTHONPATH", &support);
+        step("python -m virtualenv", create, &logs, BUILD_TIMEOUT).map_err(fail)?;
+    } else {
+        let mut create = Command::new(&python);
+        create.args(["-m", "venv"]).arg(&dir);
+        step("python -m venv", create, &logs, BUILD_TIMEOUT).map_err(fail)?;
+    }
     let venv = Venv { dir };
     let mut install = venv.command("python");
     install
