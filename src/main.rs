@@ -158,6 +158,8 @@ fn main() -> ExitCode {
                     adopt,
                     // Relative to where the command runs, not to the state dir.
                     trace: trace.map(|t| std::path::absolute(&t).unwrap_or(t)),
+                    listen: None,
+                    location: None,
                 }],
                 limits: Default::default(),
                 introducer,

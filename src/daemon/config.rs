@@ -11,6 +11,8 @@
 //! upstream = "local:shares"        # local:PATH, a FURL, or a NURL ending #v=1
 //! adopt = "/var/lib/tahoe/storage" # optional: serve with that Tahoe node's identity
 //! trace = "default.trace.jsonl"    # optional: one JSON line per call (relative to the state dir)
+//! listen = "0.0.0.0:7760"          # optional: a port of its own (needed to serve another identity)
+//! location = "tcp:gate.example:7760" # optional, with listen: the hints of that port
 //!
 //! [introducer]                     # optional: serve an introducer FURL on the port
 //! upstream = "pb://…"              # optional: relay both ways to this Foolscap introducer
@@ -256,6 +258,8 @@ struct RawLink {
     upstream: String,
     adopt: Option<PathBuf>,
     trace: Option<PathBuf>,
+    listen: Option<String>,
+    location: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -268,6 +272,15 @@ pub struct LinkConfig {
     /// Record every call crossing the link, as JSON lines, in this file (relative
     /// paths are under the state dir). No secrets or share data are recorded.
     pub trace: Option<PathBuf>,
+    /// A port of the link's own; `None` serves the link on the top-level `listen`.
+    /// Each link serves with its own identity (adopted, or swampgate's own), and
+    /// Foolscap tells the identities of one port apart, but GBS cannot (the TLS
+    /// certificate is chosen before any request), so links with different
+    /// identities need different ports.
+    pub listen: Option<SocketAddr>,
+    /// The hints of the link's own port (only with `listen`); `None` derives one
+    /// from the bound address.
+    pub location: Option<Vec<Hint>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -294,6 +307,8 @@ impl Config {
                 upstream: Upstream::Local(PathBuf::from("shares")),
                 adopt: None,
                 trace: None,
+                listen: None,
+                location: None,
             }],
             limits: Limits::default(),
             introducer: None,
@@ -360,11 +375,29 @@ impl Config {
                     return Err(cfg_err(format!("link[{i}].trace"), "needs a file name"));
                 }
             }
+            let link_listen = l
+                .listen
+                .as_deref()
+                .map(|a| parse_addr(a).map_err(|w| cfg_err(format!("link[{i}].listen"), w)))
+                .transpose()?;
+            let link_location = l
+                .location
+                .as_deref()
+                .map(|h| parse_location(h).map_err(|w| cfg_err(format!("link[{i}].location"), w)))
+                .transpose()?;
+            if link_location.is_some() && link_listen.is_none() {
+                return Err(cfg_err(
+                    format!("link[{i}].location"),
+                    "only with link.listen: a link on the top-level port uses the top-level location",
+                ));
+            }
             links.push(LinkConfig {
                 name: l.name,
                 upstream,
                 adopt: l.adopt,
                 trace: l.trace,
+                listen: link_listen,
+                location: link_location,
             });
         }
         let introducer = match raw.introducer {

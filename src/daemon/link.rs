@@ -33,18 +33,13 @@ use crate::storage::layer::wrap;
 use crate::storage::store::{Store, StoreConfig};
 use crate::storage::StorageApi;
 
-/// What every link of a port shares.
+/// What every link shares.
 pub struct Shared<'a> {
     pub state: &'a StateDir,
-    /// The identity the port serves with.
-    pub identity: &'a Identity,
     /// The Tub that dials Foolscap upstreams.
     pub client_tub: &'a Tub,
     pub limits: &'a Limits,
     pub metrics: &'a Metrics,
-    /// Where the NURLs point: the first `tcp:` hint.
-    pub nurl_host: &'a str,
-    pub nurl_port: u16,
 }
 
 /// What the daemon keeps of a link once it is served: for `/status`, for a graceful
@@ -69,13 +64,20 @@ pub struct Link {
 }
 
 impl Link {
-    /// Assemble `links[i]`.
-    pub async fn assemble(i: usize, l: &LinkConfig, on: &Shared<'_>) -> Result<Link, DaemonError> {
+    /// Assemble `links[i]`, served with `identity`, its NURL pointing at `nurl_at`
+    /// (host, port).
+    pub async fn assemble(
+        i: usize,
+        l: &LinkConfig,
+        identity: &Identity,
+        nurl_at: (&str, u16),
+        on: &Shared<'_>,
+    ) -> Result<Link, DaemonError> {
         let swissnum = match &l.adopt {
             Some(dir) => state::adopt(dir)?.1,
             None => on.state.swissnum(&l.name)?,
         };
-        let backend = backend(&l.upstream, on.state, on.identity, on.client_tub, on.limits)
+        let backend = backend(&l.upstream, on.state, identity, on.client_tub, on.limits)
             .await
             .map_err(|why| cfg(format!("link[{i}].upstream"), why))?;
         let metered = Arc::new(Metered::new(&l.name, on.metrics.calls.clone()));
@@ -136,9 +138,9 @@ impl Link {
         };
         let nurl = Nurl {
             scheme: NurlScheme::Tcp,
-            spki_hash: on.identity.spki_hash(),
-            host: on.nurl_host.to_string(),
-            port: on.nurl_port,
+            spki_hash: identity.spki_hash(),
+            host: nurl_at.0.to_string(),
+            port: nurl_at.1,
             swissnum: swissnum.clone(),
         };
         Ok(Link {

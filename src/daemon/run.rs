@@ -1,5 +1,12 @@
-//! The running daemon: one port serving every link over Foolscap and GBS, each link
-//! a pair of fronts on one backend.
+//! The running daemon: ports serving links over Foolscap and GBS, each link a pair
+//! of fronts on one backend.
+//!
+//! Identities per link: each link serves with its own identity (adopted, or
+//! swampgate's own), the introducer relay with swampgate's own. A port serves one
+//! Tub per identity on it over Foolscap (a connection names its TubID before TLS,
+//! [`Tub::accept_among`]), but one certificate over GBS, so links with different
+//! identities get different ports ([`plan_ports`]). The top-level port is always
+//! bound: it serves the links without a `listen` of their own, and the relay.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -94,7 +101,8 @@ pub struct Running {
     links_served: Vec<LinkHandles>,
     limiter: ConnLimiter,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    /// One accept loop per port.
+    tasks: tokio::task::JoinSet<()>,
 }
 
 /// What a shutdown did.
@@ -122,7 +130,8 @@ impl Running {
     /// abort every unfinished upload upstream.
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
         self.shutdown.cancel();
-        let _ = self.task.await;
+        let mut tasks = self.tasks;
+        while tasks.join_next().await.is_some() {}
         let deadline = tokio::time::Instant::now() + grace;
         let inflight =
             |b: &[LinkHandles]| b.iter().map(|l| l.metered.inflight_calls()).sum::<usize>();
@@ -146,10 +155,14 @@ struct GbsRoutes {
     servers: Vec<(String, GbsServer)>,
     /// The introducer's announcement API (`/introducer/v1/…`), when configured.
     announcements: Option<crate::introducer::http::AnnouncementApi>,
+    header_timeout: Duration,
+    max_header_bytes: usize,
 }
 
 impl GbsRoutes {
-    fn pick<B>(&self, req: &Request<B>) -> &GbsServer {
+    /// The server whose swissnum the request carries, else any (it answers 401);
+    /// `None` if the port serves no link.
+    fn pick<B>(&self, req: &Request<B>) -> Option<&GbsServer> {
         let got = req
             .headers()
             .get(hyper::header::AUTHORIZATION)
@@ -162,83 +175,87 @@ impl GbsRoutes {
                     .check(Some(got))
                     .is_ok()
             })
-            .map(|(_, s)| s)
+            .or(self.servers.first())
             // No match: any server answers 401 (its own check fails the same way).
-            .unwrap_or(&self.servers[0].1)
+            .map(|(_, s)| s)
     }
 }
 
 /// Start serving `config` with state in `state`.
 pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonError> {
-    let identity = served_identity(config, state)?;
-    let client_identity = state.client_identity()?;
-    let tub = Tub::new(identity.clone(), tub_config(&config.limits))
+    let own = state.identity()?;
+    let client_tub = Tub::new(state.client_identity()?, tub_config(&config.limits))
         .map_err(|e| cfg("identity", e.to_string()))?;
-    let client_tub = Tub::new(client_identity, tub_config(&config.limits))
-        .map_err(|e| cfg("identity", e.to_string()))?;
-    let tls_identity = TlsIdentity::from_identity(&identity);
-    let tls = TlsAcceptor::from(
-        tls_identity
-            .server_config()
-            .map_err(|e| cfg("identity", e))?,
-    );
-
-    let (listener, local_addr, hints, (nurl_host, nurl_port)) = bind(config).await?;
+    let identities = link_identities(config, &own)?;
+    let plans = plan_ports(config, &identities, &own)?;
+    // Every port is bound before any state is written.
+    let mut ports = Vec::new();
+    for plan in plans {
+        ports.push(bind(plan).await?);
+    }
+    let local_addr = ports[0].local_addr;
 
     let metrics = Arc::new(Metrics::default());
+    let mut tubs = Tubs::new(&config.limits);
     let mut links = Vec::new();
-    let mut servers = Vec::new();
     let mut links_served = Vec::new();
     let mut adopted_nodes = Vec::new();
     let shared = Shared {
         state,
-        identity: &identity,
         client_tub: &client_tub,
         limits: &config.limits,
         metrics: &metrics,
-        nurl_host: &nurl_host,
-        nurl_port,
     };
-    for (i, l) in config.links.iter().enumerate() {
-        let Link {
-            swissnum,
-            nurl,
-            foolscap_api,
-            gbs_api,
-            handles,
-        } = Link::assemble(i, l, &shared).await?;
-        let upstream = handles.upstream.clone();
-        links_served.push(handles);
-        tub.publish(&swissnum, StorageServerObject::new(foolscap_api));
-        servers.push((
-            swissnum.clone(),
-            GbsServer::new(gbs_api, server_config(&swissnum, &config.limits)),
-        ));
-        let furl = tub.furl(&swissnum, hints.clone()).to_string();
-        let nurl = nurl.to_string();
-        state.write_link_urls(&l.name, &furl, &nurl)?;
-        if config.introducer.is_some() {
-            adopted_nodes.extend(adopted_announcer(i, l, &furl, &nurl)?);
+    for port in &mut ports {
+        for &i in &port.plan.links {
+            let l = &config.links[i];
+            let identity = &identities[i];
+            let Link {
+                swissnum,
+                nurl,
+                foolscap_api,
+                gbs_api,
+                handles,
+            } = Link::assemble(i, l, identity, (&port.nurl_host, port.nurl_port), &shared).await?;
+            let upstream = handles.upstream.clone();
+            links_served.push(handles);
+            let tub = tubs.get(identity)?;
+            tub.publish(&swissnum, StorageServerObject::new(foolscap_api));
+            port.tubs.add(&tub);
+            port.servers.push((
+                swissnum.clone(),
+                GbsServer::new(gbs_api, server_config(&swissnum, &config.limits)),
+            ));
+            let furl = tub.furl(&swissnum, port.hints.clone()).to_string();
+            let nurl = nurl.to_string();
+            state.write_link_urls(&l.name, &furl, &nurl)?;
+            if config.introducer.is_some() {
+                adopted_nodes.extend(adopted_announcer(i, l, &furl, &nurl)?);
+            }
+            info!(link = %l.name, %upstream, tubid = %tub.tubid(), addr = %port.local_addr, "link ready");
+            links.push(LinkUrls {
+                name: l.name.clone(),
+                furl,
+                nurl,
+            });
         }
-        info!(link = %l.name, %upstream, "link ready");
-        links.push(LinkUrls {
-            name: l.name.clone(),
-            furl,
-            nurl,
-        });
     }
     let shutdown = CancellationToken::new();
+    // The introducer relay serves with swampgate's own identity on the top-level
+    // port, never an adopted one: an adopted node can then use it too.
     let (introducer_furl, relay, announcements) = match &config.introducer {
         None => (None, None, None),
         Some(ic) => {
             let swissnum = state.introducer_swissnum()?;
+            let tub = tubs.get(&own)?;
+            ports[0].tubs.add(&tub);
             let (furl, relay, api) = crate::introducer::start_relay(
                 &ic.nickname,
                 ic.upstream.clone(),
                 &swissnum,
                 &tub,
                 &client_tub,
-                &hints,
+                &ports[0].hints,
                 std::mem::take(&mut adopted_nodes),
                 &shutdown,
             );
@@ -246,11 +263,6 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             (Some(furl), Some(relay), Some(api))
         }
     };
-    let routes = Arc::new(GbsRoutes {
-        tls,
-        servers,
-        announcements,
-    });
     let limiter = ConnLimiter::new(
         config.limits.max_connections,
         config.limits.max_connections_per_ip,
@@ -273,17 +285,34 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     for l in &links_served {
         tokio::spawn(l.sessions.clone().reap_idle_uploads(idle, shutdown.clone()));
     }
-    let task = tokio::spawn(accept_loop(
-        listener,
-        tub,
-        routes,
-        metrics.clone(),
-        Admission {
-            limiter: limiter.clone(),
-            sniff_timeout,
-        },
-        shutdown.clone(),
-    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut announcements = announcements;
+    for port in ports {
+        let tls = TlsAcceptor::from(
+            TlsIdentity::from_identity(&port.plan.identity)
+                .server_config()
+                .map_err(|e| cfg("identity", e))?,
+        );
+        let routes = Arc::new(GbsRoutes {
+            tls,
+            servers: port.servers,
+            // The announcement API is on the top-level port, the first.
+            announcements: announcements.take(),
+            header_timeout: Duration::from_secs(config.limits.header_timeout_secs),
+            max_header_bytes: config.limits.max_header_bytes,
+        });
+        tasks.spawn(accept_loop(
+            port.listener,
+            port.tubs.0,
+            routes,
+            metrics.clone(),
+            Admission {
+                limiter: limiter.clone(),
+                sniff_timeout,
+            },
+            shutdown.clone(),
+        ));
+    }
     Ok(Running {
         links,
         introducer_furl,
@@ -294,67 +323,204 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         links_served,
         limiter,
         shutdown,
-        task,
+        tasks,
     })
 }
 
-/// The identity the port serves with: the adopted node's (every link must adopt the
-/// same node), or swampgate's own from the state dir.
-fn served_identity(config: &Config, state: &StateDir) -> Result<Identity, DaemonError> {
-    let mut adopted: Option<Identity> = None;
+/// Each link's identity: the adopted node's, or swampgate's own (`own`).
+fn link_identities(config: &Config, own: &Identity) -> Result<Vec<Identity>, DaemonError> {
+    config
+        .links
+        .iter()
+        .map(|l| match &l.adopt {
+            Some(dir) => Ok(state::adopt(dir)?.0),
+            None => Ok(own.clone()),
+        })
+        .collect()
+}
+
+/// One listening address and what it serves.
+struct PortPlan {
+    listen: SocketAddr,
+    location: Option<Vec<Hint>>,
+    /// Indexes of the links served on it.
+    links: Vec<usize>,
+    /// The identity its TLS (GBS) side serves with: its links' (they share one),
+    /// else swampgate's own.
+    identity: Identity,
+}
+
+/// Group the links by listening address: the top-level `listen` first (always
+/// bound: it serves the introducer relay, if any), then each other address. Links
+/// with different identities cannot share an address (GBS picks its certificate
+/// before it sees a request), and links sharing an address must agree on its
+/// location.
+fn plan_ports(
+    config: &Config,
+    identities: &[Identity],
+    own: &Identity,
+) -> Result<Vec<PortPlan>, DaemonError> {
+    let mut plans = vec![PortPlan {
+        listen: config.listen,
+        location: config.location.clone(),
+        links: Vec::new(),
+        identity: own.clone(),
+    }];
     for (i, l) in config.links.iter().enumerate() {
-        if let Some(dir) = &l.adopt {
-            let (id, _) = state::adopt(dir)?;
-            match &adopted {
-                Some(a) if a.tubid() != id.tubid() => {
+        let listen = l.listen.unwrap_or(config.listen);
+        // Links name the same port by the same address; port 0 ("any free port")
+        // is a port of its own each time.
+        let same = |p: &PortPlan| p.listen == listen && listen.port() != 0;
+        let found = match l.listen {
+            None => Some(0),
+            Some(_) => plans.iter().position(same),
+        };
+        let at = match found {
+            Some(at) => at,
+            None => {
+                plans.push(PortPlan {
+                    listen,
+                    location: None,
+                    links: Vec::new(),
+                    identity: identities[i].clone(),
+                });
+                plans.len() - 1
+            }
+        };
+        let plan = &mut plans[at];
+        if let Some(&j) = plan.links.first() {
+            if identities[j].tubid() != identities[i].tubid() {
+                return Err(cfg(
+                    format!("link[{i}].listen"),
+                    format!(
+                        "link {:?} and link {:?} serve different identities ({}) on one \
+                         listen address {listen}: HTTP (GBS) clients could not tell them \
+                         apart; give one of them a listen address of its own",
+                        config.links[j].name,
+                        l.name,
+                        describe_identities(&config.links[j], l),
+                    ),
+                ));
+            }
+        } else {
+            plan.identity = identities[i].clone();
+        }
+        if let Some(loc) = &l.location {
+            match &plan.location {
+                Some(have) if have != loc && at == 0 => {
                     return Err(cfg(
-                        format!("link[{i}].adopt"),
-                        "links on one port share one identity; this link adopts a different node",
+                        format!("link[{i}].location"),
+                        "this link listens on the top-level address, whose location is the \
+                         top-level location",
                     ))
                 }
-                _ => adopted = Some(id),
+                Some(have) if have != loc => {
+                    return Err(cfg(
+                        format!("link[{i}].location"),
+                        format!("another link on {listen} gives a different location"),
+                    ))
+                }
+                _ => plan.location = Some(loc.clone()),
             }
         }
+        plan.links.push(i);
     }
-    if adopted.is_some() {
-        if let Some(i) = config.links.iter().position(|l| l.adopt.is_none()) {
-            return Err(cfg(
-                format!("link[{i}].adopt"),
-                "when one link adopts a node's identity, every link on the port must adopt it",
-            ));
+    Ok(plans)
+}
+
+/// `"a" adopts DIR, "b" swampgate's own`, for the two links of a conflict.
+fn describe_identities(first: &LinkConfig, second: &LinkConfig) -> String {
+    let one = |l: &LinkConfig| match &l.adopt {
+        Some(dir) => format!("{:?} adopts {}", l.name, dir.display()),
+        None => format!("{:?} swampgate's own", l.name),
+    };
+    format!("{}, {}", one(first), one(second))
+}
+
+/// The Tubs of the process, one per identity, shared by every port serving it.
+struct Tubs {
+    config: TubConfig,
+    by_tubid: std::collections::BTreeMap<String, Tub>,
+}
+
+impl Tubs {
+    fn new(limits: &Limits) -> Tubs {
+        Tubs {
+            config: tub_config(limits),
+            by_tubid: Default::default(),
         }
     }
-    match adopted {
-        Some(id) => Ok(id),
-        None => Ok(state.identity()?),
+
+    fn get(&mut self, identity: &Identity) -> Result<Tub, DaemonError> {
+        if let Some(t) = self.by_tubid.get(identity.tubid()) {
+            return Ok(t.clone());
+        }
+        let tub =
+            Tub::new(identity.clone(), self.config).map_err(|e| cfg("identity", e.to_string()))?;
+        self.by_tubid
+            .insert(identity.tubid().to_string(), tub.clone());
+        Ok(tub)
     }
 }
 
-/// Bind the port; the hints FURLs carry (configured, or the bound address) and the
+/// The Tubs one port serves (a connection names the one it wants).
+#[derive(Default)]
+struct PortTubs(Vec<Tub>);
+
+impl PortTubs {
+    fn add(&mut self, tub: &Tub) {
+        if !self.0.iter().any(|t| t.tubid() == tub.tubid()) {
+            self.0.push(tub.clone());
+        }
+    }
+}
+
+/// A bound port, filled as its links are assembled.
+struct Port {
+    plan: PortPlan,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    /// The hints FURLs carry: the configured location, or the bound address.
+    hints: Vec<Hint>,
+    /// Where NURLs point: the first `tcp:` hint.
+    nurl_host: String,
+    nurl_port: u16,
+    tubs: PortTubs,
+    servers: Vec<(String, GbsServer)>,
+}
+
+/// Bind one port; the hints FURLs carry (configured, or the bound address) and the
 /// host and port NURLs carry (the first `tcp:` hint).
-async fn bind(
-    config: &Config,
-) -> Result<(TcpListener, SocketAddr, Vec<Hint>, (String, u16)), DaemonError> {
+async fn bind(plan: PortPlan) -> Result<Port, DaemonError> {
     let listen_err = |e: std::io::Error| DaemonError::Listen {
-        addr: config.listen,
+        addr: plan.listen,
         why: e.to_string(),
     };
-    let listener = TcpListener::bind(config.listen).await.map_err(listen_err)?;
+    let listener = TcpListener::bind(plan.listen).await.map_err(listen_err)?;
     let local_addr = listener.local_addr().map_err(listen_err)?;
-    let hints = config.location.clone().unwrap_or_else(|| {
+    let hints = plan.location.clone().unwrap_or_else(|| {
         vec![Hint::Tcp {
             host: local_addr.ip().to_string(),
             port: local_addr.port(),
         }]
     });
-    let nurl_at = hints
+    let (nurl_host, nurl_port) = hints
         .iter()
         .find_map(|h| match h {
             Hint::Tcp { host, port } => Some((host.clone(), *port)),
             Hint::Other(_) => None,
         })
         .ok_or_else(|| cfg("location", "needs at least one tcp: hint"))?;
-    Ok((listener, local_addr, hints, nurl_at))
+    Ok(Port {
+        plan,
+        listener,
+        local_addr,
+        hints,
+        nurl_host,
+        nurl_port,
+        tubs: PortTubs::default(),
+        servers: Vec::new(),
+    })
 }
 
 /// For a link that adopts a node, what the introducer relay adds to that node's
@@ -447,7 +613,7 @@ struct Admission {
 
 async fn accept_loop(
     listener: TcpListener,
-    tub: Tub,
+    tubs: Vec<Tub>,
     routes: Arc<GbsRoutes>,
     metrics: Arc<Metrics>,
     admission: Admission,
@@ -475,7 +641,7 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let tub = tub.clone();
+        let tubs = tubs.clone();
         let routes = routes.clone();
         let metrics = metrics.clone();
         let sniff_timeout = admission.sniff_timeout;
@@ -493,14 +659,17 @@ async fn accept_loop(
                 // connection, and would otherwise be as large as the biggest state
                 // here (the negotiation's, a GBS connection's: several KiB).
                 match proto {
-                    Protocol::Foolscap => match Box::pin(tub.accept(tcp, prefix)).await {
-                        Ok(c) => {
-                            let _g = ConnGauge::open(&metrics, "foolscap");
-                            debug!(peer_tubid = %c.peer_tubid(), "foolscap connection");
-                            c.closed().await;
+                    Protocol::Foolscap if tubs.is_empty() => debug!("no Tub on this port"),
+                    Protocol::Foolscap => {
+                        match Box::pin(Tub::accept_among(&tubs, tcp, prefix)).await {
+                            Ok(c) => {
+                                let _g = ConnGauge::open(&metrics, "foolscap");
+                                debug!(peer_tubid = %c.peer_tubid(), "foolscap connection");
+                                c.closed().await;
+                            }
+                            Err(e) => debug!("foolscap negotiation failed: {e}"),
                         }
-                        Err(e) => debug!("foolscap negotiation failed: {e}"),
-                    },
+                    }
                     Protocol::Tls => {
                         let _g = ConnGauge::open(&metrics, "gbs");
                         Box::pin(serve_gbs(Prefixed::new(prefix, tcp), routes, peer)).await
@@ -517,7 +686,7 @@ async fn serve_gbs<IO>(io: IO, routes: Arc<GbsRoutes>, peer: SocketAddr)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let header_timeout = routes.servers[0].1.config().header_read_timeout;
+    let header_timeout = routes.header_timeout;
     let stream = match tokio::time::timeout(header_timeout, routes.tls.accept(io)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return debug!("TLS handshake failed: {e}"),
@@ -536,10 +705,13 @@ where
                     return Ok::<_, Infallible>(api.handle(req).await);
                 }
             }
-            Ok::<_, Infallible>(r.pick(&req).handle(req).await)
+            Ok::<_, Infallible>(match r.pick(&req) {
+                Some(server) => server.handle(req).await,
+                None => unauthorized(),
+            })
         }
     });
-    let max_header = routes.servers[0].1.config().max_header_bytes;
+    let max_header = routes.max_header_bytes;
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
@@ -549,5 +721,86 @@ where
         .await
     {
         debug!(%peer, "GBS connection ended: {e}");
+    }
+}
+
+/// 401 for a request to a port that serves no link (only the introducer's API).
+fn unauthorized() -> hyper::Response<crate::gbs::server::ResponseBody> {
+    use http_body_util::BodyExt;
+    hyper::Response::builder()
+        .status(hyper::StatusCode::UNAUTHORIZED)
+        .body(
+            http_body_util::Empty::<bytes::Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .expect("a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::config::Config;
+
+    fn config(links: &[(&str, Option<&str>, Option<&str>)]) -> Config {
+        let mut c = Config::embedded_default();
+        c.listen = "127.0.0.1:7750".parse().unwrap();
+        let template = c.links[0].clone();
+        c.links = links
+            .iter()
+            .map(|(name, adopt, listen)| LinkConfig {
+                name: name.to_string(),
+                adopt: adopt.map(Into::into),
+                listen: listen.map(|l| l.parse().unwrap()),
+                ..template.clone()
+            })
+            .collect();
+        c
+    }
+
+    #[test]
+    fn links_with_different_identities_need_different_addresses() {
+        let own = Identity::generate().unwrap();
+        let adopted = Identity::generate().unwrap();
+        // Same address, different identities: refused, naming both links.
+        let c = config(&[
+            ("legacy", Some("/nodes/a"), Some("127.0.0.1:7760")),
+            ("new", None, Some("127.0.0.1:7760")),
+        ]);
+        let err = plan_ports(&c, &[adopted.clone(), own.clone()], &own)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.starts_with("link[1].listen: "), "{err}");
+        assert!(err.contains("\"legacy\" adopts /nodes/a"), "{err}");
+        assert!(err.contains("\"new\" swampgate's own"), "{err}");
+        // On the top-level address too.
+        let c = config(&[("legacy", Some("/nodes/a"), None), ("new", None, None)]);
+        assert!(plan_ports(&c, &[adopted.clone(), own.clone()], &own).is_err());
+
+        // Own addresses: three ports, the top-level one serving no link, each
+        // with its links' identity for TLS.
+        let c = config(&[
+            ("legacy", Some("/nodes/a"), Some("127.0.0.1:7760")),
+            ("new", None, Some("127.0.0.1:7761")),
+        ]);
+        let plans = plan_ports(&c, &[adopted.clone(), own.clone()], &own).unwrap();
+        assert_eq!(plans.len(), 3);
+        assert!(plans[0].links.is_empty());
+        assert_eq!(plans[1].links, [0]);
+        assert_eq!(plans[1].identity.tubid(), adopted.tubid());
+        assert_eq!(plans[2].identity.tubid(), own.tubid());
+
+        // One identity on one address: one port. Port 0 is never shared.
+        let c = config(&[
+            ("a", Some("/nodes/a"), Some("127.0.0.1:7760")),
+            ("b", Some("/nodes/a"), Some("127.0.0.1:7760")),
+            ("c", None, Some("127.0.0.1:0")),
+            ("d", None, Some("127.0.0.1:0")),
+        ]);
+        let ids = [adopted.clone(), adopted.clone(), own.clone(), own.clone()];
+        let plans = plan_ports(&c, &ids, &own).unwrap();
+        let links: Vec<&[usize]> = plans.iter().map(|p| p.links.as_slice()).collect();
+        assert_eq!(links, [&[][..], &[0, 1], &[2], &[3]]);
     }
 }

@@ -227,11 +227,27 @@ impl Tub {
 
     /// Accept one connection whose first bytes (`prefix`, possibly empty) were
     /// already read by a protocol sniffer.
-    pub async fn accept<S>(&self, mut stream: S, prefix: BytesMut) -> Result<Connection, TubError>
+    pub async fn accept<S>(&self, stream: S, prefix: BytesMut) -> Result<Connection, TubError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let timeout = self.inner.config.negotiation_timeout;
+        Tub::accept_among(std::slice::from_ref(self), stream, prefix).await
+    }
+
+    /// Accept one connection for whichever of `tubs` (several Tubs on one port) its
+    /// upgrade request names, as foolscap's own listeners do: the request
+    /// (`GET /id/TUBID`) comes before TLS, so the Tub, and with it the certificate,
+    /// is chosen before the handshake. An unknown TubID is refused in plaintext.
+    /// The negotiation timeout is the first Tub's. Panics if `tubs` is empty.
+    pub async fn accept_among<S>(
+        tubs: &[Tub],
+        mut stream: S,
+        prefix: BytesMut,
+    ) -> Result<Connection, TubError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let timeout = tubs[0].inner.config.negotiation_timeout;
         let fut = async {
             let mut buf = prefix;
             let end = match read_block(&mut stream, &mut buf).await {
@@ -250,13 +266,13 @@ impl Tub {
                     return Err(NegotiationError::Malformed(msg).into());
                 }
             };
-            if tubid != self.tubid() {
+            let Some(tub) = tubs.iter().find(|t| t.tubid() == tubid) else {
                 let _ = stream
                     .write_all(&neg::refusal(&format!("unknown TubID {tubid}")))
                     .await;
                 let _ = stream.shutdown().await;
                 return Err(NegotiationError::UnknownTubId(tubid).into());
-            }
+            };
             if buf.len() > end {
                 return Err(
                     NegotiationError::Malformed("bytes after the upgrade request".into()).into(),
@@ -266,7 +282,7 @@ impl Tub {
                 .write_all(neg::UPGRADE_RESPONSE)
                 .await
                 .map_err(|e| TubError::Io(e.to_string()))?;
-            let tls = tokio_rustls::TlsAcceptor::from(self.inner.server_tls.clone())
+            let tls = tokio_rustls::TlsAcceptor::from(tub.inner.server_tls.clone())
                 .accept(stream)
                 .await
                 .map_err(|e| TubError::Tls(e.to_string()))?;
@@ -276,7 +292,7 @@ impl Tub {
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| c.to_vec());
-            self.negotiate(tls, peer_cert, None).await
+            tub.negotiate(tls, peer_cert, None).await
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,

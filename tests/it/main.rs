@@ -19,6 +19,7 @@ mod foolscap_interop;
 mod gbs_interop;
 mod gbs_loopback;
 mod harness;
+mod identities;
 mod introducer_protocol;
 mod introducer_relay;
 mod legacy;

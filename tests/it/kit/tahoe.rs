@@ -245,6 +245,16 @@ impl StorageNode {
         }
     }
 
+    /// Points the node at the introducer `furl` from its next start: writes
+    /// `private/introducers.yaml` as `tahoe create-node --introducer` does. Call
+    /// [`StorageNode::restart`] to apply it.
+    pub fn set_introducer(&self, furl: &str) {
+        let yaml = json!({ "introducers": { "default": { "furl": furl } } });
+        let path = self.dir().join("private/introducers.yaml");
+        fs::write(&path, yaml.to_string())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+
     /// Path of `private/node.pem` (the Tub's private key and certificate).
     pub fn node_pem(&self) -> PathBuf {
         self.dir().join("private/node.pem")
