@@ -4,6 +4,7 @@
 //! # Layout
 //! The tree is the architecture; each layer imports only those below it.
 //! - [`base32`]: Tahoe's lowercase unpadded base32, used at every layer.
+//! - [`durable`]: crash-safe whole-file writes (temp, fsync, rename, fsync dir).
 //! - [`identity`]: protocol-neutral key material: the certificate and key (Tahoe's
 //!   `node.pem` layout), the tubid, the SPKI hash, and one pinned-certificate rustls
 //!   verifier used by both protocols.
@@ -34,6 +35,7 @@
 pub mod base32;
 pub mod check;
 pub mod daemon;
+pub mod durable;
 pub mod foolscap;
 pub mod gbs;
 pub mod identity;

@@ -257,8 +257,10 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 &client_tub,
                 &ports[0].hints,
                 std::mem::take(&mut adopted_nodes),
+                Some(state.announcements()),
                 &shutdown,
-            );
+            )
+            .map_err(|e| cfg("introducer", e.to_string()))?;
             state::write_atomic(&state.introducer_furl(), &format!("{furl}\n"), true)?;
             (Some(furl), Some(relay), Some(api))
         }

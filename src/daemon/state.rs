@@ -7,10 +7,10 @@
 //! STATE/private/links/NAME.swissnum a link's swissnum (unless adopted)
 //! STATE/private/uploads/NAME.journal a GBS-upstream link's unfinished uploads
 //! STATE/links/NAME.furl, NAME.nurl  the URLs clients use
+//! STATE/introducer/announcements.json the relay's announcements (with [introducer])
 //! STATE/shares/                     the embedded store of `local:shares`
 //! ```
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::foolscap::Furl;
@@ -30,22 +30,10 @@ fn err(path: &Path, why: impl std::fmt::Display) -> StateError {
     }
 }
 
-/// Write `text` to `path` atomically (temp file, fsync, rename), mode 0600 if `secret`.
+/// Write `text` to `path` atomically ([`crate::durable::write_atomic`]), mode 0600
+/// if `secret`.
 pub fn write_atomic(path: &Path, text: &str, secret: bool) -> Result<(), StateError> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| err(d, e))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if secret {
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    }
-    let mut f = opts.open(&tmp).map_err(|e| err(&tmp, e))?;
-    f.write_all(text.as_bytes()).map_err(|e| err(&tmp, e))?;
-    f.sync_all().map_err(|e| err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
+    crate::durable::write_atomic(path, text.as_bytes(), secret).map_err(|e| err(path, e))
 }
 
 /// A new random swissnum: 32 lowercase base32 characters (160 bits), as Tahoe makes.
@@ -89,6 +77,11 @@ impl StateDir {
     pub fn client_identity(&self) -> Result<Identity, StateError> {
         let p = self.root.join("private/client.pem");
         Identity::load_or_generate(&p).map_err(|e| err(&p, e))
+    }
+
+    /// The introducer relay's persisted announcements.
+    pub fn announcements(&self) -> PathBuf {
+        self.root.join("introducer/announcements.json")
     }
 
     /// A link's swissnum, created on first use.

@@ -10,6 +10,7 @@ pub use announcement::{Announcement, AnnouncementError, SignedAnnouncement};
 
 pub mod augment;
 pub mod http;
+pub mod persist;
 pub mod relay;
 
 pub use relay::{Augment, Origin, Relay};
@@ -20,8 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Publish a relay named `nickname` on `tub` under `swissnum` (augmenting the
 /// announcements of the `adopted` nodes) and, with an `upstream` introducer, keep the
-/// upstream connection from `client_tub` until `stop`. Returns the introducer FURL,
-/// the relay and its HTTP/WebSocket API.
+/// upstream connection from `client_tub` until `stop`. With `persist`, the
+/// announcements saved there are served from the start, and every change is saved
+/// there (see [`persist`]). Returns the introducer FURL, the relay and its
+/// HTTP/WebSocket API.
 #[allow(clippy::too_many_arguments)]
 pub fn start_relay(
     nickname: &str,
@@ -31,12 +34,25 @@ pub fn start_relay(
     client_tub: &Tub,
     hints: &[Hint],
     adopted: Vec<augment::Adopted>,
+    persist: Option<std::path::PathBuf>,
     stop: &CancellationToken,
-) -> (String, Relay, http::AnnouncementApi) {
+) -> Result<(String, Relay, http::AnnouncementApi), persist::PersistError> {
     let augment = augment::AdoptedNodes::new(adopted);
     let augment: Option<std::sync::Arc<dyn Augment>> =
         (!augment.is_empty()).then(|| std::sync::Arc::new(augment) as _);
     let relay = Relay::new(nickname, augment);
+    if let Some(path) = persist {
+        let saved = persist::load(&path)?;
+        let total = saved.len();
+        let taken = relay.restore(saved);
+        tracing::info!(
+            path = %path.display(),
+            announcements = taken,
+            refused = total - taken,
+            "persisted announcements restored"
+        );
+        tokio::spawn(persist::keep_persisted(relay.clone(), path, stop.clone()));
+    }
     tub.publish(swissnum, relay.service_object());
     let furl = tub.furl(swissnum, hints.to_vec()).to_string();
     if let Some(up) = upstream {
@@ -47,5 +63,5 @@ pub fn start_relay(
         );
     }
     let api = http::AnnouncementApi::new(relay.clone(), swissnum);
-    (furl, relay, api)
+    Ok((furl, relay, api))
 }

@@ -145,6 +145,33 @@ impl Relay {
         }
     }
 
+    /// Every announcement held, for persisting: a local publication as it was
+    /// published (before augmentation), an upstream one as stored.
+    pub fn snapshot(&self) -> Vec<(Origin, SignedAnnouncement)> {
+        let st = self.inner.state.lock().expect("relay state");
+        st.announcements
+            .iter()
+            .map(|(index, a)| match st.published.get(index) {
+                Some(p) => (Origin::Local, p.clone()),
+                None => (Origin::Upstream, a.signed.clone()),
+            })
+            .collect()
+    }
+
+    /// Take in persisted announcements (before serving): verified, augmented and
+    /// stored as when they arrived, but sent nowhere (nobody is connected yet; local
+    /// ones go upstream when it connects). Returns how many were taken; refused
+    /// ones are logged.
+    pub fn restore(&self, entries: Vec<(Origin, SignedAnnouncement)>) -> usize {
+        let mut taken = 0;
+        for (origin, signed) in &entries {
+            if let Ok(Some(_)) = self.store(signed, *origin, "persisted") {
+                taken += 1;
+            }
+        }
+        taken
+    }
+
     /// Verify and take in an announcement. `Err` is the reason, also logged.
     pub fn accept(
         &self,
@@ -152,6 +179,37 @@ impl Relay {
         origin: Origin,
         from: &str,
     ) -> Result<(), AnnouncementError> {
+        let Some((stored, subscribers, upstream)) = self.store(signed, origin, from)? else {
+            return Ok(());
+        };
+        let _ = self.inner.changes.send(stored.clone());
+        let arg = Value::Set(vec![stored.signed.to_value()]);
+        for rref in subscribers {
+            let arg = arg.clone();
+            tokio::spawn(async move {
+                if let Err(e) = rref.call("announce_v2", &[arg]).await {
+                    debug!("subscriber refused an announcement: {e}");
+                }
+            });
+        }
+        if let Some(up) = upstream {
+            let relay = self.clone();
+            let signed = signed.clone();
+            tokio::spawn(async move { relay.publish_upstream(&up, &signed).await });
+        }
+        Ok(())
+    }
+
+    /// Verify, augment and store an announcement by Tahoe's replacement rules.
+    /// Returns what was stored, with the subscribers to tell and the upstream to
+    /// forward it to; `None` if it was already known or stale.
+    #[allow(clippy::type_complexity)]
+    fn store(
+        &self,
+        signed: &SignedAnnouncement,
+        origin: Origin,
+        from: &str,
+    ) -> Result<Option<(Announcement, Vec<RemoteRef>, Option<RemoteRef>)>, AnnouncementError> {
         let ann = match signed.verify() {
             Ok(a) => a,
             Err(e) => {
@@ -185,11 +243,11 @@ impl Relay {
             match st.announcements.get(&index).map(|old| stored.replaces(old)) {
                 Some(Replace::Duplicate) => {
                     debug!(from, server = %index.1, "announcement already known");
-                    return Ok(());
+                    return Ok(None);
                 }
                 Some(Replace::Stale(why)) => {
                     info!(from, server = %index.1, "announcement not replacing the current one: {why}");
-                    return Ok(());
+                    return Ok(None);
                 }
                 _ => {}
             }
@@ -216,22 +274,7 @@ impl Relay {
             subscribers = subscribers.len(),
             "announcement stored"
         );
-        let _ = self.inner.changes.send(stored.clone());
-        let arg = Value::Set(vec![stored.signed.to_value()]);
-        for rref in subscribers {
-            let arg = arg.clone();
-            tokio::spawn(async move {
-                if let Err(e) = rref.call("announce_v2", &[arg]).await {
-                    debug!("subscriber refused an announcement: {e}");
-                }
-            });
-        }
-        if let Some(up) = upstream {
-            let relay = self.clone();
-            let signed = signed.clone();
-            tokio::spawn(async move { relay.publish_upstream(&up, &signed).await });
-        }
-        Ok(())
+        Ok(Some((stored, subscribers, upstream)))
     }
 
     async fn publish_upstream(&self, up: &RemoteRef, signed: &SignedAnnouncement) {

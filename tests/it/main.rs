@@ -12,6 +12,7 @@ mod bridge_e2e;
 mod check;
 mod check_faults;
 mod daemon;
+mod end_state;
 mod faults;
 mod faults_tahoe;
 mod fixtures;
