@@ -191,7 +191,17 @@ fn main() -> ExitCode {
             println!("admin http://{a}/");
         }
         tracing::info!(addr = %running.local_addr, "serving");
+        // Under systemd (Type=notify): ready once every port listens and every URL
+        // file is written. Without NOTIFY_SOCKET this does nothing.
+        let status = format!("serving {} link(s)", running.links.len());
+        if let Err(e) = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]) {
+            tracing::warn!("cannot tell the service manager we are ready: {e}");
+        }
         wait_for_signal().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         tracing::info!("stopping: no new connections; waiting for calls in flight");
         let report = running.shutdown(SHUTDOWN_GRACE).await;
         tracing::info!(

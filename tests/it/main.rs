@@ -26,6 +26,7 @@ mod introducer_relay;
 mod legacy;
 mod limits;
 mod security;
+mod service;
 mod soak;
 mod store;
 mod trace;
