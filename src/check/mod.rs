@@ -335,8 +335,29 @@ pub fn client_tub() -> Result<Tub, String> {
 pub async fn run_url(url: &str, opts: &Options) -> Result<Report, String> {
     let target = Target::parse(url)?;
     let tub = client_tub()?;
+    if let Target::Foolscap(furl) = &target {
+        refuse_other_services(&tub, furl).await?;
+    }
     let api = backend(&target, &tub)?;
     Ok(run(&target, api, &tub, opts).await)
+}
+
+/// Refuse a FURL that names something other than a storage server (an
+/// introducer's FURL is the usual mistake) before running storage checks on it:
+/// Foolscap tells the remote interface with the reference. A FURL that cannot be
+/// reached is left to the suite, which reports it.
+async fn refuse_other_services(tub: &Tub, furl: &crate::foolscap::Furl) -> Result<(), String> {
+    let Ok(rref) = tub.get_reference(furl).await else {
+        return Ok(());
+    };
+    match rref.interface() {
+        Some(iface) if iface != crate::foolscap::schema::RI_STORAGE_SERVER.name => Err(format!(
+            "{} is not a storage server but a {iface}: check takes a storage server's \
+             FURL (NODEDIR/private/storage.furl, or swampgate's STATE/links/NAME.furl) or NURL",
+            furl.redacted()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Run the suite against `api`, which reaches `target`.

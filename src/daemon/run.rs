@@ -183,6 +183,7 @@ impl GbsRoutes {
 
 /// Start serving `config` with state in `state`.
 pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonError> {
+    check_locations(config)?;
     let own = state.identity()?;
     let client_tub = Tub::new(state.client_identity()?, tub_config(&config.limits))
         .map_err(|e| cfg("identity", e.to_string()))?;
@@ -228,7 +229,6 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             ));
             let furl = tub.furl(&swissnum, port.hints.clone()).to_string();
             let nurl = nurl.to_string();
-            state.write_link_urls(&l.name, &furl, &nurl)?;
             if config.introducer.is_some() {
                 adopted_nodes.extend(adopted_announcer(i, l, &furl, &nurl)?);
             }
@@ -261,7 +261,6 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 &shutdown,
             )
             .map_err(|e| cfg("introducer", e.to_string()))?;
-            state::write_atomic(&state.introducer_furl(), &format!("{furl}\n"), true)?;
             (Some(furl), Some(relay), Some(api))
         }
     };
@@ -283,11 +282,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             Some(admin::start(addr, metrics.clone(), status, shutdown.clone()).await?)
         }
     };
-    let idle = Duration::from_secs(config.limits.upload_idle_timeout_secs);
-    for l in &links_served {
-        tokio::spawn(l.sessions.clone().reap_idle_uploads(idle, shutdown.clone()));
-    }
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut served = Vec::new();
     let mut announcements = announcements;
     for port in ports {
         let tls = TlsAcceptor::from(
@@ -303,9 +298,25 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             header_timeout: Duration::from_secs(config.limits.header_timeout_secs),
             max_header_bytes: config.limits.max_header_bytes,
         });
+        served.push((port.listener, port.tubs.0, routes));
+    }
+    // Everything that can fail has succeeded: only now the URL files, so a failed
+    // start leaves none behind (or the previous run's, still valid).
+    for l in &links {
+        state.write_link_urls(&l.name, &l.furl, &l.nurl)?;
+    }
+    if let Some(furl) = &introducer_furl {
+        state::write_atomic(&state.introducer_furl(), &format!("{furl}\n"), true)?;
+    }
+    let idle = Duration::from_secs(config.limits.upload_idle_timeout_secs);
+    for l in &links_served {
+        tokio::spawn(l.sessions.clone().reap_idle_uploads(idle, shutdown.clone()));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (listener, tubs, routes) in served {
         tasks.spawn(accept_loop(
-            port.listener,
-            port.tubs.0,
+            listener,
+            tubs,
             routes,
             metrics.clone(),
             Admission {
@@ -327,6 +338,30 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         shutdown,
         tasks,
     })
+}
+
+/// Refuse to serve URLs no client can dial: a port bound to an unspecified address
+/// (`0.0.0.0`, `::`) needs a location naming the host clients reach.
+fn check_locations(config: &Config) -> Result<(), DaemonError> {
+    let why = |addr: SocketAddr| {
+        format!(
+            "needed when listening on {addr}: URLs would point clients at {}, which they \
+             cannot dial; name the host they reach, e.g. tcp:HOST:{}",
+            addr.ip(),
+            addr.port()
+        )
+    };
+    if config.location.is_none() && config.listen.ip().is_unspecified() {
+        return Err(cfg("location (--location)", why(config.listen)));
+    }
+    for (i, l) in config.links.iter().enumerate() {
+        if let Some(addr) = l.listen {
+            if l.location.is_none() && addr.ip().is_unspecified() {
+                return Err(cfg(format!("link[{i}].location"), why(addr)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Each link's identity: the adopted node's, or swampgate's own (`own`).

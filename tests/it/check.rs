@@ -210,4 +210,29 @@ fn check_refuses_bad_urls_and_groups_and_prints_text() {
     assert!(!out.contains("immutable."), "{out}");
     assert!(out.contains("0 failed"), "{out}");
     assert!(!out.contains(&nurl), "the swissnum is not printed: {out}");
+
+    // An introducer's FURL: refused as what it is, no storage check run.
+    let other = tempfile::tempdir().unwrap();
+    let (_q, _, _) = bridge(
+        "local:shares",
+        other.path(),
+        &["--introducer-upstream", &furl],
+    );
+    let intro = std::fs::read_to_string(other.path().join("state/introducer.furl")).unwrap();
+    let mut cmd = swampgate_command();
+    cmd.args(["check", intro.trim()]);
+    let f = run("check-introducer", cmd, dir.path(), CHECK_TIMEOUT);
+    assert_eq!(f.status.code(), Some(2), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("not a storage server")
+            && f.stderr
+                .contains("RIIntroducerPublisherAndSubscriberService_v2"),
+        "{}",
+        f.stderr
+    );
+    assert!(
+        !f.stdout.contains("PASS") && !f.stdout.contains("FAIL"),
+        "{}",
+        f.stdout
+    );
 }

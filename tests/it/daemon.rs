@@ -83,6 +83,53 @@ fn bad_input_is_refused_with_the_field_named() {
     fails_with(&["run", "--config", "missing.toml"], p, "missing.toml");
     std::fs::write(p.join("typo.toml"), "listn = \"127.0.0.1:0\"\n").unwrap();
     fails_with(&["run", "--config", "typo.toml"], p, "listn");
+
+    // URLs no client could dial: an unspecified address needs a location.
+    fails_with(
+        &[
+            "bridge",
+            "--upstream",
+            "local:s",
+            "--listen",
+            "0.0.0.0:0",
+            "--state-dir",
+            "st0",
+        ],
+        p,
+        "--location",
+    );
+    std::fs::write(
+        p.join("any.toml"),
+        "listen = \"127.0.0.1:0\"\n[[link]]\nname = \"a\"\nupstream = \"local:x\"\n\
+         listen = \"[::]:0\"\n",
+    )
+    .unwrap();
+    fails_with(
+        &["run", "--config", "any.toml", "--state-dir", "st0"],
+        p,
+        "link[0].location: needed when listening on [::]:0",
+    );
+    // A start that fails late (the admin port is taken) leaves no URL files.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = taken.local_addr().unwrap().to_string();
+    fails_with(
+        &[
+            "bridge",
+            "--upstream",
+            "local:s",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            &admin,
+            "--state-dir",
+            "st1",
+        ],
+        p,
+        "admin",
+    );
+    assert!(!p.join("st0/links").exists());
+    assert!(!p.join("st1/links/default.furl").exists());
+    assert!(!p.join("st1/links/default.nurl").exists());
 }
 
 /// `run --config`: links printed and written, URLs stable across restarts, the
