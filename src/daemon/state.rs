@@ -151,7 +151,17 @@ impl StateDir {
 /// A Tahoe storage node's identity: its certificate and key, and the swissnum of its
 /// storage FURL, so a link serves exactly the FURL (but for hints) and NURL the node
 /// would announce.
+///
+/// Refused if a private file of the node (`node.pem`, `node.privkey`,
+/// `storage.furl`) is readable by every user: swampgate does not serve a key
+/// anyone on the host could have copied. Tahoe protects them with the
+/// directory: `private/` is mode 0700 while the files are 0644, so a file counts as
+/// readable by every user only if `private/` also lets every user in. The key is
+/// read, never copied.
 pub fn adopt(nodedir: &Path) -> Result<(Identity, String), StateError> {
+    for name in ["node.pem", "node.privkey", "storage.furl"] {
+        check_not_world_readable(&nodedir.join("private").join(name))?;
+    }
     let pem = nodedir.join("private/node.pem");
     let id = Identity::load(&pem).map_err(|e| err(&pem, e))?;
     let furl_path = nodedir.join("private/storage.furl");
@@ -168,6 +178,35 @@ pub fn adopt(nodedir: &Path) -> Result<(Identity, String), StateError> {
         ));
     }
     Ok((id, furl.swissnum))
+}
+
+/// A secret file of an adopted node must not be readable by every user: neither
+/// the file (o+r) nor its directory (o+x) may let them (a missing file is left to
+/// the code that reads it).
+fn check_not_world_readable(path: &Path) -> Result<(), StateError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode_of = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+        let dir_open = path
+            .parent()
+            .and_then(|d| mode_of(d).ok())
+            .is_some_and(|m| m & 0o001 != 0);
+        if let Ok(mode) = mode_of(path) {
+            if dir_open && mode & 0o004 != 0 {
+                return Err(err(
+                    path,
+                    format!(
+                        "is readable by every user (mode {mode:04o}, and its directory lets \
+                         every user in); a node's secrets must not be: `chmod o-rwx {}`, and \
+                         let swampgate read it as the node's user or group (see SECURITY.md)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -204,6 +243,29 @@ mod tests {
             format!("pb://{}@tcp:127.0.0.1:1/abc\n", id.tubid()),
         )
         .unwrap();
+        let chmod = |name: &str, mode: u32| {
+            use std::os::unix::fs::PermissionsExt;
+            let p = d.path().join("private").join(name);
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        // World-readable secrets: refused, saying how to fix it. As Tahoe makes
+        // them (files 0644 in a 0700 private/), they are not.
+        chmod("storage.furl", 0o644);
+        chmod("node.pem", 0o644);
+        chmod("", 0o700);
+        adopt(d.path()).unwrap();
+        chmod("", 0o755);
+        chmod("node.pem", 0o600);
+        let e = adopt(d.path()).unwrap_err();
+        assert!(e.path.ends_with("storage.furl"), "{e}");
+        assert!(
+            e.why.contains("mode 0644") && e.why.contains("chmod o-rwx"),
+            "{e}"
+        );
+        chmod("storage.furl", 0o640);
+        chmod("node.pem", 0o604);
+        assert!(adopt(d.path()).unwrap_err().path.ends_with("node.pem"));
+        chmod("node.pem", 0o600);
         let (got, swiss) = adopt(d.path()).unwrap();
         assert_eq!(got.tubid(), id.tubid());
         assert_eq!(swiss, "abc");

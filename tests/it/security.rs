@@ -253,3 +253,81 @@ async fn tampered_upload_secrets_and_write_enablers_are_refused_over_either_prot
     tampered_secrets_are_refused(foolscap(&r, None), StorageIndex([0x22; 16])).await;
     r.shutdown(Duration::from_secs(1)).await;
 }
+
+/// An adopted node's secrets readable by every user are refused, naming the file
+/// and the fix; as Tahoe leaves them (files 0644 inside a 0700 `private/`) they are
+/// adopted, and nothing of the key is copied into the state dir.
+#[test]
+fn world_readable_node_secrets_are_refused() {
+    use crate::kit::*;
+    use std::os::unix::fs::PermissionsExt;
+    let node = storage_node(StorageOptions::foolscap_only());
+    let private = node.dir().join("private");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&private) & 0o007,
+        0,
+        "Tahoe makes private/ closed to others"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = |state: &str| {
+        let mut cmd = swampgate_command();
+        cmd.args([
+            "bridge",
+            "--upstream",
+            node.furl(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--adopt")
+        .arg(node.dir())
+        .args(["--state-dir", state])
+        .current_dir(dir.path());
+        cmd
+    };
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let f = run("refused", bridge("st"), dir.path(), CLI_TIMEOUT);
+    assert_eq!(f.status.code(), Some(2), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("is readable by every user") && f.stderr.contains("chmod o-rwx"),
+        "{}",
+        f.stderr
+    );
+    assert!(!dir.path().join("st/links").exists());
+
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut p = Process::spawn("swampgate", bridge("st"), dir.path());
+    p.wait_for_line("link default furl ", STARTUP_TIMEOUT);
+    // The private key's base64 lines after the first (which holds the encoding's
+    // structure, common to keys of one kind): pure key material.
+    let pem = std::fs::read_to_string(private.join("node.pem")).unwrap();
+    let key_lines: Vec<&str> = pem
+        .lines()
+        .skip_while(|l| !l.contains("BEGIN PRIVATE KEY"))
+        .skip(2)
+        .take_while(|l| !l.starts_with("-----"))
+        .filter(|l| l.len() >= 32)
+        .collect();
+    assert!(key_lines.len() > 5, "{pem}");
+    for entry in walkdir(&dir.path().join("st")) {
+        let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).to_string();
+        assert!(
+            !key_lines.iter().any(|l| text.contains(l)),
+            "{} holds part of the node's key",
+            entry.display()
+        );
+    }
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
