@@ -136,8 +136,10 @@ pub struct Limits {
     /// Connections open at once from one peer IP address. Past it that peer's new
     /// connection is closed at once; other peers are unaffected.
     pub max_connections_per_ip: usize,
-    /// Seconds a new connection has to send the first bytes that tell its protocol
-    /// (Tahoe's `protocol_switch` waits 30 s).
+    /// Seconds a new connection has to send the first bytes that tell its protocol.
+    /// Tahoe's `protocol_switch` waits 30 s; a real client sends them at once, and
+    /// a short wait frees the slots of stalled connections sooner (they are also
+    /// shed, oldest first, at `max_connections`).
     pub sniff_timeout_secs: u64,
     /// Seconds from the first byte to the end of Foolscap negotiation (foolscap: 120).
     pub negotiation_timeout_secs: u64,
@@ -188,7 +190,7 @@ impl Default for Limits {
         Limits {
             max_connections: 1024,
             max_connections_per_ip: 128,
-            sniff_timeout_secs: 30,
+            sniff_timeout_secs: 5,
             negotiation_timeout_secs: 120,
             header_timeout_secs: 60,
             idle_timeout_secs: 900,

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub calls: CallMetrics,
     pub connections: Family<ProtocolLabel, Gauge>,
     pub connections_accepted: Family<ProtocolLabel, Counter>,
+    /// Connections closed unidentified to make room at the connection limit.
+    pub connections_shed: Counter,
 }
 
 impl Default for Metrics {
@@ -38,11 +40,20 @@ impl Default for Metrics {
             "Client connections accepted per protocol",
             connections_accepted.clone(),
         );
+        let connections_shed = Counter::default();
+        registry.register(
+            "connections_shed",
+            "Connections closed before they identified themselves (no finished \
+             negotiation or TLS handshake), oldest first, to admit new ones at \
+             max_connections",
+            connections_shed.clone(),
+        );
         Metrics {
             registry,
             calls,
             connections,
             connections_accepted,
+            connections_shed,
         }
     }
 }

@@ -16,6 +16,7 @@ mod end_state;
 mod faults;
 mod faults_tahoe;
 mod fixtures;
+mod flood;
 mod foolscap_interop;
 mod gbs_interop;
 mod gbs_loopback;
