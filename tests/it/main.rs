@@ -11,6 +11,7 @@ mod kit;
 mod bridge_e2e;
 mod check;
 mod check_faults;
+mod crash;
 mod daemon;
 mod end_state;
 mod faults;
