@@ -2,7 +2,9 @@
 //! times, restarts every time with the same URLs and has lost nothing it had
 //! acknowledged: every immutable share whose last write was answered reads back
 //! whole, every mutable slot holds its last acknowledged version (or the one in
-//! flight when it was killed), and what was never completed stays invisible.
+//! flight when it was killed), the persisted announcements hold the last
+//! acknowledged publication (or the one in flight), and what was never completed
+//! stays invisible.
 //!
 //! `SWAMPGATE_CRASH_KILLS` sets the number of kills (default 200).
 
@@ -11,9 +13,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ed25519_dalek::SigningKey;
 use rand::Rng;
+use swampgate::foolscap::broker::Canary;
+use swampgate::foolscap::{RemoteRef, Tub, TubConfig, Value};
 use swampgate::gbs::client::{ClientConfig, GbsClient};
 use swampgate::gbs::nurl::Nurl;
+use swampgate::identity::Identity;
+use swampgate::introducer::SignedAnnouncement;
 use swampgate::storage::*;
 
 use crate::kit::storage::{data, lease};
@@ -23,14 +30,46 @@ fn last_word(line: &str) -> String {
     line.rsplit(' ').next().unwrap().to_string()
 }
 
-fn start(dir: &Path) -> (Process, String, String) {
+fn start(dir: &Path) -> (Process, String, String, String) {
     let mut cmd = swampgate_command();
     cmd.args(["run", "--config", "sg.toml", "--state-dir", "st"])
         .current_dir(dir);
     let mut p = Process::spawn("swampgate", cmd, &dir.join("logs"));
     let furl = last_word(&p.wait_for_line("link default furl ", STARTUP_TIMEOUT));
     let nurl = last_word(&p.wait_for_line("link default nurl ", STARTUP_TIMEOUT));
-    (p, furl, nurl)
+    let intro = last_word(&p.wait_for_line("introducer furl ", STARTUP_TIMEOUT));
+    (p, furl, nurl, intro)
+}
+
+/// The key the workload publishes its announcements with.
+fn publisher() -> SigningKey {
+    SigningKey::from_bytes(&[9u8; 32])
+}
+
+fn announcement(seqnum: i64) -> SignedAnnouncement {
+    let mut m = serde_json::Map::new();
+    m.insert("version".into(), 0.into());
+    m.insert("nickname".into(), "crash-test".into());
+    m.insert("service-name".into(), "storage".into());
+    m.insert("seqnum".into(), seqnum.into());
+    SignedAnnouncement::sign(&m, &publisher())
+}
+
+/// The seqnum of the workload's announcement in the persisted file, if any.
+fn saved_seqnum(dir: &Path) -> Option<i64> {
+    let entries =
+        swampgate::introducer::persist::load(&dir.join("st/introducer/announcements.json"))
+            .unwrap();
+    let ours = announcement(0).key;
+    entries
+        .into_iter()
+        .find(|(_, s)| s.key == ours)
+        .map(|(_, s)| {
+            s.verify()
+                .expect("a saved announcement verifies")
+                .seqnum()
+                .unwrap()
+        })
 }
 
 /// What the workload was told, so far, across all runs.
@@ -43,6 +82,8 @@ struct Acked {
     unfinished: Vec<(StorageIndex, Option<Bytes>)>,
     /// Per mutable slot: the last acknowledged version, and the one in flight.
     mutable: BTreeMap<u8, (Option<u32>, Option<u32>)>,
+    /// The announcement's last acknowledged seqnum, and the one in flight.
+    announced: (Option<i64>, Option<i64>),
 }
 
 fn slot(n: u8) -> StorageIndex {
@@ -81,7 +122,7 @@ fn rtw(n: u8, v: u32) -> ReadTestWriteRequest {
 
 /// Upload shares and rewrite slots until killed (the future is dropped, or its
 /// calls fail); records each acknowledgement as it arrives.
-async fn workload(api: &GbsClient, acked: &std::sync::Mutex<Acked>, seed: u64) {
+async fn workload(api: &GbsClient, intro: &RemoteRef, acked: &std::sync::Mutex<Acked>, seed: u64) {
     let mut rng = rand::thread_rng();
     let mut k = 0u64;
     loop {
@@ -138,10 +179,30 @@ async fn workload(api: &GbsClient, acked: &std::sync::Mutex<Acked>, seed: u64) {
             }
             _ => return,
         }
+        let seqnum = {
+            let mut a = acked.lock().unwrap();
+            let s = a.announced.0.map_or(1, |s| s + 1);
+            a.announced.1 = Some(s);
+            s
+        };
+        let canary = Value::Local(std::sync::Arc::new(Canary));
+        match intro
+            .call("publish_v2", &[announcement(seqnum).to_value(), canary])
+            .await
+        {
+            Ok(_) => acked.lock().unwrap().announced = (Some(seqnum), None),
+            Err(_) => return,
+        }
     }
 }
 
-async fn verify(api: &GbsClient, acked: &Acked, from: usize) {
+async fn verify(api: &GbsClient, acked: &Acked, from: usize, dir: &Path) {
+    let (done, in_flight) = acked.announced;
+    let saved = saved_seqnum(dir);
+    assert!(
+        saved == done || (saved.is_some() && saved == in_flight),
+        "announcement: saved seqnum {saved:?}, acknowledged {done:?}, in flight {in_flight:?}"
+    );
     for (si, share) in &acked.immutable[from..] {
         let got = api
             .read_immutable(*si, 0, 0, share.len() as u64)
@@ -196,7 +257,7 @@ fn killed_at_random_points_loses_nothing_acknowledged() {
         dir.join("sg.toml"),
         format!(
             "listen = \"127.0.0.1:{port}\"\n[[link]]\nname = \"default\"\n\
-             upstream = \"local:shares\"\n"
+             upstream = \"local:shares\"\n[introducer]\n"
         ),
     )
     .unwrap();
@@ -206,7 +267,7 @@ fn killed_at_random_points_loses_nothing_acknowledged() {
         .build()
         .unwrap();
     let acked = std::sync::Mutex::new(Acked::default());
-    let (mut first, furl, nurl) = start(dir);
+    let (mut first, furl, nurl, _) = start(dir);
     let url_files = |dir: &Path| {
         (
             std::fs::read_to_string(dir.join("st/links/default.furl")).unwrap(),
@@ -218,23 +279,29 @@ fn killed_at_random_points_loses_nothing_acknowledged() {
     let mut verified = 0;
     let mut rng = rand::thread_rng();
     for round in 0..=kills {
-        let (mut p, f, n) = start(dir);
+        let (mut p, f, n, intro) = start(dir);
         assert_eq!((&f, &n), (&furl, &nurl), "round {round}: URLs changed");
         assert_eq!(url_files(dir), files, "round {round}: URL files changed");
         let parsed: Nurl = n.parse().unwrap();
         let api = GbsClient::new(&parsed, ClientConfig::default()).unwrap();
         let snapshot = acked.lock().unwrap().clone();
-        rt.block_on(verify(&api, &snapshot, verified));
+        rt.block_on(verify(&api, &snapshot, verified, dir));
         verified = acked.lock().unwrap().immutable.len();
         if round == kills {
             // The last start: verify everything once more, then stop cleanly.
-            rt.block_on(verify(&api, &snapshot, 0));
+            rt.block_on(verify(&api, &snapshot, 0, dir));
             assert!(p.stop().success(), "{}", p.log_tail());
             break;
         }
         let run_for = Duration::from_millis(rng.gen_range(20..400));
         rt.block_on(async {
-            let _ = tokio::time::timeout(run_for, workload(&api, &acked, round as u64)).await;
+            let tub = Tub::new(Identity::generate().unwrap(), TubConfig::default()).unwrap();
+            let intro = tub
+                .get_reference(&swampgate::foolscap::Furl::parse(&intro).unwrap())
+                .await
+                .expect("the introducer");
+            let work = workload(&api, &intro, &acked, round as u64);
+            let _ = tokio::time::timeout(run_for, work).await;
         });
         p.signal(libc::SIGKILL);
         p.wait_timeout(Duration::from_secs(10)).expect("killed");
