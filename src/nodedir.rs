@@ -534,4 +534,4 @@ fn resolve_location(cfg: Option<&str>, furl_hints: &[String]) -> Result<Vec<Stri
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

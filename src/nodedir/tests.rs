@@ -5,7 +5,7 @@ const SERVER_ID: &str = "v0-4tr4e5ozcgqmqvxszbcbvfmn4seutiwtfrx4k5rzpzf36sxdbwoq
 
 /// A node dir as Tahoe 1.20 leaves it after its first start, with `cfg` as tahoe.cfg
 /// and `hints` in storage.furl.
-fn node_dir(cfg: &str, hints: &str) -> (tempfile::TempDir, Identity) {
+pub(crate) fn node_dir(cfg: &str, hints: &str) -> (tempfile::TempDir, Identity) {
     let d = tempfile::tempdir().unwrap();
     let id = Identity::generate().unwrap();
     id.save(&d.path().join("private/node.pem")).unwrap();
@@ -20,7 +20,7 @@ fn node_dir(cfg: &str, hints: &str) -> (tempfile::TempDir, Identity) {
     (d, id)
 }
 
-const CFG: &str = "# -*- mode: conf; coding: utf-8 -*-\n\
+pub(crate) const CFG: &str = "# -*- mode: conf; coding: utf-8 -*-\n\
     [node]\nnickname = storage1\nweb.port =\ntub.port = tcp:3457:interface=127.0.0.1\n\
     tub.location = tcp:127.0.0.1:3457\n\n[storage]\nenabled = true\nreserved_space = 0\n";
 
