@@ -74,6 +74,9 @@ enum Command {
     },
     /// Check that a storage server (FURL or NURL) behaves like Tahoe's, or compare two.
     Check(swampgate::check::cli::CheckArgs),
+    /// What a Tahoe storage node announces (server id, FURL, NURL, permutation seed),
+    /// read from its directory, and a servers.yaml entry for it.
+    NodeInfo(swampgate::nodedir::cli::NodeInfoArgs),
 }
 
 /// How long calls in flight may take to finish after SIGINT/SIGTERM.
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
     }
     let (config, state_dir) = match cli.command {
         Command::Check(args) => return swampgate::check::cli::main(args),
+        Command::NodeInfo(args) => return swampgate::nodedir::cli::main(args),
         Command::Trace { command } => return swampgate::storage::layer::trace::cli::main(command),
         Command::Run { config, state_dir } => match config {
             None => (Config::embedded_default(), state_dir),

@@ -37,6 +37,8 @@ use std::path::{Path, PathBuf};
 
 use configparser::ini::{Ini, IniDefault};
 
+pub mod cli;
+
 use crate::foolscap::furl::Furl;
 use crate::gbs::nurl::{Nurl, NurlScheme};
 use crate::identity::{Identity, IdentityError};

@@ -1,7 +1,7 @@
 use super::*;
 
-const SWISS: &str = "yci4erqgi6kgb3ybym4y3qlox2zawafr";
-const SERVER_ID: &str = "v0-4tr4e5ozcgqmqvxszbcbvfmn4seutiwtfrx4k5rzpzf36sxdbwoq";
+pub(crate) const SWISS: &str = "yci4erqgi6kgb3ybym4y3qlox2zawafr";
+pub(crate) const SERVER_ID: &str = "v0-4tr4e5ozcgqmqvxszbcbvfmn4seutiwtfrx4k5rzpzf36sxdbwoq";
 
 /// A node dir as Tahoe 1.20 leaves it after its first start, with `cfg` as tahoe.cfg
 /// and `hints` in storage.furl.
