@@ -439,7 +439,7 @@ impl NodeDir {
         GbsServing {
             served: true,
             why:
-                "the node serves HTTP storage on its Tub port ([storage] force_foolscap is not set)"
+                "the node serves HTTP storage on its Tub port ([storage] force_foolscap is not true)"
                     .into(),
         }
     }
