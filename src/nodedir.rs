@@ -29,8 +29,8 @@
 //! Whether the node serves HTTP at all depends on its Tahoe version too: Tahoe 1.18
 //! serves only Foolscap and has no `force_foolscap`. A node dir does not say which
 //! Tahoe runs it, so [`NodeDir::gbs`] is what the configuration says ([`Release`]
-//! names the assumption), and the daemon confirms it on the wire before it picks a
-//! GBS upstream (see `daemon::run`).
+//! names the assumption), and [`NodeDir::serving`] confirms it on the node's port
+//! ([`probe`]) for `node-info` and `node:` upstreams.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use configparser::ini::{Ini, IniDefault};
 
 pub mod cli;
+pub mod probe;
 
 use crate::foolscap::furl::Furl;
 use crate::gbs::nurl::{Nurl, NurlScheme};
@@ -210,6 +211,14 @@ fn port_number(s: &str) -> Result<u16, String> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GbsServing {
     pub served: bool,
+    pub why: String,
+}
+
+/// How the node serves storage now: its configuration, confirmed on its port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Serving {
+    /// The NURL to reach it at when it serves GBS; `None`: Foolscap only.
+    pub gbs: Option<Nurl>,
     pub why: String,
 }
 
@@ -473,6 +482,61 @@ impl NodeDir {
                 })
             })
             .collect()
+    }
+
+    /// Whether the node serves GBS now. When its configuration allows HTTP, the
+    /// node's port is asked for a TLS handshake first: a node dir does not tell which
+    /// Tahoe runs it, and a Tahoe before 1.19 serves only Foolscap with the same kind
+    /// of configuration. A node that does not answer is taken at its configuration's
+    /// word. A port that shows another certificate than `private/node.pem` is an
+    /// error: another node listens there.
+    pub async fn serving(&self) -> Result<Serving, NodeDirError> {
+        use probe::Probe;
+        let gbs = self.gbs();
+        if !gbs.served {
+            return Ok(Serving {
+                gbs: None,
+                why: gbs.why,
+            });
+        }
+        let Some(nurl) = self.dialable_nurl() else {
+            return Ok(Serving {
+                gbs: None,
+                why: "the node serves HTTP only at pb+tor:// NURLs, which swampgate cannot dial"
+                    .into(),
+            });
+        };
+        Ok(match probe::probe(&nurl).await {
+            Probe::Tls => Serving {
+                gbs: Some(nurl),
+                why: gbs.why,
+            },
+            Probe::Unreachable(e) => Serving {
+                why: format!(
+                    "{}; the node does not answer at {}:{} now ({e}), so this follows tahoe.cfg",
+                    gbs.why, nurl.host, nurl.port
+                ),
+                gbs: Some(nurl),
+            },
+            Probe::NotTls(e) => Serving {
+                why: format!(
+                    "tahoe.cfg allows HTTP storage, but {}:{} answers no TLS handshake ({e}): \
+                     a Tahoe before 1.19, which serves only Foolscap",
+                    nurl.host, nurl.port
+                ),
+                gbs: None,
+            },
+            Probe::OtherKey(e) => {
+                return Err(err(
+                    &self.dir.join("private/node.pem"),
+                    format!(
+                        "{}:{} serves a certificate other than this one ({e}): is another \
+                         node listening there?",
+                        nurl.host, nurl.port
+                    ),
+                ))
+            }
+        })
     }
 
     /// The NURL swampgate dials: the first `pb://` one (Tor NURLs cannot be dialled).

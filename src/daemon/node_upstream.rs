@@ -1,32 +1,15 @@
 //! `node:NODEDIR` upstreams: which protocol to bridge a Tahoe storage node with, and
-//! why.
-//!
-//! The node's directory ([`crate::nodedir`]) says what the node is configured to
-//! serve. When it allows HTTP storage (GBS), the node's port is asked for a TLS
-//! handshake with the certificate of `private/node.pem` before GBS is picked: a node
-//! dir does not tell which Tahoe runs it, and Tahoe before 1.19 serves only Foolscap
-//! on the same port with the same kind of configuration. A node that cannot be
-//! reached now is taken at its configuration's word (the link retries, as for any
-//! upstream that is down).
+//! why. [`NodeDir::serving`] decides (the node's configuration, confirmed on its
+//! port); this module turns that into the link's upstream and logs it.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tracing::{info, warn};
 
 use super::config::Upstream;
 use super::run::{cfg, DaemonError};
 use crate::foolscap::furl::Furl;
-use crate::gbs::nurl::Nurl;
-use crate::identity::{spki_hash_of_certificate, Pin, PinnedCertVerifier};
 use crate::nodedir::NodeDir;
-
-/// How long the TLS probe may take, connection included.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The upstream for link `i` (`name`), bridging the node in `dir`, with the
 /// protocol chosen and the reason logged.
@@ -36,115 +19,31 @@ pub async fn resolve(i: usize, name: &str, dir: &Path) -> Result<Upstream, Daemo
     for w in &node.warnings {
         warn!(link = %name, node = %dir.display(), "{w}");
     }
-    let gbs = node.gbs();
-    let foolscap = |why: String| -> Result<(Upstream, String), DaemonError> {
-        let furl =
-            Furl::parse(&node.furl()).map_err(|e| cfg(&field, format!("the node's FURL: {e}")))?;
-        Ok((Upstream::Foolscap(furl), why))
-    };
-    let (upstream, why) = if !gbs.served {
-        foolscap(gbs.why)?
-    } else {
-        match node.dialable_nurl() {
-            None => foolscap(
-                "the node serves HTTP, but only at pb+tor:// NURLs, which swampgate cannot dial"
-                    .into(),
-            )?,
-            Some(nurl) => match probe(&nurl).await {
-                Probe::Tls => (Upstream::Gbs(nurl), gbs.why),
-                Probe::Unreachable(e) => (
-                    Upstream::Gbs(nurl),
-                    format!(
-                        "{}; the node does not answer now ({e}): the link retries",
-                        gbs.why
-                    ),
-                ),
-                Probe::NotTls(e) => foolscap(format!(
-                    "tahoe.cfg allows HTTP storage, but {}:{} answers no TLS handshake ({e}): \
-                     a Tahoe before 1.19, which serves only Foolscap",
-                    nurl.host, nurl.port
-                ))?,
-                Probe::OtherKey(e) => {
-                    return Err(cfg(
-                        &field,
-                        format!(
-                            "{}:{} serves a certificate other than {}'s private/node.pem ({e}): \
-                             is another node listening there?",
-                            nurl.host,
-                            nurl.port,
-                            dir.display()
-                        ),
-                    ))
-                }
-            },
+    let serving = node
+        .serving()
+        .await
+        .map_err(|e| cfg(&field, e.to_string()))?;
+    let (upstream, protocol, url) = match serving.gbs {
+        Some(nurl) => {
+            let url = nurl.redacted();
+            (Upstream::Gbs(nurl), "GBS", url)
         }
-    };
-    let (protocol, url) = match &upstream {
-        Upstream::Gbs(n) => ("GBS", n.redacted()),
-        Upstream::Foolscap(f) => ("Foolscap", f.redacted()),
-        _ => unreachable!("resolve only picks GBS or Foolscap"),
+        None => {
+            let furl = Furl::parse(&node.furl())
+                .map_err(|e| cfg(&field, format!("the node's FURL: {e}")))?;
+            let url = furl.redacted();
+            (Upstream::Foolscap(furl), "Foolscap", url)
+        }
     };
     info!(
         link = %name,
         node = %dir.display(),
         upstream = %url,
-        "link {name}: node:{} bridged over {protocol}: {why}",
-        dir.display()
+        "link {name}: node:{} bridged over {protocol}: {}",
+        dir.display(),
+        serving.why
     );
     Ok(upstream)
-}
-
-/// What the node's port answered to a TLS handshake.
-enum Probe {
-    /// A handshake with the node's certificate: it serves GBS.
-    Tls,
-    /// No connection: the node is down.
-    Unreachable(String),
-    /// A connection, but no TLS: it speaks only Foolscap.
-    NotTls(String),
-    /// TLS with another certificate.
-    OtherKey(String),
-}
-
-async fn probe(nurl: &Nurl) -> Probe {
-    let connect = TcpStream::connect((nurl.host.as_str(), nurl.port));
-    let tcp = match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Probe::Unreachable(e.to_string()),
-        Err(_) => return Probe::Unreachable(format!("no connection within {PROBE_TIMEOUT:?}")),
-    };
-    let Ok(name) = ServerName::try_from(nurl.host.clone()) else {
-        return Probe::NotTls(format!("{} is not a usable host name", nurl.host));
-    };
-    // Any certificate completes the handshake (nothing secret is sent); which one
-    // the node serves is compared afterwards, to tell "no TLS" from "another key".
-    let config = rustls::ClientConfig::builder_with_provider(crate::gbs::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("ring supports TLS 1.3")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCertVerifier::new(Pin::Any)))
-        .with_no_client_auth();
-    let tls = TlsConnector::from(Arc::new(config));
-    match tokio::time::timeout(PROBE_TIMEOUT, tls.connect(name, tcp)).await {
-        Ok(Ok(stream)) => {
-            let served = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| spki_hash_of_certificate(c));
-            match served {
-                Some(Ok(h)) if h == nurl.spki_hash => Probe::Tls,
-                Some(Ok(h)) => {
-                    Probe::OtherKey(format!("SPKI hash {h}, not node.pem's {}", nurl.spki_hash))
-                }
-                Some(Err(e)) => Probe::OtherKey(e),
-                None => Probe::OtherKey("no certificate".into()),
-            }
-        }
-        Ok(Err(e)) => Probe::NotTls(e.to_string()),
-        Err(_) => Probe::NotTls(format!("no handshake within {PROBE_TIMEOUT:?}")),
-    }
 }
 
 #[cfg(test)]

@@ -40,8 +40,8 @@ pub struct NodeInfo {
     pub nurls: Vec<String>,
     #[serde(rename = "permutation-seed")]
     pub permutation_seed: String,
-    /// Whether the node serves HTTP storage, as its tahoe.cfg says: what
-    /// `--upstream node:NODEDIR` picks (after checking the port answers TLS).
+    /// Whether the node serves HTTP storage: its tahoe.cfg allows it and its port
+    /// answers TLS (or does not answer at all). What `--upstream node:NODEDIR` picks.
     pub gbs: bool,
     #[serde(rename = "gbs-why")]
     pub gbs_why: String,
@@ -57,11 +57,15 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     /// Read `nodedir`, and the link files of `via` if given.
-    pub fn gather(nodedir: &Path, via: Option<&Path>) -> Result<NodeInfo, NodeDirError> {
+    pub async fn gather(nodedir: &Path, via: Option<&Path>) -> Result<NodeInfo, NodeDirError> {
         let node = NodeDir::load(nodedir)?;
-        let gbs = node.gbs();
+        let serving = node.serving().await?;
         let furl = node.furl();
-        let nurls: Vec<String> = node.nurls().iter().map(|n| n.to_string()).collect();
+        // A node whose port answers no TLS announces no NURL whatever its config says.
+        let nurls: Vec<String> = match serving.gbs {
+            Some(_) => node.nurls().iter().map(|n| n.to_string()).collect(),
+            None => Vec::new(),
+        };
         let (via_furl, via_nurl) = match via {
             None => (None, None),
             Some(p) => {
@@ -90,8 +94,8 @@ impl NodeInfo {
             furl,
             nurls,
             permutation_seed: node.permutation_seed.clone(),
-            gbs: gbs.served,
-            gbs_why: gbs.why,
+            gbs: serving.gbs.is_some(),
+            gbs_why: serving.why,
             via_furl,
             via_nurl,
             servers_yaml,
@@ -186,7 +190,17 @@ fn read_link(furl_file: &Path, node: &NodeDir) -> Result<(String, Option<String>
 }
 
 pub fn main(args: NodeInfoArgs) -> ExitCode {
-    match NodeInfo::gather(&args.nodedir, args.via.as_deref()) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("swampgate: node-info: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(NodeInfo::gather(&args.nodedir, args.via.as_deref())) {
         Ok(info) => {
             if args.json {
                 println!(
@@ -210,10 +224,19 @@ mod tests {
     use super::*;
     use crate::nodedir::tests::{node_dir, CFG, SERVER_ID};
 
-    #[test]
-    fn the_entry_points_at_the_node_or_at_the_link() {
-        let (d, id) = node_dir(CFG, "tcp:127.0.0.1:3457");
-        let info = NodeInfo::gather(d.path(), None).unwrap();
+    #[tokio::test]
+    async fn the_entry_points_at_the_node_or_at_the_link() {
+        // Nothing listens at the node's address: node-info follows tahoe.cfg.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = CFG.replace("3457", &port.to_string());
+        let (d, id) = node_dir(&cfg, &format!("tcp:127.0.0.1:{port}"));
+        let info = NodeInfo::gather(d.path(), None).await.unwrap();
+        assert_eq!(info.nurls.len(), 1);
+        assert!(info.gbs_why.contains("does not answer"), "{}", info.gbs_why);
         let ann = &info.servers_yaml["storage"][SERVER_ID]["ann"];
         assert_eq!(ann["anonymous-storage-FURL"], json!(info.furl));
         assert_eq!(ann["anonymous-storage-NURLs"], json!(info.nurls));
@@ -243,12 +266,12 @@ mod tests {
         );
         std::fs::write(&via, format!("{link_furl}\n")).unwrap();
         // Without a .nurl file: FURL only.
-        let info = NodeInfo::gather(d.path(), Some(&via)).unwrap();
+        let info = NodeInfo::gather(d.path(), Some(&via)).await.unwrap();
         let ann = &info.servers_yaml["storage"][SERVER_ID]["ann"];
         assert_eq!(ann["anonymous-storage-FURL"], json!(link_furl));
         assert!(ann.get("anonymous-storage-NURLs").is_none());
         std::fs::write(links.path().join("default.nurl"), format!("{link_nurl}\n")).unwrap();
-        let info = NodeInfo::gather(d.path(), Some(&via)).unwrap();
+        let info = NodeInfo::gather(d.path(), Some(&via)).await.unwrap();
         let ann = &info.servers_yaml["storage"][SERVER_ID]["ann"];
         assert_eq!(ann["anonymous-storage-NURLs"], json!([link_nurl]));
         assert_eq!(ann["permutation-seed-base32"], json!("seedseed"));
@@ -259,9 +282,11 @@ mod tests {
             "pb://aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@tcp:gw.example:7750/other\n",
         )
         .unwrap();
-        let e = NodeInfo::gather(d.path(), Some(&via)).unwrap_err();
+        let e = NodeInfo::gather(d.path(), Some(&via)).await.unwrap_err();
         assert!(e.why.contains("does not adopt this node"), "{e}");
-        let e = NodeInfo::gather(d.path(), Some(&links.path().join("nope.furl"))).unwrap_err();
+        let e = NodeInfo::gather(d.path(), Some(&links.path().join("nope.furl")))
+            .await
+            .unwrap_err();
         assert!(e.why.contains("cannot read"), "{e}");
     }
 }
