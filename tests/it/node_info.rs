@@ -3,9 +3,9 @@
 //! the node itself announces, and a bridge told only the node dir picks the protocol
 //! the node serves and carries a Tahoe client's files.
 //!
-//! The node dirs are Tahoe 1.20's; a suite for Tahoe 1.18 dirs (Foolscap only, no
-//! `force_foolscap`) would start such nodes and expect the Foolscap choice that
-//! `swampgate::nodedir::Release` and the daemon's TLS probe give.
+//! Tahoe 1.20 node dirs serve both protocols by default, or Foolscap only with
+//! `force_foolscap`; 1.18 and 1.17 node dirs have no `force_foolscap` and serve only
+//! Foolscap, which swampgate learns from the node's port (no TLS handshake).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -359,4 +359,57 @@ fn bridge_to_a_foolscap_only_node_picks_foolscap() {
         .unwrap()
         .summary;
     assert_eq!(summary, "connected", "over HTTP");
+}
+
+/// A Tahoe 1.18 or 1.17 node (Foolscap only; its tahoe.cfg has no `force_foolscap`,
+/// so only its port tells): node-info gives what it announces, with no NURL, and
+/// `node:DIR` bridges it over Foolscap, saying why; a 1.20 HTTP client reaches it.
+fn an_old_node_is_bridged_over_foolscap(release: Release) {
+    let node = storage_node(StorageOptions {
+        nickname: format!("storage-{}", release.version()),
+        release,
+        ..StorageOptions::default()
+    });
+    let tahoe_cfg = std::fs::read_to_string(node.dir().join("tahoe.cfg")).unwrap();
+    assert!(!tahoe_cfg.contains("force_foolscap"), "{tahoe_cfg}");
+    let work = tempfile::tempdir().unwrap();
+    let info = node_info_json(node.dir(), None, work.path());
+    assert_eq!(info["server-id"], node.server_id());
+    assert_eq!(info["furl"], node.furl());
+    assert_eq!(info["permutation-seed"], node.permutation_seed());
+    assert_eq!(info["nurls"], serde_json::json!([]), "{info}");
+    assert_eq!(info["gbs"], false);
+    let why = info["gbs-why"].as_str().unwrap();
+    assert!(why.contains("a Tahoe before 1.19"), "{why}");
+    let ann = &info["servers.yaml"]["storage"][node.server_id()]["ann"];
+    assert_eq!(ann["anonymous-storage-FURL"], node.furl());
+    assert!(ann.get("anonymous-storage-NURLs").is_none(), "{ann}");
+
+    let (sg, state, admin) = bridge_node(&node, work.path());
+    let log = sg.stderr();
+    let said = format!(
+        "bridged over Foolscap: tahoe.cfg allows HTTP storage, but 127.0.0.1:{} answers no TLS handshake",
+        node.port()
+    );
+    assert!(log.contains(&said), "{log}");
+    let client = round_trip_via(&node, &state, false, work.path());
+    let s = status(admin);
+    assert!(s["connections"]["gbs"].as_u64().unwrap() >= 1, "{s}");
+    let summary = client
+        .server_statuses()
+        .into_iter()
+        .find(|st| st.server_id == node.server_id())
+        .unwrap()
+        .summary;
+    assert_eq!(summary, "connected", "over HTTP");
+}
+
+#[test]
+fn a_tahoe_1_18_node_is_bridged_over_foolscap() {
+    an_old_node_is_bridged_over_foolscap(Release::V1_18);
+}
+
+#[test]
+fn a_tahoe_1_17_node_is_bridged_over_foolscap() {
+    an_old_node_is_bridged_over_foolscap(Release::V1_17);
 }
