@@ -35,6 +35,9 @@ pub struct NodeInfo {
     #[serde(rename = "server-id")]
     pub server_id: String,
     pub tubid: String,
+    /// Where the node listens (`tub.port`, or `client.port`), comma-separated.
+    #[serde(rename = "tub-port")]
+    pub tub_port: String,
     pub furl: String,
     /// Empty when the node serves only Foolscap.
     pub nurls: Vec<String>,
@@ -91,6 +94,12 @@ impl NodeInfo {
             nickname: node.nickname.clone(),
             server_id: node.server_id.clone(),
             tubid: node.tubid().to_string(),
+            tub_port: node
+                .tub_port
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             furl,
             nurls,
             permutation_seed: node.permutation_seed.clone(),
@@ -116,6 +125,7 @@ impl NodeInfo {
         line("nickname", &self.nickname);
         line("server-id", &self.server_id);
         line("tubid", &self.tubid);
+        line("tub-port", &self.tub_port);
         line("furl", &self.furl);
         for n in &self.nurls {
             line("nurl", n);
@@ -248,6 +258,14 @@ mod tests {
             "{human}"
         );
         assert!(human.contains("\ngbs yes\n"), "{human}");
+        assert!(
+            human.contains(
+                "\ntub-port tcp:3457:interface=127.0.0.1\n"
+                    .replace("3457", &port.to_string())
+                    .as_str()
+            ),
+            "{human}"
+        );
         assert!(
             human.lines().all(|l| l.split_once(' ').is_some()),
             "{human}"
