@@ -27,6 +27,8 @@
 //! - [`daemon`]: configuration, the state dir, `link` (assembles a link: identity,
 //!   layers, backend, fronts), the one-port listener, the admin endpoint. The only
 //!   place that wires protocols together.
+//! - [`nodedir`]: a Tahoe storage node's directory, read: its identity, server id,
+//!   FURL and NURLs as the node announces them (`node:` upstreams, `node-info`).
 //! - [`check`]: the conformance suite behind `swampgate check`.
 //!
 //! Pure codecs know nothing of sockets or clocks; one thin async driver per
@@ -40,4 +42,5 @@ pub mod foolscap;
 pub mod gbs;
 pub mod identity;
 pub mod introducer;
+pub mod nodedir;
 pub mod storage;

@@ -40,7 +40,9 @@ enum Command {
         #[arg(long, default_value = "swampgate-state")]
         state_dir: PathBuf,
     },
-    /// Run one link (named `default`) to UPSTREAM: a FURL, a NURL ending #v=1, or local:PATH.
+    /// Run one link (named `default`) to UPSTREAM: a FURL, a NURL ending #v=1, local:PATH,
+    /// or node:NODEDIR (a Tahoe storage node: its NURL if it serves HTTP, else its FURL,
+    /// and its identity adopted).
     Bridge {
         #[arg(long)]
         upstream: String,
@@ -51,7 +53,8 @@ enum Command {
         location: Option<String>,
         #[arg(long, default_value = "swampgate-state")]
         state_dir: PathBuf,
-        /// Serve with the identity of this Tahoe storage node directory.
+        /// Serve with the identity of this Tahoe storage node directory (implied by
+        /// --upstream node:NODEDIR; refused with local:).
         #[arg(long)]
         adopt: Option<PathBuf>,
         /// Serve /metrics, /healthz and /status on this address.
@@ -71,6 +74,9 @@ enum Command {
     },
     /// Check that a storage server (FURL or NURL) behaves like Tahoe's, or compare two.
     Check(swampgate::check::cli::CheckArgs),
+    /// What a Tahoe storage node announces (server id, FURL, NURL, permutation seed),
+    /// read from its directory, and a servers.yaml entry for it.
+    NodeInfo(swampgate::nodedir::cli::NodeInfoArgs),
 }
 
 /// How long calls in flight may take to finish after SIGINT/SIGTERM.
@@ -98,6 +104,7 @@ fn main() -> ExitCode {
     }
     let (config, state_dir) = match cli.command {
         Command::Check(args) => return swampgate::check::cli::main(args),
+        Command::NodeInfo(args) => return swampgate::nodedir::cli::main(args),
         Command::Trace { command } => return swampgate::storage::layer::trace::cli::main(command),
         Command::Run { config, state_dir } => match config {
             None => (Config::embedded_default(), state_dir),
@@ -143,11 +150,10 @@ fn main() -> ExitCode {
                 Ok(l) => l,
                 Err(e) => return fail(format!("--location: {e}")),
             };
-            if let Some(dir) = &adopt {
-                if let Err(e) = config::check_node_dir(dir) {
-                    return fail(format!("--adopt: {e}"));
-                }
-            }
+            let adopt = match upstream.adoption(adopt.as_deref()) {
+                Ok(a) => a,
+                Err((field, e)) => return fail(format!("--{field}: {e}")),
+            };
             let config = Config {
                 listen,
                 location,

@@ -193,6 +193,12 @@ async fn backend(
             };
             Arc::new(GbsClient::new(nurl, config).map_err(|e| e.to_string())?)
         }
+        Upstream::Node(dir) => {
+            return Err(format!(
+                "node:{} must be resolved to the node's URL first (run::start does)",
+                dir.display()
+            ))
+        }
     })
 }
 
@@ -202,6 +208,7 @@ fn upstream_protocol(u: &Upstream) -> &'static str {
         Upstream::Local(_) => "local",
         Upstream::Foolscap(_) => "foolscap",
         Upstream::Gbs(_) => "gbs",
+        Upstream::Node(_) => "node",
     }
 }
 
@@ -211,5 +218,6 @@ fn describe(u: &Upstream) -> String {
         Upstream::Local(p) => format!("local:{}", p.display()),
         Upstream::Foolscap(f) => f.redacted(),
         Upstream::Gbs(n) => n.redacted(),
+        Upstream::Node(d) => format!("node:{}", d.display()),
     }
 }

@@ -189,6 +189,7 @@ impl GbsRoutes {
 /// Start serving `config` with state in `state`.
 pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonError> {
     check_locations(config)?;
+    let config = &resolve_node_upstreams(config).await?;
     let own = state.identity()?;
     let client_tub = Tub::new(state.client_identity()?, tub_config(&config.limits))
         .map_err(|e| cfg("identity", e.to_string()))?;
@@ -367,6 +368,17 @@ fn check_locations(config: &Config) -> Result<(), DaemonError> {
         }
     }
     Ok(())
+}
+
+/// `config` with every `node:` upstream replaced by the node's NURL or FURL.
+async fn resolve_node_upstreams(config: &Config) -> Result<Config, DaemonError> {
+    let mut config = config.clone();
+    for (i, l) in config.links.iter_mut().enumerate() {
+        if let Upstream::Node(dir) = &l.upstream {
+            l.upstream = super::node_upstream::resolve(i, &l.name, dir).await?;
+        }
+    }
+    Ok(config)
 }
 
 /// Each link's identity: the adopted node's, or swampgate's own (`own`).
@@ -579,7 +591,7 @@ fn adopted_announcer(
     let endpoint = match &l.upstream {
         Upstream::Foolscap(_) => Endpoint::Nurl(nurl.to_string()),
         Upstream::Gbs(_) => Endpoint::Furl(furl.to_string()),
-        Upstream::Local(_) => return Ok(None),
+        Upstream::Local(_) | Upstream::Node(_) => return Ok(None),
     };
     let key = load_tahoe_signing_key(&dir.join("private/node.privkey"))
         .map_err(|e| cfg(format!("link[{i}].adopt"), e.to_string()))?;

@@ -27,6 +27,7 @@ mod introducer_protocol;
 mod introducer_relay;
 mod legacy;
 mod limits;
+mod node_info;
 mod security;
 mod service;
 mod soak;
