@@ -178,6 +178,12 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
     rt.block_on(async move {
+        // Before anything is served: a SIGTERM right after READY=1 must find the
+        // handler installed, or it would kill the process without a clean stop.
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => return fail(format!("cannot handle SIGTERM: {e}")),
+        };
         let state = match StateDir::open(&state_dir) {
             Ok(s) => s,
             Err(e) => return fail(format!("--state-dir: {e}")),
@@ -206,7 +212,7 @@ fn main() -> ExitCode {
         ]) {
             tracing::warn!("cannot tell the service manager we are ready: {e}");
         }
-        wait_for_signal().await;
+        signals.wait().await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         tracing::info!("stopping: no new connections; waiting for calls in flight");
         let report = running.shutdown(SHUTDOWN_GRACE).await;
@@ -219,11 +225,25 @@ fn main() -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT, handled from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
