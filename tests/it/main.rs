@@ -21,6 +21,7 @@ mod gbs_loopback;
 mod harness;
 mod introducer_protocol;
 mod introducer_relay;
+mod istorageserver;
 mod limits;
 mod security;
 mod soak;
