@@ -116,6 +116,15 @@ def main(reactor, furl):
     # Any int is a share number to RIStorageServer; one no server can hold is ignored.
     yield step("ss-corrupt-shnum-999", ss.advise_corrupt_share(b"immutable", si, 999, b"ono"))
     yield step("ss-corrupt-shnum-negative", ss.advise_corrupt_share(b"immutable", si, -1, b"ono"))
+    # share_type is any bytes to RIStorageServer: Tahoe finds the share by storage
+    # index and number alone. (Called on the reference: Tahoe's client logs and
+    # swallows the errors of advise_corrupt_share.)
+    yield step("ss-corrupt-other-type", rref.callRemote("advise_corrupt_share", b"other", si, 0, b"reason"))
+    yield step("ss-corrupt-empty-type-unknown", rref.callRemote("advise_corrupt_share", b"", os.urandom(16), 0, b"reason"))
+    yield step("ss-corrupt-mutable-type-on-immutable", rref.callRemote("advise_corrupt_share", b"mutable", si, 0, b"reason"))
+    # It writes type and reason into its report as text: not UTF-8 fails, for a share it has.
+    yield step("ss-corrupt-reason-not-utf8", rref.callRemote("advise_corrupt_share", b"immutable", si, 0, b"\xff"))
+    yield step("ss-corrupt-reason-not-utf8-unknown", rref.callRemote("advise_corrupt_share", b"immutable", si, 7, b"\xff"))
     yield step("add-lease", ss.add_lease(si, b"r" * 32, b"c" * 32))
     yield step("add-lease-unknown", ss.add_lease(os.urandom(16), b"r" * 32, b"c" * 32))
     yield step("get_buckets-unknown", ss.get_buckets(os.urandom(16)))
@@ -141,6 +150,8 @@ def main(reactor, furl):
     yield step("add-lease-mutable", ss.add_lease(si2, b"r" * 32, b"c" * 32))
     yield step("mutable-corrupt", ss.advise_corrupt_share(b"mutable", si2, 0, b"reason"))
     yield step("mutable-corrupt-shnum-999", ss.advise_corrupt_share(b"mutable", si2, 999, b"ono"))
+    yield step("mutable-corrupt-other-type", rref.callRemote("advise_corrupt_share", b"\xff\x00", si2, 0, b"reason"))
+    yield step("mutable-corrupt-immutable-type", rref.callRemote("advise_corrupt_share", b"immutable", si2, 0, b"reason"))
 
     print(json.dumps(out, sort_keys=True))
     yield tub.stopService()

@@ -123,6 +123,56 @@ fn silent_not_found(r: Result<(), StorageError>) -> Result<Value, Failure> {
     }
 }
 
+impl StorageServerObject {
+    /// RIStorageServer's `advise_corrupt_share`: `share_type` is any bytes. Tahoe's
+    /// server finds the share by storage index and number alone and writes the type
+    /// only into its report. Every backend looks a *mutable* advisory up that way
+    /// (the embedded store and a Foolscap upstream look any advisory up so; a GBS
+    /// upstream's mutable endpoint does), so a type naming neither kind is sent as
+    /// mutable. A GBS upstream fails an immutable advisory with a 500 when the
+    /// storage index holds a mutable share; then it is sent as mutable too, and the
+    /// first error is returned only if that fails as well.
+    async fn advise_corrupt(
+        &self,
+        share_type: &str,
+        si: StorageIndex,
+        sh: ShareNum,
+        reason: String,
+    ) -> Result<(), StorageError> {
+        if share_type == "immutable" {
+            match self
+                .api
+                .advise_corrupt_share(ShareType::Immutable, si, sh, reason.clone())
+                .await
+            {
+                Err(e @ StorageError::NotFound(_)) => return Err(e),
+                Err(e) => {
+                    return self
+                        .api
+                        .advise_corrupt_share(ShareType::Mutable, si, sh, reason)
+                        .await
+                        .map_err(|_| e)
+                }
+                Ok(()) => return Ok(()),
+            }
+        }
+        self.api
+            .advise_corrupt_share(ShareType::Mutable, si, sh, reason)
+            .await
+    }
+
+    /// Whether the server holds share `sh` of `si`, of either kind. (Immutable
+    /// shares are not asked about where mutable ones are: a GBS upstream answers
+    /// that with a 500.)
+    async fn holds_share(&self, si: StorageIndex, sh: ShareNum) -> Result<bool, StorageError> {
+        let mutable = self.api.list_mutable_shares(si).await?;
+        if !mutable.is_empty() {
+            return Ok(mutable.contains(&sh));
+        }
+        Ok(self.api.list_immutable_shares(si).await?.contains(&sh))
+    }
+}
+
 #[async_trait::async_trait]
 impl RemoteObject for StorageServerObject {
     fn schema(&self) -> Option<&'static RemoteInterface> {
@@ -338,16 +388,7 @@ impl RemoteObject for StorageServerObject {
                 ]))
             }
             "advise_corrupt_share" => {
-                let share_type = match bytes_arg(&args[0]).as_ref() {
-                    b"immutable" => ShareType::Immutable,
-                    b"mutable" => ShareType::Mutable,
-                    other => {
-                        return Err(Failure::violation(format!(
-                            "share_type must be b'immutable' or b'mutable', not {:?}",
-                            String::from_utf8_lossy(other)
-                        )))
-                    }
-                };
+                let share_type = bytes_arg(&args[0]);
                 let si = si_arg(&args[1])?;
                 // Any int is a share number to RIStorageServer, and Tahoe ignores an
                 // advisory for a share it does not hold: one outside 0..256 cannot be.
@@ -355,10 +396,25 @@ impl RemoteObject for StorageServerObject {
                     debug!(%si, shnum = ?args[2], "corruption advisory for a share no server holds: ignored");
                     return Ok(Value::None);
                 };
-                let reason = String::from_utf8_lossy(&bytes_arg(&args[3])).into_owned();
+                let reason = bytes_arg(&args[3]);
+                let (Ok(share_type), Ok(reason)) = (
+                    std::str::from_utf8(&share_type),
+                    std::str::from_utf8(&reason),
+                ) else {
+                    // Tahoe decodes both as UTF-8 to write its report, so for a share
+                    // it holds a type or reason that is not UTF-8 fails.
+                    return if self.holds_share(si, sh).await.map_err(err)? {
+                        Err(Failure::new(
+                            "builtins.UnicodeDecodeError",
+                            "'utf-8' codec can't decode the share type or reason",
+                            &["builtins.UnicodeError", "builtins.ValueError"],
+                        ))
+                    } else {
+                        Ok(Value::None)
+                    };
+                };
                 silent_not_found(
-                    self.api
-                        .advise_corrupt_share(share_type, si, sh, reason)
+                    self.advise_corrupt(share_type, si, sh, reason.to_owned())
                         .await,
                 )
             }
