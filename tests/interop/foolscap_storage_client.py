@@ -150,6 +150,20 @@ def main(reactor, furl):
     yield step("add-lease-mutable", ss.add_lease(si2, b"r" * 32, b"c" * 32))
     yield step("mutable-corrupt", ss.advise_corrupt_share(b"mutable", si2, 0, b"reason"))
     yield step("mutable-corrupt-shnum-999", ss.advise_corrupt_share(b"mutable", si2, 999, b"ono"))
+    # Share numbers are any int to RIStorageServer (int: up to 1024 bytes), not 0..255.
+    yield step("slot_readv-shnum-300", ss.slot_readv(si2, [300], [(0, 5)]))
+    yield step("rtw-shnum-300", rtw((we, renew, cancel), {300: ([], [(0, b"three hundred")], None)}, [(0, 5)]))
+    yield step("slot_readv-shnum-300-after", ss.slot_readv(si2, [300], [(0, 5)]))
+    si3 = os.urandom(16)
+    try:
+        already, writers = yield ss.allocate_buckets(si3, renew, cancel, {300, 1000}, 10, canary)
+        out["allocate-shnum-300"] = {"already": sorted(already), "writers": sorted(writers)}
+        yield step("write-shnum-300", writers[300].callRemote("write", 0, b"0123456789"))
+        yield step("close-shnum-300", writers[300].callRemote("close"))
+        yield step("abort-shnum-1000", writers[1000].callRemote("abort"))
+    except Exception:
+        out["allocate-shnum-300"] = {"error": error_type(Failure())}
+    yield step("get_buckets-shnum-300", ss.get_buckets(si3))
     yield step("mutable-corrupt-other-type", rref.callRemote("advise_corrupt_share", b"\xff\x00", si2, 0, b"reason"))
     yield step("mutable-corrupt-immutable-type", rref.callRemote("advise_corrupt_share", b"immutable", si2, 0, b"reason"))
 

@@ -45,11 +45,17 @@ fn si_arg(v: &Value) -> Result<StorageIndex, Failure> {
         .ok_or_else(|| Failure::violation("storage index must be exactly 16 bytes"))
 }
 
+/// A share number. RIStorageServer's are any `int` (Tahoe stores share 300 as
+/// readily as share 3); swampgate's, like its GBS front's, are those of [`ShareNum`].
 fn sharenum(v: &Value) -> Result<ShareNum, Failure> {
     v.as_u64()
         .and_then(|n| ShareNum::try_from(n).ok())
-        .filter(|n| usize::from(*n) < crate::storage::MAX_SHARES)
-        .ok_or_else(|| Failure::violation(format!("share number {v:?} out of range 0..256")))
+        .ok_or_else(|| {
+            Failure::violation(format!(
+                "share number {v:?} out of range 0..={}",
+                ShareNum::MAX
+            ))
+        })
 }
 
 fn u64_arg(v: &Value, what: &str) -> Result<u64, Failure> {
@@ -391,7 +397,7 @@ impl RemoteObject for StorageServerObject {
                 let share_type = bytes_arg(&args[0]);
                 let si = si_arg(&args[1])?;
                 // Any int is a share number to RIStorageServer, and Tahoe ignores an
-                // advisory for a share it does not hold: one outside 0..256 cannot be.
+                // advisory for a share it does not hold: one beyond ShareNum cannot be.
                 let Ok(sh) = sharenum(&args[2]) else {
                     debug!(%si, shnum = ?args[2], "corruption advisory for a share no server holds: ignored");
                     return Ok(Value::None);
