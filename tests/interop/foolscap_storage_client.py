@@ -110,6 +110,11 @@ def main(reactor, furl):
     yield step("read-overrun", r0.callRemote("read", 90, 100))
     yield step("read-past-end", r0.callRemote("read", 200, 10))
     yield step("read-hole", readers[2].callRemote("read", 45, 10))
+    # RIBucketReader.read takes an Offset (8 bytes, signed) and any int as length.
+    yield step("read-negative-length", r0.callRemote("read", 10, -5))
+    yield step("read-huge-length", r0.callRemote("read", 90, 2**70))
+    yield step("read-negative-offset", r0.callRemote("read", -1, 10))
+    yield step("reader-corrupt-not-utf8", r0.callRemote("advise_corrupt_share", b"\xff"))
     yield step("reader-corrupt", r0.callRemote("advise_corrupt_share", b"looks bad"))
     yield step("ss-corrupt", ss.advise_corrupt_share(b"immutable", si, 0, b"reason"))
     yield step("ss-corrupt-unknown", ss.advise_corrupt_share(b"immutable", os.urandom(16), 0, b"reason"))

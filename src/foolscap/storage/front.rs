@@ -64,6 +64,24 @@ fn u64_arg(v: &Value, what: &str) -> Result<u64, Failure> {
     })
 }
 
+/// An `Offset` (`IntegerConstraint(8)`): the schema admits a negative one, which
+/// Tahoe's share files refuse with a failed precondition (an `AssertionError`).
+fn offset_arg(v: &Value) -> Result<u64, Failure> {
+    v.as_u64()
+        .ok_or_else(|| Failure::new("builtins.AssertionError", "precondition: offset >= 0", &[]))
+}
+
+/// A `ReadSize` (any `int`): Tahoe truncates reads at the end of the data, so a
+/// size beyond `u64` reads as much as `u64::MAX` does.
+fn read_size_arg(v: &Value, what: &str) -> Result<u64, Failure> {
+    match v {
+        Value::Int(n) if n.sign() != num_bigint::Sign::Minus => Ok(v.as_u64().unwrap_or(u64::MAX)),
+        _ => Err(Failure::violation(format!(
+            "{what} must be a non-negative integer"
+        ))),
+    }
+}
+
 fn readv_arg(v: &Value) -> Result<Vec<ReadVector>, Failure> {
     v.as_seq()
         .unwrap_or_default()
@@ -605,8 +623,13 @@ impl RemoteObject for BucketReaderObject {
     ) -> Result<Value, Failure> {
         match method {
             "read" => {
-                let offset = u64_arg(&args[0], "offset")?;
-                let length = u64_arg(&args[1], "length")?;
+                // The schema admits a negative offset and any int as the length, as
+                // Tahoe's: its share file asserts the offset is not negative, reads
+                // nothing for a negative length and up to the end for any other.
+                let offset = offset_arg(&args[0])?;
+                let Ok(length) = read_size_arg(&args[1], "length") else {
+                    return Ok(Value::Bytes(Bytes::new()));
+                };
                 let b = self
                     .api
                     .read_immutable(self.si, self.shnum, offset, length)
@@ -615,7 +638,14 @@ impl RemoteObject for BucketReaderObject {
                 Ok(Value::Bytes(b))
             }
             "advise_corrupt_share" => {
-                let reason = String::from_utf8_lossy(&bytes_arg(&args[0])).into_owned();
+                let Ok(reason) = String::from_utf8(bytes_arg(&args[0]).to_vec()) else {
+                    // Tahoe decodes the reason as UTF-8 for its report of the share.
+                    return Err(Failure::new(
+                        "builtins.UnicodeDecodeError",
+                        "'utf-8' codec can't decode the reason",
+                        &["builtins.UnicodeError", "builtins.ValueError"],
+                    ));
+                };
                 silent_not_found(
                     self.api
                         .advise_corrupt_share(ShareType::Immutable, self.si, self.shnum, reason)
