@@ -156,6 +156,9 @@ def main(reactor, furl):
     yield step("mutable-corrupt", ss.advise_corrupt_share(b"mutable", si2, 0, b"reason"))
     yield step("mutable-corrupt-shnum-999", ss.advise_corrupt_share(b"mutable", si2, 999, b"ono"))
     # Share numbers are any int to RIStorageServer (int: up to 1024 bytes), not 0..255.
+    # ReadSize is any int: a size beyond 2**64 reads to the end of the data.
+    yield step("slot_readv-huge-size", ss.slot_readv(si2, [0], [(1, 2**70)]))
+    yield step("rtw-huge-sizes", rtw((we, renew, cancel), {0: ([(0, 2**70, b"mutab")], [], None)}, [(2, 2**70)]))
     yield step("slot_readv-shnum-300", ss.slot_readv(si2, [300], [(0, 5)]))
     yield step("rtw-shnum-300", rtw((we, renew, cancel), {300: ([], [(0, b"three hundred")], None)}, [(0, 5)]))
     yield step("slot_readv-shnum-300-after", ss.slot_readv(si2, [300], [(0, 5)]))
@@ -165,6 +168,7 @@ def main(reactor, furl):
         out["allocate-shnum-300"] = {"already": sorted(already), "writers": sorted(writers)}
         yield step("write-shnum-300", writers[300].callRemote("write", 0, b"0123456789"))
         yield step("close-shnum-300", writers[300].callRemote("close"))
+        yield step("write-negative-offset", writers[1000].callRemote("write", -1, b"x"))
         yield step("abort-shnum-1000", writers[1000].callRemote("abort"))
     except Exception:
         out["allocate-shnum-300"] = {"error": error_type(Failure())}

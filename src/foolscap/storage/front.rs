@@ -90,7 +90,7 @@ fn readv_arg(v: &Value) -> Result<Vec<ReadVector>, Failure> {
             let t = t.as_seq().unwrap_or_default();
             Ok(ReadVector {
                 offset: u64_arg(&t[0], "read offset")?,
-                size: u64_arg(&t[1], "read length")?,
+                size: read_size_arg(&t[1], "read length")?,
             })
         })
         .collect()
@@ -370,7 +370,7 @@ impl RemoteObject for StorageServerObject {
                         }
                         test.push(TestVector {
                             offset: u64_arg(&tv[0], "test offset")?,
-                            size: u64_arg(&tv[1], "test length")?,
+                            size: read_size_arg(&tv[1], "test length")?,
                             specimen: bytes_arg(&tv[3]),
                         });
                     }
@@ -527,7 +527,7 @@ impl RemoteObject for BucketWriterObject {
         let mut st = self.state.lock().await;
         let r = match (method, *st) {
             ("write", WriterState::Open | WriterState::Complete) => {
-                let offset = u64_arg(&args[0], "offset")?;
+                let offset = offset_arg(&args[0])?;
                 let data = bytes_arg(&args[1]);
                 if *st == WriterState::Complete {
                     // Rewriting identical bytes of a complete share is harmless in
