@@ -8,6 +8,22 @@
 //!   that call, as Tahoe's server does.
 //! - `close()` completes a share even with holes (Tahoe allows it); a share whose
 //!   every byte was written is already complete, and `close()` then only confirms.
+//!
+//! Arguments are taken as Tahoe 1.20 takes them (its `RemoteInterface` schemas and
+//! what its server then does with them), checked against a real node by
+//! `tests/interop/foolscap_storage_client.py`. Where swampgate still refuses what
+//! Tahoe's schema admits, the call fails with a `Violation`:
+//! - a storage index shorter than 16 bytes (`StringConstraint(16)` admits 0 to 16;
+//!   Tahoe files shares under whatever it gets, but GBS and every backend here have
+//!   16-byte storage indexes);
+//! - a share number beyond `ShareNum` (0 to 65535) or negative (Tahoe would create
+//!   share file `-1`);
+//! - a negative offset or size in a read, test or write vector, a negative
+//!   `allocated_size` or `new_length` (what Tahoe does with each varies: mostly an
+//!   `AssertionError` from a precondition, for some only when the share exists).
+//!
+//! A corruption advisory whose type names neither kind is recorded by the backend
+//! as a mutable one (Tahoe writes the given type into its report).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
