@@ -25,6 +25,7 @@ mod harness;
 mod identities;
 mod introducer_protocol;
 mod introducer_relay;
+mod istorageserver;
 mod legacy;
 mod limits;
 mod node_info;
