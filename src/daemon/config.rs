@@ -42,6 +42,15 @@ pub struct ConfigError {
     pub why: String,
 }
 
+/// The 1-based line and column (in characters) of byte `at` of `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    // A span starts on a character boundary; anything else counts to the end.
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
 fn cfg_err(field: impl Into<String>, why: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
@@ -395,7 +404,10 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e
                 .span()
-                .map(|s| format!(" (at byte {})", s.start))
+                .map(|s| {
+                    let (line, column) = line_column(text, s.start);
+                    format!(" (line {line}, column {column})")
+                })
                 .unwrap_or_default();
             // Name the key when the error is inside `[limits]`.
             let field = match e.span() {
@@ -567,6 +579,16 @@ pub fn check_node_dir(dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let e = Config::parse("listen = \"127.0.0.1:0\"\n[[link]]\nname = 5\n").unwrap_err();
+        assert!(e.why.contains("(line 3, column 8)"), "{e}");
+        let e = Config::parse("a = \"é\"\nb = = 1\n").unwrap_err();
+        assert!(e.why.contains("(line 2, column 5)"), "{e}");
+        assert_eq!(line_column("ab\ncé\nd", 7), (3, 1));
+        assert_eq!(line_column("ab", 99), (1, 3));
+    }
 
     #[test]
     fn parses_a_full_config() {
