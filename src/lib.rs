@@ -28,6 +28,8 @@
 //!   layers, backend, fronts), the one-port listener, the admin endpoint. The only
 //!   place that wires protocols together.
 //! - [`check`]: the conformance suite behind `swampgate check`.
+//! - [`health`]: whether an upstream answers, as periodic probes find it (links and
+//!   the introducer relay).
 //!
 //! Pure codecs know nothing of sockets or clocks; one thin async driver per
 //! connection owns the IO.
@@ -38,6 +40,7 @@ pub mod daemon;
 pub mod durable;
 pub mod foolscap;
 pub mod gbs;
+pub mod health;
 pub mod identity;
 pub mod introducer;
 pub mod storage;

@@ -1,0 +1,211 @@
+//! Truthful health: each link probes its upstream, and `/healthz`, `/status` and
+//! `/metrics` say what the probes found — checked against real swampgate processes
+//! whose upstreams are absent, then present.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::kit::*;
+
+/// The probe interval the tests configure.
+const PROBE_INTERVAL_SECS: u64 = 1;
+
+/// How long a state change may take to show: a probe interval, a probe's timeout
+/// (5 s at least), and slack for a busy host.
+const CHANGE_SHOWN_WITHIN: Duration = Duration::from_secs(PROBE_INTERVAL_SECS + 5 + 10);
+
+fn last_word(line: &str) -> String {
+    line.rsplit(' ').next().unwrap().to_string()
+}
+
+/// The port of an `admin http://127.0.0.1:PORT/` line.
+fn admin_port(p: &mut Process) -> u16 {
+    let line = p.wait_for_line("admin ", STARTUP_TIMEOUT);
+    last_word(&line)
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `swampgate bridge --upstream UPSTREAM` on a free port with an admin endpoint,
+/// probing every [`PROBE_INTERVAL_SECS`]; returns it and its admin port.
+fn gateway(name: &str, upstream: &str, dir: &Path) -> (Process, u16) {
+    let mut cmd = swampgate_command();
+    cmd.args([
+        "bridge",
+        "--upstream",
+        upstream,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--probe-interval",
+        &PROBE_INTERVAL_SECS.to_string(),
+        "--state-dir",
+        name,
+    ])
+    .current_dir(dir);
+    let mut p = Process::spawn(name, cmd, dir);
+    p.wait_for_line("link default nurl ", STARTUP_TIMEOUT);
+    let port = admin_port(&mut p);
+    (p, port)
+}
+
+/// A swampgate serving its embedded store on exactly `127.0.0.1:port`, with its
+/// identity and swissnum in `dir/state`; returns it, its FURL and its NURL.
+fn store_on(port: u16, dir: &Path) -> (Process, String, String) {
+    let mut cmd = swampgate_command();
+    cmd.args([
+        "bridge",
+        "--upstream",
+        "local:shares",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--state-dir",
+        "upstream-state",
+    ])
+    .current_dir(dir);
+    let mut p = Process::spawn("upstream", cmd, dir);
+    let furl = last_word(&p.wait_for_line("link default furl ", STARTUP_TIMEOUT));
+    let nurl = last_word(&p.wait_for_line("link default nurl ", STARTUP_TIMEOUT));
+    (p, furl, nurl)
+}
+
+/// `GET path`: the status and the body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let (status, body) = http(port, "GET", path, &[], &[], Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Poll `check` until it returns `Ok`, or panic with its last `Err` after `within`.
+fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(t) => return t,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("{what}: not so within {within:?}; last: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// The value of the sample line `name{labels} VALUE` in `/metrics`.
+fn metric(port: u16, sample: &str) -> Option<f64> {
+    let (_, text) = get(port, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn healthz_is(port: u16, status: u16, needle: &str) -> Result<String, String> {
+    let (got, body) = get(port, "/healthz");
+    if got == status && body.contains(needle) {
+        Ok(body)
+    } else {
+        Err(format!("{got}: {body}"))
+    }
+}
+
+/// A gateway whose upstream is not there reports it down, from startup on, in its
+/// log, `/healthz`, `/status` and `/metrics`; once a real upstream listens on that
+/// port it reports it up within the probe interval. Both kinds of upstream: a FURL
+/// (Foolscap) and a NURL (GBS).
+#[test]
+fn an_absent_upstream_is_down_until_it_listens() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let port = free_port();
+    // The upstream's URLs: start it once for its identity and swissnum, then stop it.
+    let (mut first, furl, nurl) = store_on(port, p);
+    assert!(first.stop().success(), "{}", first.log_tail());
+
+    let (mut via_furl, admin_f) = gateway("gw-furl", &furl, p);
+    let (mut via_nurl, admin_n) = gateway("gw-nurl", &nurl, p);
+    for (gw, admin) in [(&mut via_furl, admin_f), (&mut via_nurl, admin_n)] {
+        let log = gw.stderr();
+        let warned = log.lines().any(|l| {
+            l.contains("WARN")
+                && l.contains("upstream is unreachable")
+                && l.contains("link=default")
+        });
+        assert!(
+            warned,
+            "{}: no WARN naming the link at startup:\n{log}",
+            gw.name()
+        );
+        // Down from the start: the startup probe has been answered already.
+        let body = healthz_is(admin, 503, "link default down").unwrap();
+        assert!(body.contains("link default down: "), "{body}");
+        let (s, body) = get(admin, "/healthz?link=default");
+        assert_eq!(s, 503, "{body}");
+        assert!(body.contains("link default down"), "{body}");
+        let (s, body) = get(admin, "/healthz?link=nosuchlink");
+        assert_eq!(s, 404, "{body}");
+        assert_eq!(
+            metric(admin, "swampgate_upstream_up{link=\"default\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            metric(
+                admin,
+                "swampgate_upstream_last_success_timestamp_seconds{link=\"default\"}"
+            ),
+            Some(0.0),
+            "exported from the start, 0 before any success"
+        );
+        let (_, status) = get(admin, "/status");
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let st = &status["links"][0]["upstream_state"];
+        assert_eq!(st["state"], "down", "{status}");
+        assert!(
+            !st["last_error"].as_str().unwrap_or("").is_empty(),
+            "the error is shown: {status}"
+        );
+        let swissnum = furl.rsplit('/').next().unwrap();
+        assert!(
+            !status.to_string().contains(swissnum),
+            "no swissnum in /status"
+        );
+    }
+
+    // The upstream comes back on the same port, with the same identity.
+    let (_upstream, furl2, nurl2) = store_on(port, p);
+    assert_eq!((&furl2, &nurl2), (&furl, &nurl), "the same URLs");
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (gw, admin) in [(&via_furl, admin_f), (&via_nurl, admin_n)] {
+        eventually(CHANGE_SHOWN_WITHIN, "/healthz ok", || {
+            healthz_is(admin, 200, "ok")
+        })
+        .to_string();
+        let (s, _) = get(admin, "/healthz?link=default");
+        assert_eq!(s, 200);
+        assert_eq!(
+            metric(admin, "swampgate_upstream_up{link=\"default\"}"),
+            Some(1.0),
+            "{}",
+            gw.name()
+        );
+        let last = metric(
+            admin,
+            "swampgate_upstream_last_success_timestamp_seconds{link=\"default\"}",
+        )
+        .unwrap();
+        assert!(
+            last >= (t0 - 1) as f64,
+            "last success {last}, upstream back at {t0}"
+        );
+        let log = gw.stderr();
+        assert!(log.contains("upstream reachable"), "{}: {log}", gw.name());
+        let (_, status) = get(admin, "/status");
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(status["links"][0]["upstream_state"]["state"], "up");
+    }
+}
