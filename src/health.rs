@@ -5,7 +5,7 @@
 //! client's call failed for want of the upstream ([`Health::call_failed`]). Probes
 //! are cheap, harmless calls (`get_version`) made past the link's layers, so they
 //! are no client's calls and are not counted as such. What they find is kept for
-//! `/status` and `/healthz`, and exported as two gauges:
+//! `/status`, `/healthz` and the status page, and exported as two gauges:
 //! `up` (1 or 0) and the time of the last success (0 before any).
 //!
 //! The state changes only on a probe's answer (or, for the relay, on its connection

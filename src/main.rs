@@ -39,7 +39,7 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, default_value = "swampgate-state")]
         state_dir: PathBuf,
-        /// Serve /metrics, /healthz and /status on this address
+        /// Serve the status page, /metrics, /healthz and /status on this address
         /// (instead of the config's `admin`).
         #[arg(long)]
         admin: Option<String>,
@@ -58,7 +58,7 @@ enum Command {
         /// Serve with the identity of this Tahoe storage node directory.
         #[arg(long)]
         adopt: Option<PathBuf>,
-        /// Serve /metrics, /healthz and /status on this address.
+        /// Serve the status page, /metrics, /healthz and /status on this address.
         #[arg(long)]
         admin: Option<String>,
         /// Seconds between two probes of the upstream (`[limits]

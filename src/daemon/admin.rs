@@ -1,5 +1,5 @@
-//! The opt-in admin endpoint: `/metrics` (OpenMetrics), `/healthz` (whether every
-//! upstream answers), `/status` (JSON). Plain HTTP; bind
+//! The opt-in admin endpoint: `/` (the status page, HTML), `/metrics` (OpenMetrics),
+//! `/healthz` (whether every upstream answers), `/status` (JSON). Plain HTTP; bind
 //! it to loopback or a management network. It never shows a swissnum or a secret.
 
 use std::convert::Infallible;
@@ -20,7 +20,7 @@ use crate::health::{Health, HealthState};
 use crate::introducer::{relay::RelayStatus, Relay};
 use crate::storage::layer::metrics::MinuteCount;
 
-/// How many minutes of call counts `/status` shows.
+/// How many minutes of call counts `/status` and the page show.
 pub const MINUTES_SHOWN: usize = 5;
 
 /// Everything the admin endpoint reads, when asked.
@@ -216,6 +216,11 @@ pub fn handle<B>(admin: &Admin, req: &Request<B>) -> Response<Full<Bytes>> {
         );
     }
     match req.uri().path() {
+        "/" => respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            super::page::render(&admin.status()),
+        ),
         "/metrics" => respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -233,7 +238,7 @@ pub fn handle<B>(admin: &Admin, req: &Request<B>) -> Response<Full<Bytes>> {
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /healthz or /status\n".into(),
+            "not found: try /, /metrics, /healthz or /status\n".into(),
         ),
     }
 }

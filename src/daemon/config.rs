@@ -4,7 +4,7 @@
 //! ```toml
 //! listen = "127.0.0.1:7750"        # one port: Foolscap and GBS, told apart by first bytes
 //! location = "tcp:127.0.0.1:7750"  # hints put in FURLs (comma-separated); NURLs use the first
-//! admin = "127.0.0.1:7751"         # optional: /metrics, /healthz, /status
+//! admin = "127.0.0.1:7751"         # optional: the status page, /metrics, /healthz, /status
 //!
 //! [[link]]
 //! name = "default"

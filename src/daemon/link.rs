@@ -43,8 +43,8 @@ pub struct Shared<'a> {
     pub metrics: &'a Metrics,
 }
 
-/// What the daemon keeps of a link once it is served: for `/status` (and its
-/// health), for probing its upstream, for a graceful shutdown and for reaping idle
+/// What the daemon keeps of a link once it is served: for `/status` and the status
+/// page, for probing its upstream, for a graceful shutdown and for reaping idle
 /// uploads.
 #[derive(Clone)]
 pub struct LinkHandles {

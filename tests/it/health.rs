@@ -1,8 +1,10 @@
-//! Truthful health: each link probes its upstream, and `/healthz`, `/status` and
-//! `/metrics` say what the probes found — checked against real swampgate processes
-//! whose upstreams are absent, then present.
+//! Truthful health: each link probes its upstream, and `/healthz`, `/status`,
+//! `/metrics` and the status page say what the probes found — checked against real
+//! swampgate processes whose upstreams are absent, then present, and the status
+//! page rendered by a real headless browser.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::kit::*;
@@ -208,4 +210,147 @@ fn an_absent_upstream_is_down_until_it_listens() {
         let status: serde_json::Value = serde_json::from_str(&status).unwrap();
         assert_eq!(status["links"][0]["upstream_state"]["state"], "up");
     }
+}
+
+/// The `chromium` of Debian's packages (`.ci/run` installs it when missing).
+fn chromium() -> PathBuf {
+    for name in ["chromium", "chromium-headless-shell"] {
+        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+            let p = Path::new(dir).join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!("no chromium on PATH: install Debian's (apt-get install chromium); .ci/run does");
+}
+
+/// Run headless Chromium on `url` with `args`; returns its stdout.
+fn browse(url: &str, args: &[String], dir: &Path) -> String {
+    let profile = dir.join("chromium-profile");
+    let mut cmd = Command::new(chromium());
+    cmd.args([
+        "--headless",
+        // Chromium refuses to run as root without it.
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(args)
+    .arg(url)
+    .env("HOME", dir)
+    .current_dir(dir);
+    run_ok("chromium", cmd, dir, Duration::from_secs(120))
+}
+
+/// The rendered `<tr>` of a link in a DOM dump.
+fn link_row<'a>(dom: &'a str, link: &str) -> &'a str {
+    let start = dom
+        .find(&format!("id=\"link-{link}\""))
+        .unwrap_or_else(|| panic!("no row for link {link} in:\n{dom}"));
+    let end = start + dom[start..].find("</tr>").expect("the row ends");
+    &dom[start..end]
+}
+
+/// The status page, as a browser renders it, shows one link up and one down (with
+/// its error), the identities and URLs without swissnums, and the introducer relay.
+/// The screenshot is kept under the target dir.
+#[test]
+fn the_status_page_in_a_real_browser() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let dead = free_port();
+    let swissnum = "yci4erqgi6kgb3ybym4y3qlox2zawafr";
+    let absent = format!("pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:{dead}/{swissnum}");
+    std::fs::write(
+        p.join("sg.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\n\
+             [[link]]\nname = \"up\"\nupstream = \"local:shares\"\n\
+             [[link]]\nname = \"down\"\nupstream = \"{absent}\"\n\
+             [introducer]\nupstream = \"{absent}\"\nnickname = \"swampgate\"\n\
+             [limits]\nupstream_probe_interval_secs = {PROBE_INTERVAL_SECS}\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = swampgate_command();
+    cmd.args([
+        "run",
+        "--config",
+        "sg.toml",
+        "--state-dir",
+        "st",
+        "--admin",
+        "127.0.0.1:0",
+    ])
+    .current_dir(p);
+    let mut sg = Process::spawn("swampgate", cmd, p);
+    let up_furl = last_word(&sg.wait_for_line("link up furl ", STARTUP_TIMEOUT));
+    let admin = admin_port(&mut sg);
+
+    // /healthz names both the down link and the relay's upstream, not the up link.
+    let body = eventually(CHANGE_SHOWN_WITHIN, "/healthz names the relay", || {
+        healthz_is(admin, 503, "introducer upstream down")
+    });
+    assert!(body.contains("link down down: "), "{body}");
+    assert!(!body.contains("link up "), "{body}");
+    assert_eq!(get(admin, "/healthz?link=up").0, 200);
+    assert_eq!(get(admin, "/healthz?link=down").0, 503);
+    assert_eq!(
+        metric(admin, "swampgate_upstream_up{link=\"up\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(admin, "swampgate_upstream_up{link=\"down\"}"),
+        Some(0.0)
+    );
+    assert_eq!(metric(admin, "swampgate_introducer_upstream_up"), Some(0.0));
+
+    let url = format!("http://127.0.0.1:{admin}/");
+    let dom = browse(&url, &["--dump-dom".into()], p);
+    let up = link_row(&dom, "up");
+    assert!(up.contains("data-state=\"up\""), "{up}");
+    assert!(up.contains("class=\"state up\">up</td>"), "{up}");
+    let down = link_row(&dom, "down");
+    assert!(down.contains("data-state=\"down\""), "{down}");
+    assert!(down.contains("class=\"state down\">down</td>"), "{down}");
+    assert!(
+        down.contains("upstream unavailable") || down.contains("refused"),
+        "the down link shows its error: {down}"
+    );
+    assert!(dom.contains("1 of 2 link upstreams down."), "{dom}");
+    // Identities and URLs, without swissnums.
+    let up_tubid = up_furl
+        .strip_prefix("pb://")
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap();
+    assert!(dom.contains(up_tubid), "the tubid is shown");
+    let up_swissnum = up_furl.rsplit('/').next().unwrap();
+    for secret in [up_swissnum, swissnum] {
+        assert!(!dom.contains(secret), "a swissnum on the page");
+    }
+    assert!(dom.contains("Introducer relay"), "{dom}");
+    assert!(
+        dom.contains("id=\"introducer-state\">down</strong>"),
+        "the relay's upstream is down: {dom}"
+    );
+
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    browse(
+        &url,
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1400,1200".into(),
+        ],
+        p,
+    );
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    drop(sg);
 }

@@ -1,7 +1,7 @@
 //! Every storage call of a link counted, timed and sized for `/metrics`; the calls in
 //! flight (for a graceful shutdown), per-minute counts of calls and failures (for
-//! `/status`), and a word to the link's health probe when a call finds the upstream
-//! unreachable.
+//! `/status` and the status page), and a word to the link's health probe when a call
+//! finds the upstream unreachable.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -96,7 +96,8 @@ impl CallMetrics {
     }
 }
 
-/// How many minutes of per-minute counts a link keeps (for `/status`).
+/// How many minutes of per-minute counts a link keeps (for `/status` and the status
+/// page).
 pub const MINUTES_KEPT: usize = 15;
 
 /// One minute's calls and failed calls.
