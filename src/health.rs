@@ -163,8 +163,13 @@ impl Health {
 
     /// Log a change of state (or the first probe's result, when asked to).
     fn log(&self, changed: bool, first: bool) {
-        let first = first && self.log_first.load(std::sync::atomic::Ordering::SeqCst);
-        if !(changed || first) {
+        let log = if first {
+            // Startup reports the first probe, unless it stopped waiting for it.
+            self.log_first.load(std::sync::atomic::Ordering::SeqCst)
+        } else {
+            changed
+        };
+        if !log {
             return;
         }
         let st = self.state();

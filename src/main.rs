@@ -61,10 +61,10 @@ enum Command {
         /// Serve the status page, /metrics, /healthz and /status on this address.
         #[arg(long)]
         admin: Option<String>,
-        /// Seconds between two probes of the upstream (`[limits]
+        /// Seconds between two probes of the upstream (default 10; `[limits]
         /// upstream_probe_interval_secs`).
-        #[arg(long, value_name = "SECS", default_value_t = 10)]
-        probe_interval: u64,
+        #[arg(long, value_name = "SECS")]
+        probe_interval: Option<u64>,
         /// Also serve an introducer FURL relaying to this upstream introducer FURL.
         #[arg(long)]
         introducer_upstream: Option<String>,
@@ -137,6 +137,8 @@ fn main() -> ExitCode {
             introducer_upstream,
             trace,
         } => {
+            let defaults = config::Limits::default();
+            let probe_interval = probe_interval.unwrap_or(defaults.upstream_probe_interval_secs);
             if probe_interval == 0 {
                 return fail("--probe-interval: must be at least 1");
             }
@@ -187,7 +189,7 @@ fn main() -> ExitCode {
                 }],
                 limits: config::Limits {
                     upstream_probe_interval_secs: probe_interval,
-                    ..Default::default()
+                    ..defaults
                 },
                 introducer,
             };

@@ -290,6 +290,20 @@ fn the_status_page_in_a_real_browser() {
     let mut sg = Process::spawn("swampgate", cmd, p);
     let up_furl = last_word(&sg.wait_for_line("link up furl ", STARTUP_TIMEOUT));
     let admin = admin_port(&mut sg);
+    // Startup says which link is ready and which one's upstream is unreachable, once.
+    let log = sg.stderr();
+    let lines_with = |needle: &str, link: &str| {
+        log.lines()
+            .filter(|l| l.contains(needle) && l.contains(&format!("link={link} ")))
+            .count()
+    };
+    assert_eq!(lines_with("INFO", "up"), 1, "{log}");
+    assert!(log.contains("link ready link=up "), "{log}");
+    assert_eq!(lines_with("WARN", "down"), 1, "{log}");
+    assert!(
+        !log.contains("upstream reachable"),
+        "no second word on the first probe: {log}"
+    );
 
     // /healthz names both the down link and the relay's upstream, not the up link.
     let body = eventually(CHANGE_SHOWN_WITHIN, "/healthz names the relay", || {
