@@ -1,7 +1,8 @@
 //! Truthful health: each link probes its upstream, and `/healthz`, `/status`,
 //! `/metrics` and the status page say what the probes found — checked against real
-//! swampgate processes whose upstreams are absent, then present, and the status
-//! page rendered by a real headless browser.
+//! swampgate processes whose upstreams are absent, then present (a swampgate on the
+//! expected port, a real Tahoe introducer for the relay), and the status page
+//! rendered by a real headless browser.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -367,4 +368,72 @@ fn the_status_page_in_a_real_browser() {
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     drop(sg);
+}
+
+/// The introducer relay's upstream, a real Tahoe introducer: up while it answers (and
+/// its announcements listed by nickname), down with the reason while it is stopped,
+/// up again once it is back.
+#[test]
+fn the_relays_upstream_introducer_is_watched() {
+    let mut upstream = introducer_node();
+    let announcer = storage_node(StorageOptions {
+        nickname: "health-announcer".into(),
+        introducer: Some(upstream.furl().into()),
+        ..StorageOptions::default()
+    });
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let mut cmd = swampgate_command();
+    cmd.args([
+        "bridge",
+        "--upstream",
+        "local:shares",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--probe-interval",
+        &PROBE_INTERVAL_SECS.to_string(),
+        "--introducer-upstream",
+        upstream.furl(),
+        "--state-dir",
+        "st",
+    ])
+    .current_dir(p);
+    let mut sg = Process::spawn("swampgate", cmd, p);
+    let admin = admin_port(&mut sg);
+    let intro_up = "swampgate_introducer_upstream_up";
+
+    let status =
+        || -> serde_json::Value { serde_json::from_str(&get(admin, "/status").1).unwrap() };
+    eventually(CHANGE_SHOWN_WITHIN, "the relay's upstream up", || {
+        healthz_is(admin, 200, "ok")?;
+        let s = status();
+        let nick = s["introducer"]["announced"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a[0] == "health-announcer" && a[1] == "storage");
+        nick.then_some(())
+            .ok_or_else(|| format!("the announcer's nickname not listed: {s}"))
+    });
+    assert_eq!(metric(admin, intro_up), Some(1.0));
+    assert_eq!(status()["introducer"]["upstream_state"]["state"], "up");
+    let (_, page) = get(admin, "/");
+    assert!(page.contains("health-announcer"), "{page}");
+
+    upstream.stop();
+    let body = eventually(CHANGE_SHOWN_WITHIN, "the relay's upstream down", || {
+        healthz_is(admin, 503, "introducer upstream down: ")
+    });
+    assert!(!body.contains("link default"), "the link stays up: {body}");
+    assert_eq!(metric(admin, intro_up), Some(0.0));
+    assert_eq!(get(admin, "/healthz?link=default").0, 200);
+
+    upstream.restart();
+    eventually(CHANGE_SHOWN_WITHIN, "the relay's upstream up again", || {
+        healthz_is(admin, 200, "ok")
+    });
+    assert_eq!(metric(admin, intro_up), Some(1.0));
+    drop(announcer);
 }
