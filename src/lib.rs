@@ -27,6 +27,8 @@
 //! - [`daemon`]: configuration, the state dir, `link` (assembles a link: identity,
 //!   layers, backend, fronts), the one-port listener, the admin endpoint. The only
 //!   place that wires protocols together.
+//! - [`nodedir`]: a Tahoe storage node's directory, read: its identity, server id,
+//!   FURL and NURLs as the node announces them (`node:` upstreams, `node-info`).
 //! - [`check`]: the conformance suite behind `swampgate check`.
 //! - [`health`]: whether an upstream answers, as periodic probes find it (links and
 //!   the introducer relay).
@@ -43,4 +45,5 @@ pub mod gbs;
 pub mod health;
 pub mod identity;
 pub mod introducer;
+pub mod nodedir;
 pub mod storage;

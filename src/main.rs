@@ -44,7 +44,9 @@ enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
-    /// Run one link (named `default`) to UPSTREAM: a FURL, a NURL ending #v=1, or local:PATH.
+    /// Run one link (named `default`) to UPSTREAM: a FURL, a NURL ending #v=1, local:PATH,
+    /// or node:NODEDIR (a Tahoe storage node: its NURL if it serves HTTP, else its FURL,
+    /// and its identity adopted).
     Bridge {
         #[arg(long)]
         upstream: String,
@@ -55,7 +57,8 @@ enum Command {
         location: Option<String>,
         #[arg(long, default_value = "swampgate-state")]
         state_dir: PathBuf,
-        /// Serve with the identity of this Tahoe storage node directory.
+        /// Serve with the identity of this Tahoe storage node directory (implied by
+        /// --upstream node:NODEDIR; refused with local:).
         #[arg(long)]
         adopt: Option<PathBuf>,
         /// Serve the status page, /metrics, /healthz and /status on this address.
@@ -79,6 +82,9 @@ enum Command {
     },
     /// Check that a storage server (FURL or NURL) behaves like Tahoe's, or compare two.
     Check(swampgate::check::cli::CheckArgs),
+    /// What a Tahoe storage node announces (server id, FURL, NURL, permutation seed),
+    /// read from its directory, and a servers.yaml entry for it.
+    NodeInfo(swampgate::nodedir::cli::NodeInfoArgs),
 }
 
 /// How long calls in flight may take to finish after SIGINT/SIGTERM.
@@ -106,6 +112,7 @@ fn main() -> ExitCode {
     }
     let (config, state_dir) = match cli.command {
         Command::Check(args) => return swampgate::check::cli::main(args),
+        Command::NodeInfo(args) => return swampgate::nodedir::cli::main(args),
         Command::Trace { command } => return swampgate::storage::layer::trace::cli::main(command),
         Command::Run {
             config,
@@ -169,11 +176,10 @@ fn main() -> ExitCode {
                 Ok(l) => l,
                 Err(e) => return fail(format!("--location: {e}")),
             };
-            if let Some(dir) = &adopt {
-                if let Err(e) = config::check_node_dir(dir) {
-                    return fail(format!("--adopt: {e}"));
-                }
-            }
+            let adopt = match upstream.adoption(adopt.as_deref()) {
+                Ok(a) => a,
+                Err((field, e)) => return fail(format!("--{field}: {e}")),
+            };
             let config = Config {
                 listen,
                 location,
@@ -201,6 +207,12 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
     rt.block_on(async move {
+        // Before anything is served: a SIGTERM right after READY=1 must find the
+        // handler installed, or it would kill the process without a clean stop.
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => return fail(format!("cannot handle SIGTERM: {e}")),
+        };
         let state = match StateDir::open(&state_dir) {
             Ok(s) => s,
             Err(e) => return fail(format!("--state-dir: {e}")),
@@ -229,7 +241,7 @@ fn main() -> ExitCode {
         ]) {
             tracing::warn!("cannot tell the service manager we are ready: {e}");
         }
-        wait_for_signal().await;
+        signals.wait().await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         tracing::info!("stopping: no new connections; waiting for calls in flight");
         let report = running.shutdown(SHUTDOWN_GRACE).await;
@@ -242,11 +254,25 @@ fn main() -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT, handled from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

@@ -8,8 +8,9 @@
 //!
 //! [[link]]
 //! name = "default"
-//! upstream = "local:shares"        # local:PATH, a FURL, or a NURL ending #v=1
+//! upstream = "local:shares"        # local:PATH, a FURL, a NURL ending #v=1, or node:NODEDIR
 //! adopt = "/var/lib/tahoe/storage" # optional: serve with that Tahoe node's identity
+//!                                  # (implied by node:NODEDIR; refused with local:)
 //! trace = "default.trace.jsonl"    # optional: one JSON line per call (relative to the state dir)
 //! listen = "0.0.0.0:7760"          # optional: a port of its own (needed to serve another identity)
 //! location = "tcp:gate.example:7760" # optional, with listen: the hints of that port
@@ -58,6 +59,10 @@ pub enum Upstream {
     Foolscap(Furl),
     /// A GBS storage server, by its NURL.
     Gbs(Nurl),
+    /// A Tahoe storage node, by its node directory: the daemon reads the node's
+    /// FURL and NURL from it at start and picks the protocol (see
+    /// `daemon::node_upstream`). Implies adopting the node's identity.
+    Node(PathBuf),
 }
 
 impl Upstream {
@@ -68,6 +73,14 @@ impl Upstream {
                 return Err("local: needs a directory, e.g. local:shares".into());
             }
             return Ok(Upstream::Local(PathBuf::from(p)));
+        }
+        if let Some(p) = s.strip_prefix("node:") {
+            if p.is_empty() {
+                return Err(
+                    "node: needs a Tahoe node directory, e.g. node:/var/lib/tahoe/storage".into(),
+                );
+            }
+            return Ok(Upstream::Node(PathBuf::from(p)));
         }
         if (s.starts_with("pb://") || s.starts_with("pb+tor://")) && s.contains('#') {
             return s
@@ -80,7 +93,62 @@ impl Upstream {
                 .map(Upstream::Foolscap)
                 .map_err(|e| format!("bad FURL: {e}"));
         }
-        Err("expected local:PATH, a FURL (pb://TUBID@HINTS/NAME) or a NURL (pb://HASH@HOST:PORT/NAME#v=1)".into())
+        Err("expected local:PATH, node:NODEDIR, a FURL (pb://TUBID@HINTS/NAME) or a NURL (pb://HASH@HOST:PORT/NAME#v=1)".into())
+    }
+
+    /// The node directory whose identity a link with this upstream serves with,
+    /// given its `adopt` setting. A `node:` upstream adopts its node (an `adopt` naming
+    /// another dir is an error); a `local:` one adopts nothing (the embedded store
+    /// holds none of a node's shares, so serving it under the node's identity would
+    /// send the node's clients to a store that has none of their shares, and write new
+    /// ones where the node never sees them). Checks the dir.
+    pub fn adoption(
+        &self,
+        adopt: Option<&Path>,
+    ) -> Result<Option<PathBuf>, (&'static str, String)> {
+        match (self, adopt) {
+            (Upstream::Node(dir), a) => {
+                if let Some(a) = a {
+                    if !same_dir(a, dir) {
+                        return Err((
+                            "adopt",
+                            format!(
+                                "adopts {} but the upstream is node:{}: a node: upstream adopts \
+                                 that node's identity, so adopt may only name the same directory \
+                                 (or be left out)",
+                                a.display(),
+                                dir.display()
+                            ),
+                        ));
+                    }
+                }
+                crate::nodedir::NodeDir::load(dir).map_err(|e| ("upstream", e.to_string()))?;
+                Ok(Some(dir.clone()))
+            }
+            (Upstream::Local(_), Some(a)) => Err((
+                "adopt",
+                format!(
+                    "cannot adopt {} for a local: upstream: the embedded store holds none of the \
+                     node's shares, and clients that trust the node's identity would write to a \
+                     store the node never sees (bridge the node itself: --upstream node:{})",
+                    a.display(),
+                    a.display()
+                ),
+            )),
+            (_, Some(a)) => {
+                check_node_dir(a).map_err(|w| ("adopt", w))?;
+                Ok(Some(a.to_path_buf()))
+            }
+            (_, None) => Ok(None),
+        }
+    }
+}
+
+/// Do `a` and `b` name the same directory (after resolving links and `..`)?
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 
@@ -137,8 +205,10 @@ pub struct Limits {
     /// Connections open at once from one peer IP address. Past it that peer's new
     /// connection is closed at once; other peers are unaffected.
     pub max_connections_per_ip: usize,
-    /// Seconds a new connection has to send the first bytes that tell its protocol
-    /// (Tahoe's `protocol_switch` waits 30 s).
+    /// Seconds a new connection has to send the first bytes that tell its protocol.
+    /// Tahoe's `protocol_switch` waits 30 s; a real client sends them at once, and
+    /// a short wait frees the slots of stalled connections sooner (they are also
+    /// shed, oldest first, at `max_connections`).
     pub sniff_timeout_secs: u64,
     /// Seconds from the first byte to the end of Foolscap negotiation (foolscap: 120).
     pub negotiation_timeout_secs: u64,
@@ -195,7 +265,7 @@ impl Default for Limits {
         Limits {
             max_connections: 1024,
             max_connections_per_ip: 128,
-            sniff_timeout_secs: 30,
+            sniff_timeout_secs: 5,
             negotiation_timeout_secs: 120,
             header_timeout_secs: 60,
             idle_timeout_secs: 900,
@@ -393,9 +463,9 @@ impl Config {
             }
             let upstream = Upstream::parse(&l.upstream)
                 .map_err(|w| cfg_err(format!("link[{i}].upstream"), w))?;
-            if let Some(a) = &l.adopt {
-                check_node_dir(a).map_err(|w| cfg_err(format!("link[{i}].adopt"), w))?;
-            }
+            let adopt = upstream
+                .adoption(l.adopt.as_deref())
+                .map_err(|(f, w)| cfg_err(format!("link[{i}].{f}"), w))?;
             if let Some(t) = &l.trace {
                 if t.as_os_str().is_empty() {
                     return Err(cfg_err(format!("link[{i}].trace"), "needs a file name"));
@@ -420,7 +490,7 @@ impl Config {
             links.push(LinkConfig {
                 name: l.name,
                 upstream,
-                adopt: l.adopt,
+                adopt,
                 trace: l.trace,
                 listen: link_listen,
                 location: link_location,
@@ -676,6 +746,47 @@ mod tests {
         let e =
             Config::parse("[[link]]\nname=\"a\"\nupstream=\"local:x\"\ntrace=\"\"").unwrap_err();
         assert_eq!(e.field, "link[0].trace");
+    }
+
+    #[test]
+    fn a_node_upstream_adopts_its_node_and_nothing_else() {
+        use crate::nodedir::tests::{node_dir, CFG};
+        let (node, _) = node_dir(CFG, "tcp:127.0.0.1:3457");
+        let (other, _) = node_dir(CFG, "tcp:127.0.0.1:3457");
+        let dir = node.path().display().to_string();
+        let link = |extra: &str| {
+            Config::parse(&format!(
+                "[[link]]\nname=\"a\"\nupstream=\"node:{dir}\"\n{extra}"
+            ))
+        };
+        let c = link("").unwrap();
+        assert_eq!(c.links[0].upstream, Upstream::Node(node.path().into()));
+        assert_eq!(c.links[0].adopt.as_deref(), Some(node.path()));
+        // The same dir, spelled differently, is fine.
+        let c = link(&format!("adopt = \"{dir}/.\"")).unwrap();
+        assert!(c.links[0].adopt.is_some());
+        let e = link(&format!("adopt = \"{}\"", other.path().display())).unwrap_err();
+        assert_eq!(e.field, "link[0].adopt");
+        assert!(e.why.contains("a node: upstream adopts"), "{e}");
+        // A node dir that cannot be bridged is refused when the config is read.
+        std::fs::remove_file(node.path().join("private/storage.furl")).unwrap();
+        let e = link("").unwrap_err();
+        assert_eq!(e.field, "link[0].upstream");
+        assert!(e.why.contains("storage.furl"), "{e}");
+        assert!(Upstream::parse("node:").is_err());
+    }
+
+    #[test]
+    fn a_local_upstream_adopts_no_node() {
+        use crate::nodedir::tests::{node_dir, CFG};
+        let (node, _) = node_dir(CFG, "tcp:127.0.0.1:3457");
+        let e = Config::parse(&format!(
+            "[[link]]\nname=\"a\"\nupstream=\"local:x\"\nadopt=\"{}\"",
+            node.path().display()
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "link[0].adopt");
+        assert!(e.why.contains("embedded store"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::info;
+use std::path::PathBuf;
+
+use tracing::{info, warn};
 
 use super::config::{Limits, LinkConfig, Upstream};
 use super::metrics::Metrics;
@@ -31,7 +33,7 @@ use crate::storage::layer::metrics::{LinkLabel, Metered};
 use crate::storage::layer::sessions::UploadSessions;
 use crate::storage::layer::trace::{TraceSink, Traced};
 use crate::storage::layer::wrap;
-use crate::storage::store::{Store, StoreConfig};
+use crate::storage::store::{Clock, Store, StoreConfig};
 use crate::storage::StorageApi;
 
 /// What every link shares.
@@ -197,6 +199,37 @@ impl Link {
     }
 }
 
+/// Environment variable for conformance tests that drive time (Tahoe's
+/// `test_istorageserver` suite): if set, the embedded store's clock (lease expiry,
+/// upload idle timeouts) is read from the file it names, which holds whole seconds
+/// since the epoch, instead of the system clock. Not for production use.
+pub const TEST_CLOCK_ENV: &str = "SWAMPGATE_TEST_CLOCK_FILE";
+
+/// A clock reading whole seconds since the epoch from `path` on every reading
+/// (the writer replaces the file atomically). The file must be readable now; if a
+/// later reading fails, the last good one is used.
+fn file_clock(path: PathBuf) -> Result<Clock, String> {
+    fn read(path: &std::path::Path) -> Result<u64, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        text.trim()
+            .parse()
+            .map_err(|_| format!("not whole seconds: {:?}", text.trim()))
+    }
+    let first = read(&path).map_err(|e| format!("{TEST_CLOCK_ENV}={}: {e}", path.display()))?;
+    warn!(file = %path.display(), "the embedded store's clock is read from a file ({TEST_CLOCK_ENV})");
+    let last = std::sync::atomic::AtomicU64::new(first);
+    Ok(Clock::from_fn(move || {
+        use std::sync::atomic::Ordering;
+        match read(&path) {
+            Ok(now) => {
+                last.store(now, Ordering::Relaxed);
+                now
+            }
+            Err(_) => last.load(Ordering::Relaxed),
+        }
+    }))
+}
+
 /// Build the backend of a link.
 async fn backend(
     upstream: &Upstream,
@@ -209,8 +242,11 @@ async fn backend(
         Upstream::Local(path) => {
             let root = state.resolve(path);
             let nodeid = served.tubid().to_string();
-            let store =
-                tokio::task::spawn_blocking(move || Store::open(StoreConfig::new(root, nodeid)));
+            let mut config = StoreConfig::new(root, nodeid);
+            if let Some(file) = std::env::var_os(TEST_CLOCK_ENV) {
+                config.clock = file_clock(PathBuf::from(file))?;
+            }
+            let store = tokio::task::spawn_blocking(move || Store::open(config));
             Arc::new(
                 store
                     .await
@@ -233,6 +269,12 @@ async fn backend(
             };
             Arc::new(GbsClient::new(nurl, config).map_err(|e| e.to_string())?)
         }
+        Upstream::Node(dir) => {
+            return Err(format!(
+                "node:{} must be resolved to the node's URL first (run::start does)",
+                dir.display()
+            ))
+        }
     })
 }
 
@@ -242,6 +284,7 @@ fn upstream_protocol(u: &Upstream) -> &'static str {
         Upstream::Local(_) => "local",
         Upstream::Foolscap(_) => "foolscap",
         Upstream::Gbs(_) => "gbs",
+        Upstream::Node(_) => "node",
     }
 }
 
@@ -251,5 +294,31 @@ fn describe(u: &Upstream) -> String {
         Upstream::Local(p) => format!("local:{}", p.display()),
         Upstream::Foolscap(f) => f.redacted(),
         Upstream::Gbs(n) => n.redacted(),
+        Upstream::Node(d) => format!("node:{}", d.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_clock_reads_the_file_each_time_and_keeps_the_last_good_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clock");
+        assert!(file_clock(path.clone())
+            .unwrap_err()
+            .contains(TEST_CLOCK_ENV));
+        std::fs::write(&path, "123456\n").unwrap();
+        let clock = file_clock(path.clone()).unwrap();
+        assert_eq!(clock.now(), 123456);
+        std::fs::write(&path, "123634").unwrap();
+        assert_eq!(clock.now(), 123634);
+        std::fs::write(&path, "soon").unwrap();
+        assert_eq!(clock.now(), 123634);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(clock.now(), 123634);
+        std::fs::write(&path, "x").unwrap();
+        assert!(file_clock(path).unwrap_err().contains("not whole seconds"));
     }
 }

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub calls: CallMetrics,
     pub connections: Family<ProtocolLabel, Gauge>,
     pub connections_accepted: Family<ProtocolLabel, Counter>,
+    /// Connections closed unidentified to make room at the connection limit.
+    pub connections_shed: Counter,
     pub upstream_up: Family<LinkLabel, Gauge>,
     pub upstream_last_success: Family<LinkLabel, TimestampGauge>,
     /// The introducer relay's upstream, registered only when it has one.
@@ -54,6 +56,14 @@ impl Metrics {
             "connections",
             "Client connections accepted per protocol",
             connections_accepted.clone(),
+        );
+        let connections_shed = Counter::default();
+        registry.register(
+            "connections_shed",
+            "Connections closed before they identified themselves (no finished \
+             negotiation or TLS handshake), oldest first, to admit new ones at \
+             max_connections",
+            connections_shed.clone(),
         );
         let upstream_up = Family::<LinkLabel, Gauge>::default();
         let upstream_last_success = Family::<LinkLabel, TimestampGauge>::default();
@@ -87,6 +97,7 @@ impl Metrics {
             calls,
             connections,
             connections_accepted,
+            connections_shed,
             upstream_up,
             upstream_last_success,
             introducer_upstream,

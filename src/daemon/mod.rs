@@ -6,6 +6,7 @@ pub mod config;
 pub mod limits;
 pub mod link;
 pub mod metrics;
+pub mod node_upstream;
 pub mod page;
 pub mod run;
 pub mod sniff;

@@ -127,6 +127,11 @@ impl Running {
         self.limiter.refused()
     }
 
+    /// Unidentified connections shed to admit new ones at `max_connections`.
+    pub fn shed_connections(&self) -> u64 {
+        self.limiter.shed()
+    }
+
     /// Stop accepting connections, let calls in flight finish within `grace`, then
     /// abort every unfinished upload upstream.
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
@@ -185,6 +190,7 @@ impl GbsRoutes {
 /// Start serving `config` with state in `state`.
 pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonError> {
     check_locations(config)?;
+    let config = &resolve_node_upstreams(config).await?;
     let own = state.identity()?;
     let client_tub = Tub::new(state.client_identity()?, tub_config(&config.limits))
         .map_err(|e| cfg("identity", e.to_string()))?;
@@ -394,6 +400,17 @@ fn check_locations(config: &Config) -> Result<(), DaemonError> {
         }
     }
     Ok(())
+}
+
+/// `config` with every `node:` upstream replaced by the node's NURL or FURL.
+async fn resolve_node_upstreams(config: &Config) -> Result<Config, DaemonError> {
+    let mut config = config.clone();
+    for (i, l) in config.links.iter_mut().enumerate() {
+        if let Upstream::Node(dir) = &l.upstream {
+            l.upstream = super::node_upstream::resolve(i, &l.name, dir).await?;
+        }
+    }
+    Ok(config)
 }
 
 /// Each link's identity: the adopted node's, or swampgate's own (`own`).
@@ -606,7 +623,7 @@ fn adopted_announcer(
     let endpoint = match &l.upstream {
         Upstream::Foolscap(_) => Endpoint::Nurl(nurl.to_string()),
         Upstream::Gbs(_) => Endpoint::Furl(furl.to_string()),
-        Upstream::Local(_) => return Ok(None),
+        Upstream::Local(_) | Upstream::Node(_) => return Ok(None),
     };
     let key = load_tahoe_signing_key(&dir.join("private/node.privkey"))
         .map_err(|e| cfg(format!("link[{i}].adopt"), e.to_string()))?;
@@ -694,7 +711,7 @@ async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     loop {
-        let (mut tcp, peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -721,34 +738,14 @@ async fn accept_loop(
         let sniff_timeout = admission.sniff_timeout;
         tokio::spawn(
             async move {
-                let _permit = permit;
-                let (proto, prefix) = match sniff::sniff(&mut tcp, sniff_timeout).await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        debug!("closing: {e}");
-                        return;
+                let shed = permit.shed_token();
+                tokio::select! {
+                    biased;
+                    _ = shed.cancelled() => {
+                        metrics.connections_shed.inc();
+                        debug!("shed: not identified yet, and the connection limit is reached");
                     }
-                };
-                // Boxed: a Foolscap connection's task lives as long as the
-                // connection, and would otherwise be as large as the biggest state
-                // here (the negotiation's, a GBS connection's: several KiB).
-                match proto {
-                    Protocol::Foolscap if tubs.is_empty() => debug!("no Tub on this port"),
-                    Protocol::Foolscap => {
-                        match Box::pin(Tub::accept_among(&tubs, tcp, prefix)).await {
-                            Ok(c) => {
-                                let _g = ConnGauge::open(&metrics, "foolscap");
-                                debug!(peer_tubid = %c.peer_tubid(), "foolscap connection");
-                                c.closed().await;
-                            }
-                            Err(e) => debug!("foolscap negotiation failed: {e}"),
-                        }
-                    }
-                    Protocol::Tls => {
-                        let _g = ConnGauge::open(&metrics, "gbs");
-                        Box::pin(serve_gbs(Prefixed::new(prefix, tcp), routes, peer)).await
-                    }
-                    Protocol::Unknown => debug!("neither Foolscap nor TLS: closing"),
+                    _ = serve_connection(tcp, &permit, sniff_timeout, &tubs, routes, &metrics, peer) => {}
                 }
             }
             .instrument(info_span!("conn", %peer)),
@@ -756,13 +753,64 @@ async fn accept_loop(
     }
 }
 
-async fn serve_gbs<IO>(io: IO, routes: Arc<GbsRoutes>, peer: SocketAddr)
+/// Serve one admitted connection: sniff its protocol, then negotiate Foolscap or
+/// hand it to the GBS server. It counts as identified (never shed) once its
+/// Foolscap negotiation or TLS handshake is done.
+async fn serve_connection(
+    mut tcp: tokio::net::TcpStream,
+    permit: &super::limits::ConnPermit,
+    sniff_timeout: Duration,
+    tubs: &[Tub],
+    routes: Arc<GbsRoutes>,
+    metrics: &Metrics,
+    peer: SocketAddr,
+) {
+    let (proto, prefix) = match sniff::sniff(&mut tcp, sniff_timeout).await {
+        Ok(x) => x,
+        Err(e) => {
+            debug!("closing: {e}");
+            return;
+        }
+    };
+    // Boxed: a Foolscap connection's task lives as long as the connection, and
+    // would otherwise be as large as the biggest state here (the negotiation's, a
+    // GBS connection's: several KiB).
+    match proto {
+        Protocol::Foolscap if tubs.is_empty() => debug!("no Tub on this port"),
+        Protocol::Foolscap => match Box::pin(Tub::accept_among(tubs, tcp, prefix)).await {
+            Ok(c) => {
+                permit.identified();
+                let _g = ConnGauge::open(metrics, "foolscap");
+                debug!(peer_tubid = %c.peer_tubid(), "foolscap connection");
+                c.closed().await;
+            }
+            Err(e) => debug!("foolscap negotiation failed: {e}"),
+        },
+        Protocol::Tls => {
+            let _g = ConnGauge::open(metrics, "gbs");
+            let identified = || permit.identified();
+            Box::pin(serve_gbs(
+                Prefixed::new(prefix, tcp),
+                routes,
+                peer,
+                identified,
+            ))
+            .await
+        }
+        Protocol::Unknown => debug!("neither Foolscap nor TLS: closing"),
+    }
+}
+
+async fn serve_gbs<IO>(io: IO, routes: Arc<GbsRoutes>, peer: SocketAddr, identified: impl FnOnce())
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = routes.header_timeout;
     let stream = match tokio::time::timeout(header_timeout, routes.tls.accept(io)).await {
-        Ok(Ok(s)) => s,
+        Ok(Ok(s)) => {
+            identified();
+            s
+        }
         Ok(Err(e)) => return debug!("TLS handshake failed: {e}"),
         Err(_) => return debug!("TLS handshake timed out"),
     };

@@ -144,8 +144,15 @@ impl AnnouncementApi {
                 return error(StatusCode::BAD_REQUEST, e.to_string());
             }
         };
-        match self.relay.accept(&signed, Origin::Local, "http") {
+        match self
+            .relay
+            .accept_saved(&signed, Origin::Local, "http")
+            .await
+        {
             Ok(()) => respond(StatusCode::OK, serde_json::json!({ "accepted": true })),
+            Err(why @ super::relay::AcceptError::NotSaved) => {
+                error(StatusCode::SERVICE_UNAVAILABLE, why.to_string())
+            }
             Err(why) => error(StatusCode::BAD_REQUEST, why.to_string()),
         }
     }

@@ -40,7 +40,10 @@ pub fn start_relay(
     let augment = augment::AdoptedNodes::new(adopted);
     let augment: Option<std::sync::Arc<dyn Augment>> =
         (!augment.is_empty()).then(|| std::sync::Arc::new(augment) as _);
-    let relay = Relay::new(nickname, augment);
+    let relay = match persist {
+        Some(_) => Relay::persisted(nickname, augment),
+        None => Relay::new(nickname, augment),
+    };
     if let Some(path) = persist {
         let saved = persist::load(&path)?;
         let total = saved.len();

@@ -1,5 +1,7 @@
 //! The relay's announcements on disk, so a restarted swampgate serves every
-//! announcement at once, before any node reconnects and publishes again.
+//! announcement at once, before any node reconnects and publishes again. A
+//! publisher is answered only once its announcement is on disk
+//! ([`Relay::accept_saved`]).
 //!
 //! One JSON file, replaced whole and crash-safely ([`crate::durable`]) shortly after
 //! each change: a kill at any point leaves the previous or the new set. Each entry is
@@ -27,8 +29,9 @@ use super::relay::{Origin, Relay};
 const FORMAT: &str = "swampgate-announcements/1";
 
 /// How long the writer waits after a change for more before writing: a burst of
-/// publications (a grid reconnecting) is one write.
-const COALESCE: Duration = Duration::from_millis(100);
+/// publications (a grid reconnecting) is one write, and each publisher waits for
+/// its answer at most this long plus one write.
+const COALESCE: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
@@ -147,12 +150,16 @@ pub async fn keep_persisted(relay: Relay, path: std::path::PathBuf, stop: Cancel
 }
 
 async fn write(relay: &Relay, path: &Path) {
-    let bytes = encode(&relay.snapshot());
+    let (generation, entries) = relay.snapshot();
+    let bytes = encode(&entries);
     let p = path.to_path_buf();
     let r =
         tokio::task::spawn_blocking(move || crate::durable::write_atomic(&p, &bytes, false)).await;
     match r {
-        Ok(Ok(())) => debug!(path = %path.display(), "announcements written"),
+        Ok(Ok(())) => {
+            relay.saved(generation);
+            debug!(path = %path.display(), generation, "announcements written");
+        }
         Ok(Err(e)) => warn!(path = %path.display(), "cannot write the announcements: {e}"),
         Err(e) => warn!(path = %path.display(), "announcement writer failed: {e}"),
     }

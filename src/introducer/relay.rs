@@ -42,6 +42,15 @@ pub fn app_version() -> String {
     format!("swampgate/{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// Why [`Relay::accept_saved`] did not acknowledge an announcement.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("{0}")]
+    Refused(#[from] AnnouncementError),
+    #[error("announcement taken but not saved to disk in time; publish it again")]
+    NotSaved,
+}
+
 /// Where an announcement came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -76,6 +85,8 @@ struct State {
     services: HashSet<String>,
     upstream: Option<RemoteRef>,
     upstream_since: Option<Instant>,
+    /// Counts stored changes; the persisted file is as new as [`Inner::saved`].
+    generation: u64,
 }
 
 struct Inner {
@@ -84,7 +95,14 @@ struct Inner {
     augment: Option<Arc<dyn Augment>>,
     changes: broadcast::Sender<Announcement>,
     canary: Arc<dyn RemoteObject>,
+    /// With persistence: the generation last written to disk. Publishers are
+    /// answered only once their announcement is in it.
+    saved: Option<tokio::sync::watch::Sender<u64>>,
 }
+
+/// How long a publisher waits for its announcement to reach the disk before it is
+/// answered with an error (the announcement is served meanwhile).
+pub const SAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The relay (cheap to clone).
 #[derive(Clone)]
@@ -102,6 +120,17 @@ pub struct RelayStatus {
 
 impl Relay {
     pub fn new(nickname: &str, augment: Option<Arc<dyn Augment>>) -> Relay {
+        Relay::build(nickname, augment, false)
+    }
+
+    /// A relay whose announcements are saved (see
+    /// [`persist::keep_persisted`](super::persist::keep_persisted)): publishers are
+    /// answered once theirs is on disk.
+    pub fn persisted(nickname: &str, augment: Option<Arc<dyn Augment>>) -> Relay {
+        Relay::build(nickname, augment, true)
+    }
+
+    fn build(nickname: &str, augment: Option<Arc<dyn Augment>>, persisted: bool) -> Relay {
         let mut state = State::default();
         state.services.insert("storage".into());
         Relay {
@@ -111,6 +140,7 @@ impl Relay {
                 augment,
                 changes: broadcast::channel(1024).0,
                 canary: Arc::new(Canary),
+                saved: persisted.then(|| tokio::sync::watch::channel(0).0),
             }),
         }
     }
@@ -147,16 +177,53 @@ impl Relay {
     }
 
     /// Every announcement held, for persisting: a local publication as it was
-    /// published (before augmentation), an upstream one as stored.
-    pub fn snapshot(&self) -> Vec<(Origin, SignedAnnouncement)> {
+    /// published (before augmentation), an upstream one as stored; with the
+    /// generation it is as of.
+    pub fn snapshot(&self) -> (u64, Vec<(Origin, SignedAnnouncement)>) {
         let st = self.inner.state.lock().expect("relay state");
-        st.announcements
+        let entries = st
+            .announcements
             .iter()
             .map(|(index, a)| match st.published.get(index) {
                 Some(p) => (Origin::Local, p.clone()),
                 None => (Origin::Upstream, a.signed.clone()),
             })
-            .collect()
+            .collect();
+        (st.generation, entries)
+    }
+
+    /// The snapshot of `generation` is on disk.
+    pub fn saved(&self, generation: u64) {
+        if let Some(saved) = &self.inner.saved {
+            saved.send_if_modified(|g| {
+                let newer = generation > *g;
+                *g = (*g).max(generation);
+                newer
+            });
+        }
+    }
+
+    /// [`Relay::accept`], answered only once the announcement is on disk (at once
+    /// without persistence). An announcement that does not reach the disk within
+    /// [`SAVE_TIMEOUT`] is still served, but its publisher gets an error, so it
+    /// publishes again.
+    pub async fn accept_saved(
+        &self,
+        signed: &SignedAnnouncement,
+        origin: Origin,
+        from: &str,
+    ) -> Result<(), AcceptError> {
+        self.accept(signed, origin, from)?;
+        let Some(saved) = &self.inner.saved else {
+            return Ok(());
+        };
+        let generation = self.inner.state.lock().expect("relay state").generation;
+        let mut rx = saved.subscribe();
+        let on_disk = async move { rx.wait_for(|g| *g >= generation).await.is_ok() };
+        match tokio::time::timeout(SAVE_TIMEOUT, on_disk).await {
+            Ok(true) => Ok(()),
+            _ => Err(AcceptError::NotSaved),
+        }
     }
 
     /// Take in persisted announcements (before serving): verified, augmented and
@@ -170,6 +237,9 @@ impl Relay {
                 taken += 1;
             }
         }
+        // What was restored is on disk already.
+        let generation = self.inner.state.lock().expect("relay state").generation;
+        self.saved(generation);
         taken
     }
 
@@ -253,6 +323,7 @@ impl Relay {
                 _ => {}
             }
             st.announcements.insert(index.clone(), stored.clone());
+            st.generation += 1;
             st.subscribers.retain(|s| s.rref.is_connected());
             let subs: Vec<RemoteRef> = st
                 .subscribers
@@ -534,17 +605,19 @@ impl RemoteObject for ServiceObject {
                     Failure::violation(e.to_string())
                 })?;
                 self.relay
-                    .accept(&signed, Origin::Local, conn.peer_tubid())
+                    .accept_saved(&signed, Origin::Local, conn.peer_tubid())
+                    .await
                     .map_err(|e| {
                         // The exception Tahoe's introducer raises for the same input.
                         let kind = match e {
-                            AnnouncementError::BadSignature => {
+                            AcceptError::Refused(AnnouncementError::BadSignature) => {
                                 "allmydata.crypto.error.BadSignature"
                             }
-                            AnnouncementError::Unsigned | AnnouncementError::NotV0(_) => {
-                                "allmydata.introducer.common.UnknownKeyError"
-                            }
-                            _ => "builtins.ValueError",
+                            AcceptError::Refused(
+                                AnnouncementError::Unsigned | AnnouncementError::NotV0(_),
+                            ) => "allmydata.introducer.common.UnknownKeyError",
+                            AcceptError::Refused(_) => "builtins.ValueError",
+                            AcceptError::NotSaved => "builtins.IOError",
                         };
                         Failure::new(kind, e.to_string(), &["builtins.Exception"])
                     })?;

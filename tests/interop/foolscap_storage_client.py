@@ -110,12 +110,26 @@ def main(reactor, furl):
     yield step("read-overrun", r0.callRemote("read", 90, 100))
     yield step("read-past-end", r0.callRemote("read", 200, 10))
     yield step("read-hole", readers[2].callRemote("read", 45, 10))
+    # RIBucketReader.read takes an Offset (8 bytes, signed) and any int as length.
+    yield step("read-negative-length", r0.callRemote("read", 10, -5))
+    yield step("read-huge-length", r0.callRemote("read", 90, 2**70))
+    yield step("read-negative-offset", r0.callRemote("read", -1, 10))
+    yield step("reader-corrupt-not-utf8", r0.callRemote("advise_corrupt_share", b"\xff"))
     yield step("reader-corrupt", r0.callRemote("advise_corrupt_share", b"looks bad"))
     yield step("ss-corrupt", ss.advise_corrupt_share(b"immutable", si, 0, b"reason"))
     yield step("ss-corrupt-unknown", ss.advise_corrupt_share(b"immutable", os.urandom(16), 0, b"reason"))
     # Any int is a share number to RIStorageServer; one no server can hold is ignored.
     yield step("ss-corrupt-shnum-999", ss.advise_corrupt_share(b"immutable", si, 999, b"ono"))
     yield step("ss-corrupt-shnum-negative", ss.advise_corrupt_share(b"immutable", si, -1, b"ono"))
+    # share_type is any bytes to RIStorageServer: Tahoe finds the share by storage
+    # index and number alone. (Called on the reference: Tahoe's client logs and
+    # swallows the errors of advise_corrupt_share.)
+    yield step("ss-corrupt-other-type", rref.callRemote("advise_corrupt_share", b"other", si, 0, b"reason"))
+    yield step("ss-corrupt-empty-type-unknown", rref.callRemote("advise_corrupt_share", b"", os.urandom(16), 0, b"reason"))
+    yield step("ss-corrupt-mutable-type-on-immutable", rref.callRemote("advise_corrupt_share", b"mutable", si, 0, b"reason"))
+    # It writes type and reason into its report as text: not UTF-8 fails, for a share it has.
+    yield step("ss-corrupt-reason-not-utf8", rref.callRemote("advise_corrupt_share", b"immutable", si, 0, b"\xff"))
+    yield step("ss-corrupt-reason-not-utf8-unknown", rref.callRemote("advise_corrupt_share", b"immutable", si, 7, b"\xff"))
     yield step("add-lease", ss.add_lease(si, b"r" * 32, b"c" * 32))
     yield step("add-lease-unknown", ss.add_lease(os.urandom(16), b"r" * 32, b"c" * 32))
     yield step("get_buckets-unknown", ss.get_buckets(os.urandom(16)))
@@ -141,6 +155,26 @@ def main(reactor, furl):
     yield step("add-lease-mutable", ss.add_lease(si2, b"r" * 32, b"c" * 32))
     yield step("mutable-corrupt", ss.advise_corrupt_share(b"mutable", si2, 0, b"reason"))
     yield step("mutable-corrupt-shnum-999", ss.advise_corrupt_share(b"mutable", si2, 999, b"ono"))
+    # Share numbers are any int to RIStorageServer (int: up to 1024 bytes), not 0..255.
+    # ReadSize is any int: a size beyond 2**64 reads to the end of the data.
+    yield step("slot_readv-huge-size", ss.slot_readv(si2, [0], [(1, 2**70)]))
+    yield step("rtw-huge-sizes", rtw((we, renew, cancel), {0: ([(0, 2**70, b"mutab")], [], None)}, [(2, 2**70)]))
+    yield step("slot_readv-shnum-300", ss.slot_readv(si2, [300], [(0, 5)]))
+    yield step("rtw-shnum-300", rtw((we, renew, cancel), {300: ([], [(0, b"three hundred")], None)}, [(0, 5)]))
+    yield step("slot_readv-shnum-300-after", ss.slot_readv(si2, [300], [(0, 5)]))
+    si3 = os.urandom(16)
+    try:
+        already, writers = yield ss.allocate_buckets(si3, renew, cancel, {300, 1000}, 10, canary)
+        out["allocate-shnum-300"] = {"already": sorted(already), "writers": sorted(writers)}
+        yield step("write-shnum-300", writers[300].callRemote("write", 0, b"0123456789"))
+        yield step("close-shnum-300", writers[300].callRemote("close"))
+        yield step("write-negative-offset", writers[1000].callRemote("write", -1, b"x"))
+        yield step("abort-shnum-1000", writers[1000].callRemote("abort"))
+    except Exception:
+        out["allocate-shnum-300"] = {"error": error_type(Failure())}
+    yield step("get_buckets-shnum-300", ss.get_buckets(si3))
+    yield step("mutable-corrupt-other-type", rref.callRemote("advise_corrupt_share", b"\xff\x00", si2, 0, b"reason"))
+    yield step("mutable-corrupt-immutable-type", rref.callRemote("advise_corrupt_share", b"immutable", si2, 0, b"reason"))
 
     print(json.dumps(out, sort_keys=True))
     yield tub.stopService()

@@ -82,38 +82,54 @@ async fn wait_open(r: &Running, n: usize) {
     }
 }
 
+/// A Foolscap connection that has finished negotiating (identified), kept open by
+/// its Tub.
+async fn identified(r: &Running) -> (Tub, swampgate::foolscap::RemoteRef) {
+    let furl = Furl::parse(&r.links[0].furl).unwrap();
+    let tub = Tub::new(Identity::generate().unwrap(), TubConfig::default()).unwrap();
+    let rref = tokio::time::timeout(Duration::from_secs(20), tub.get_reference(&furl))
+        .await
+        .expect("Foolscap connect in time")
+        .expect("Foolscap connect");
+    (tub, rref)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn total_connection_limit_at_and_past_the_boundary() {
+async fn total_connection_limit_sheds_the_oldest_unidentified_then_refuses() {
     let limits = Limits {
         max_connections: 3,
         ..Limits::default()
     };
     let (r, _d) = daemon(limits).await;
     let addr = r.local_addr;
-    // Two idle connections that never say which protocol: at the limit with a third.
+    // One identified connection and two that never say which protocol: full.
+    let (_tub, rref) = identified(&r).await;
     let mut idle = vec![
         connect_from("127.0.0.2", addr).await,
         connect_from("127.0.0.3", addr).await,
     ];
-    wait_open(&r, 2).await;
-    // The third is admitted (at the boundary) and served.
-    gbs_works(&r).await;
-    // The GBS client's connection closes once the client is gone.
-    wait_open(&r, 2).await;
-    let mut third = connect_from("127.0.0.4", addr).await;
     wait_open(&r, 3).await;
-    // Past it: closed at once, unread.
-    let mut fourth = connect_from("127.0.0.5", addr).await;
-    assert!(closed_by_server(&mut fourth, Duration::from_secs(5)).await);
-    // The admitted ones are still open.
-    assert!(!closed_by_server(&mut third, Duration::from_millis(200)).await);
-    assert!(!closed_by_server(&mut idle[0], Duration::from_millis(200)).await);
-    assert_eq!(r.refused_connections(), 1);
-    // Once one closes, new connections are served again.
-    drop(third);
-    wait_open(&r, 2).await;
-    foolscap_works(&r).await;
+    // Past the limit: the oldest unidentified connection makes room; the
+    // identified one is never shed.
+    let mut fourth = connect_from("127.0.0.4", addr).await;
+    assert!(closed_by_server(&mut idle[0], Duration::from_secs(5)).await);
+    assert!(!closed_by_server(&mut idle[1], Duration::from_millis(200)).await);
+    assert!(!closed_by_server(&mut fourth, Duration::from_millis(200)).await);
+    rref.call("get_version", &[]).await.expect("still served");
+    assert_eq!((r.open_connections(), r.shed_connections()), (3, 1));
+    assert_eq!(r.metrics.connections_shed.get(), 1);
+    assert_eq!(r.refused_connections(), 0);
+    // Every slot identified: a new connection is closed at once, unread.
     drop(idle);
+    drop(fourth);
+    wait_open(&r, 1).await;
+    let (_t2, _r2) = identified(&r).await;
+    let (_t3, _r3) = identified(&r).await;
+    wait_open(&r, 3).await;
+    let mut late = connect_from("127.0.0.5", addr).await;
+    assert!(closed_by_server(&mut late, Duration::from_secs(5)).await);
+    assert_eq!(r.refused_connections(), 1);
+    rref.call("get_version", &[]).await.expect("still served");
     r.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -8,6 +8,22 @@
 //!   that call, as Tahoe's server does.
 //! - `close()` completes a share even with holes (Tahoe allows it); a share whose
 //!   every byte was written is already complete, and `close()` then only confirms.
+//!
+//! Arguments are taken as Tahoe 1.20 takes them (its `RemoteInterface` schemas and
+//! what its server then does with them), checked against a real node by
+//! `tests/interop/foolscap_storage_client.py`. Where swampgate still refuses what
+//! Tahoe's schema admits, the call fails with a `Violation`:
+//! - a storage index shorter than 16 bytes (`StringConstraint(16)` admits 0 to 16;
+//!   Tahoe files shares under whatever it gets, but GBS and every backend here have
+//!   16-byte storage indexes);
+//! - a share number beyond `ShareNum` (0 to 65535) or negative (Tahoe would create
+//!   share file `-1`);
+//! - a negative offset or size in a read, test or write vector, a negative
+//!   `allocated_size` or `new_length` (what Tahoe does with each varies: mostly an
+//!   `AssertionError` from a precondition, for some only when the share exists).
+//!
+//! A corruption advisory whose type names neither kind is recorded by the backend
+//! as a mutable one (Tahoe writes the given type into its report).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -45,17 +61,41 @@ fn si_arg(v: &Value) -> Result<StorageIndex, Failure> {
         .ok_or_else(|| Failure::violation("storage index must be exactly 16 bytes"))
 }
 
+/// A share number. RIStorageServer's are any `int` (Tahoe stores share 300 as
+/// readily as share 3); swampgate's, like its GBS front's, are those of [`ShareNum`].
 fn sharenum(v: &Value) -> Result<ShareNum, Failure> {
     v.as_u64()
         .and_then(|n| ShareNum::try_from(n).ok())
-        .filter(|n| usize::from(*n) < crate::storage::MAX_SHARES)
-        .ok_or_else(|| Failure::violation(format!("share number {v:?} out of range 0..256")))
+        .ok_or_else(|| {
+            Failure::violation(format!(
+                "share number {v:?} out of range 0..={}",
+                ShareNum::MAX
+            ))
+        })
 }
 
 fn u64_arg(v: &Value, what: &str) -> Result<u64, Failure> {
     v.as_u64().ok_or_else(|| {
         Failure::violation(format!("{what} must be a non-negative integer below 2**64"))
     })
+}
+
+/// An `Offset` (`IntegerConstraint(8)`): the schema admits a negative one, which
+/// Tahoe's share files refuse with a failed precondition (an `AssertionError`).
+fn offset_arg(v: &Value) -> Result<u64, Failure> {
+    v.as_u64()
+        .ok_or_else(|| Failure::new("builtins.AssertionError", "precondition: offset >= 0", &[]))
+}
+
+/// A `ReadSize` (any `int`): Tahoe truncates reads at the end of the data, so a
+/// size beyond `u64` reads as much as `u64::MAX` does.
+fn read_size_arg(v: &Value, what: &str) -> Result<u64, Failure> {
+    match v {
+        Value::Int(n) if n.sign() != num_bigint::Sign::Minus => Ok(v.as_u64().unwrap_or(u64::MAX)),
+        _ => Err(Failure::violation(format!(
+            "{what} must be a non-negative integer"
+        ))),
+    }
 }
 
 fn readv_arg(v: &Value) -> Result<Vec<ReadVector>, Failure> {
@@ -66,7 +106,7 @@ fn readv_arg(v: &Value) -> Result<Vec<ReadVector>, Failure> {
             let t = t.as_seq().unwrap_or_default();
             Ok(ReadVector {
                 offset: u64_arg(&t[0], "read offset")?,
-                size: u64_arg(&t[1], "read length")?,
+                size: read_size_arg(&t[1], "read length")?,
             })
         })
         .collect()
@@ -120,6 +160,56 @@ fn silent_not_found(r: Result<(), StorageError>) -> Result<Value, Failure> {
     match r {
         Ok(()) | Err(StorageError::NotFound(_)) => Ok(Value::None),
         Err(e) => Err(err(e)),
+    }
+}
+
+impl StorageServerObject {
+    /// RIStorageServer's `advise_corrupt_share`: `share_type` is any bytes. Tahoe's
+    /// server finds the share by storage index and number alone and writes the type
+    /// only into its report. Every backend looks a *mutable* advisory up that way
+    /// (the embedded store and a Foolscap upstream look any advisory up so; a GBS
+    /// upstream's mutable endpoint does), so a type naming neither kind is sent as
+    /// mutable. A GBS upstream fails an immutable advisory with a 500 when the
+    /// storage index holds a mutable share; then it is sent as mutable too, and the
+    /// first error is returned only if that fails as well.
+    async fn advise_corrupt(
+        &self,
+        share_type: &str,
+        si: StorageIndex,
+        sh: ShareNum,
+        reason: String,
+    ) -> Result<(), StorageError> {
+        if share_type == "immutable" {
+            match self
+                .api
+                .advise_corrupt_share(ShareType::Immutable, si, sh, reason.clone())
+                .await
+            {
+                Err(e @ StorageError::NotFound(_)) => return Err(e),
+                Err(e) => {
+                    return self
+                        .api
+                        .advise_corrupt_share(ShareType::Mutable, si, sh, reason)
+                        .await
+                        .map_err(|_| e)
+                }
+                Ok(()) => return Ok(()),
+            }
+        }
+        self.api
+            .advise_corrupt_share(ShareType::Mutable, si, sh, reason)
+            .await
+    }
+
+    /// Whether the server holds share `sh` of `si`, of either kind. (Immutable
+    /// shares are not asked about where mutable ones are: a GBS upstream answers
+    /// that with a 500.)
+    async fn holds_share(&self, si: StorageIndex, sh: ShareNum) -> Result<bool, StorageError> {
+        let mutable = self.api.list_mutable_shares(si).await?;
+        if !mutable.is_empty() {
+            return Ok(mutable.contains(&sh));
+        }
+        Ok(self.api.list_immutable_shares(si).await?.contains(&sh))
     }
 }
 
@@ -296,7 +386,7 @@ impl RemoteObject for StorageServerObject {
                         }
                         test.push(TestVector {
                             offset: u64_arg(&tv[0], "test offset")?,
-                            size: u64_arg(&tv[1], "test length")?,
+                            size: read_size_arg(&tv[1], "test length")?,
                             specimen: bytes_arg(&tv[3]),
                         });
                     }
@@ -338,27 +428,33 @@ impl RemoteObject for StorageServerObject {
                 ]))
             }
             "advise_corrupt_share" => {
-                let share_type = match bytes_arg(&args[0]).as_ref() {
-                    b"immutable" => ShareType::Immutable,
-                    b"mutable" => ShareType::Mutable,
-                    other => {
-                        return Err(Failure::violation(format!(
-                            "share_type must be b'immutable' or b'mutable', not {:?}",
-                            String::from_utf8_lossy(other)
-                        )))
-                    }
-                };
+                let share_type = bytes_arg(&args[0]);
                 let si = si_arg(&args[1])?;
                 // Any int is a share number to RIStorageServer, and Tahoe ignores an
-                // advisory for a share it does not hold: one outside 0..256 cannot be.
+                // advisory for a share it does not hold: one beyond ShareNum cannot be.
                 let Ok(sh) = sharenum(&args[2]) else {
                     debug!(%si, shnum = ?args[2], "corruption advisory for a share no server holds: ignored");
                     return Ok(Value::None);
                 };
-                let reason = String::from_utf8_lossy(&bytes_arg(&args[3])).into_owned();
+                let reason = bytes_arg(&args[3]);
+                let (Ok(share_type), Ok(reason)) = (
+                    std::str::from_utf8(&share_type),
+                    std::str::from_utf8(&reason),
+                ) else {
+                    // Tahoe decodes both as UTF-8 to write its report, so for a share
+                    // it holds a type or reason that is not UTF-8 fails.
+                    return if self.holds_share(si, sh).await.map_err(err)? {
+                        Err(Failure::new(
+                            "builtins.UnicodeDecodeError",
+                            "'utf-8' codec can't decode the share type or reason",
+                            &["builtins.UnicodeError", "builtins.ValueError"],
+                        ))
+                    } else {
+                        Ok(Value::None)
+                    };
+                };
                 silent_not_found(
-                    self.api
-                        .advise_corrupt_share(share_type, si, sh, reason)
+                    self.advise_corrupt(share_type, si, sh, reason.to_owned())
                         .await,
                 )
             }
@@ -447,7 +543,7 @@ impl RemoteObject for BucketWriterObject {
         let mut st = self.state.lock().await;
         let r = match (method, *st) {
             ("write", WriterState::Open | WriterState::Complete) => {
-                let offset = u64_arg(&args[0], "offset")?;
+                let offset = offset_arg(&args[0])?;
                 let data = bytes_arg(&args[1]);
                 if *st == WriterState::Complete {
                     // Rewriting identical bytes of a complete share is harmless in
@@ -543,8 +639,13 @@ impl RemoteObject for BucketReaderObject {
     ) -> Result<Value, Failure> {
         match method {
             "read" => {
-                let offset = u64_arg(&args[0], "offset")?;
-                let length = u64_arg(&args[1], "length")?;
+                // The schema admits a negative offset and any int as the length, as
+                // Tahoe's: its share file asserts the offset is not negative, reads
+                // nothing for a negative length and up to the end for any other.
+                let offset = offset_arg(&args[0])?;
+                let Ok(length) = read_size_arg(&args[1], "length") else {
+                    return Ok(Value::Bytes(Bytes::new()));
+                };
                 let b = self
                     .api
                     .read_immutable(self.si, self.shnum, offset, length)
@@ -553,7 +654,14 @@ impl RemoteObject for BucketReaderObject {
                 Ok(Value::Bytes(b))
             }
             "advise_corrupt_share" => {
-                let reason = String::from_utf8_lossy(&bytes_arg(&args[0])).into_owned();
+                let Ok(reason) = String::from_utf8(bytes_arg(&args[0]).to_vec()) else {
+                    // Tahoe decodes the reason as UTF-8 for its report of the share.
+                    return Err(Failure::new(
+                        "builtins.UnicodeDecodeError",
+                        "'utf-8' codec can't decode the reason",
+                        &["builtins.UnicodeError", "builtins.ValueError"],
+                    ));
+                };
                 silent_not_found(
                     self.api
                         .advise_corrupt_share(ShareType::Immutable, self.si, self.shnum, reason)

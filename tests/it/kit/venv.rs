@@ -99,7 +99,7 @@ impl Release {
 }
 
 /// Python `version` (e.g. `3.10`): `$ENV`, else `pythonVERSION` if it runs, else
-/// the newest such version under `$(pyenv root)/versions`.
+/// the newest such version under pyenv's `versions/`.
 fn find_python(env: &str, version: &str) -> Result<String, String> {
     if let Ok(p) = std::env::var(env) {
         return Ok(p);
@@ -114,12 +114,16 @@ fn find_python(env: &str, version: &str) -> Result<String, String> {
     if runs(&exe) {
         return Ok(exe);
     }
+    // pyenv's root: `pyenv root`, else $PYENV_ROOT, else ~/.pyenv (pyenv need not
+    // be on PATH where the tests run).
     let root = Command::new("pyenv")
         .arg("root")
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .or_else(|| std::env::var_os("PYENV_ROOT").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")));
     let mut found: Vec<PathBuf> = root
         .and_then(|r| fs::read_dir(r.join("versions")).ok())
         .into_iter()
