@@ -30,6 +30,8 @@
 //! - [`nodedir`]: a Tahoe storage node's directory, read: its identity, server id,
 //!   FURL and NURLs as the node announces them (`node:` upstreams, `node-info`).
 //! - [`check`]: the conformance suite behind `swampgate check`.
+//! - [`health`]: whether an upstream answers, as periodic probes find it (links and
+//!   the introducer relay).
 //!
 //! Pure codecs know nothing of sockets or clocks; one thin async driver per
 //! connection owns the IO.
@@ -40,6 +42,7 @@ pub mod daemon;
 pub mod durable;
 pub mod foolscap;
 pub mod gbs;
+pub mod health;
 pub mod identity;
 pub mod introducer;
 pub mod nodedir;

@@ -39,6 +39,10 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, default_value = "swampgate-state")]
         state_dir: PathBuf,
+        /// Serve the status page, /metrics, /healthz and /status on this address
+        /// (instead of the config's `admin`).
+        #[arg(long)]
+        admin: Option<String>,
     },
     /// Run one link (named `default`) to UPSTREAM: a FURL, a NURL ending #v=1, local:PATH,
     /// or node:NODEDIR (a Tahoe storage node: its NURL if it serves HTTP, else its FURL,
@@ -57,9 +61,13 @@ enum Command {
         /// --upstream node:NODEDIR; refused with local:).
         #[arg(long)]
         adopt: Option<PathBuf>,
-        /// Serve /metrics, /healthz and /status on this address.
+        /// Serve the status page, /metrics, /healthz and /status on this address.
         #[arg(long)]
         admin: Option<String>,
+        /// Seconds between two probes of the upstream (default 10; `[limits]
+        /// upstream_probe_interval_secs`).
+        #[arg(long, value_name = "SECS")]
+        probe_interval: Option<u64>,
         /// Also serve an introducer FURL relaying to this upstream introducer FURL.
         #[arg(long)]
         introducer_upstream: Option<String>,
@@ -106,13 +114,25 @@ fn main() -> ExitCode {
         Command::Check(args) => return swampgate::check::cli::main(args),
         Command::NodeInfo(args) => return swampgate::nodedir::cli::main(args),
         Command::Trace { command } => return swampgate::storage::layer::trace::cli::main(command),
-        Command::Run { config, state_dir } => match config {
-            None => (Config::embedded_default(), state_dir),
-            Some(path) => match Config::load(&path) {
-                Ok(c) => (c, state_dir),
-                Err(e) => return fail(e),
-            },
-        },
+        Command::Run {
+            config,
+            state_dir,
+            admin,
+        } => {
+            let mut config = match config {
+                None => Config::embedded_default(),
+                Some(path) => match Config::load(&path) {
+                    Ok(c) => c,
+                    Err(e) => return fail(e),
+                },
+            };
+            match admin.as_deref().map(config::parse_addr).transpose() {
+                Ok(Some(a)) => config.admin = Some(a),
+                Ok(None) => {}
+                Err(e) => return fail(format!("--admin: {e}")),
+            }
+            (config, state_dir)
+        }
         Command::Bridge {
             upstream,
             listen,
@@ -120,9 +140,15 @@ fn main() -> ExitCode {
             state_dir,
             adopt,
             admin,
+            probe_interval,
             introducer_upstream,
             trace,
         } => {
+            let defaults = config::Limits::default();
+            let probe_interval = probe_interval.unwrap_or(defaults.upstream_probe_interval_secs);
+            if probe_interval == 0 {
+                return fail("--probe-interval: must be at least 1");
+            }
             let introducer = match introducer_upstream
                 .as_deref()
                 .map(config::IntroducerConfig::parse_upstream)
@@ -167,7 +193,10 @@ fn main() -> ExitCode {
                     listen: None,
                     location: None,
                 }],
-                limits: Default::default(),
+                limits: config::Limits {
+                    upstream_probe_interval_secs: probe_interval,
+                    ..defaults
+                },
                 introducer,
             };
             (config, state_dir)

@@ -4,7 +4,7 @@
 //! ```toml
 //! listen = "127.0.0.1:7750"        # one port: Foolscap and GBS, told apart by first bytes
 //! location = "tcp:127.0.0.1:7750"  # hints put in FURLs (comma-separated); NURLs use the first
-//! admin = "127.0.0.1:7751"         # optional: /metrics, /healthz, /status
+//! admin = "127.0.0.1:7751"         # optional: the status page, /metrics, /healthz, /status
 //!
 //! [[link]]
 //! name = "default"
@@ -25,6 +25,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -260,6 +261,12 @@ pub struct Limits {
     /// a stalled GBS upstream, which Tahoe's Foolscap clients would wait for forever;
     /// a stalled Foolscap upstream is bounded by `idle_timeout_secs`.
     pub upstream_timeout_secs: u64,
+    /// Seconds between two probes (`get_version`) of each upstream: a link's
+    /// storage server, and the introducer relay's upstream while connected. A call
+    /// that finds the upstream unreachable brings the next probe forward. A probe
+    /// fails after `max(this, 5)` seconds without an answer (at most
+    /// `upstream_timeout_secs`); the introducer relay reconnects at least this often.
+    pub upstream_probe_interval_secs: u64,
 }
 
 impl Default for Limits {
@@ -282,6 +289,7 @@ impl Default for Limits {
             upload_idle_timeout_secs: 30 * 60,
             max_upstream_connections: 64,
             upstream_timeout_secs: 60,
+            upstream_probe_interval_secs: 10,
         }
     }
 }
@@ -290,7 +298,7 @@ impl Limits {
     /// Refuse values that would make the daemon unusable (a zero where zero would stop
     /// all traffic); the error names the key.
     fn validate(&self) -> Result<(), ConfigError> {
-        let nonzero: [(&str, u64); 14] = [
+        let nonzero: [(&str, u64); 15] = [
             ("max_connections", self.max_connections as u64),
             ("max_connections_per_ip", self.max_connections_per_ip as u64),
             ("sniff_timeout_secs", self.sniff_timeout_secs),
@@ -304,6 +312,10 @@ impl Limits {
             ("max_inflight_uploads", self.max_inflight_uploads as u64),
             ("upload_idle_timeout_secs", self.upload_idle_timeout_secs),
             ("upstream_timeout_secs", self.upstream_timeout_secs),
+            (
+                "upstream_probe_interval_secs",
+                self.upstream_probe_interval_secs,
+            ),
             (
                 "max_upstream_connections",
                 self.max_upstream_connections as u64,
@@ -327,6 +339,20 @@ impl Limits {
             ));
         }
         Ok(())
+    }
+
+    /// Between two probes of an upstream.
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_secs(self.upstream_probe_interval_secs)
+    }
+
+    /// How long a probe waits for its answer: the interval, but at least 5 s (a
+    /// Foolscap connection's TLS and negotiation on a busy host) and at most
+    /// `upstream_timeout_secs`.
+    pub fn probe_timeout(&self) -> Duration {
+        self.probe_interval()
+            .max(Duration::from_secs(5))
+            .min(Duration::from_secs(self.upstream_timeout_secs))
     }
 }
 
@@ -643,7 +669,8 @@ mod tests {
             "{base}[limits]\nmax_connections = 7\nmax_connections_per_ip = 3\n\
              sniff_timeout_secs = 2\nidle_timeout_secs = 0\nmax_inflight_uploads = 1\n\
              max_inflight_upload_bytes = 0\nmax_upstream_connections = 1\n\
-             upload_idle_timeout_secs = 5\nupstream_timeout_secs = 7\n"
+             upload_idle_timeout_secs = 5\nupstream_timeout_secs = 7\n\
+             upstream_probe_interval_secs = 2\n"
         ))
         .unwrap();
         assert_eq!(c.limits.max_connections, 7);
@@ -655,6 +682,14 @@ mod tests {
         assert_eq!(c.limits.max_upstream_connections, 1);
         assert_eq!(c.limits.upload_idle_timeout_secs, 5);
         assert_eq!(c.limits.upstream_timeout_secs, 7);
+        assert_eq!(c.limits.probe_interval(), Duration::from_secs(2));
+        assert_eq!(
+            c.limits.probe_timeout(),
+            Duration::from_secs(5),
+            "at least 5 s, at most upstream_timeout_secs"
+        );
+        assert_eq!(Limits::default().probe_interval(), Duration::from_secs(10));
+        assert_eq!(Limits::default().probe_timeout(), Duration::from_secs(10));
         // Untouched keys keep their defaults.
         assert_eq!(
             c.limits.max_message_bytes,
@@ -682,6 +717,10 @@ mod tests {
                 "limits.upload_idle_timeout_secs",
             ),
             ("upstream_timeout_secs = 0", "limits.upstream_timeout_secs"),
+            (
+                "upstream_probe_interval_secs = 0",
+                "limits.upstream_probe_interval_secs",
+            ),
             ("max_header_bytes = 100", "limits.max_header_bytes"),
             ("idle_timeout_secs = 10", "limits.idle_timeout_secs"),
             ("max_connections = \"many\"", "limits.max_connections"),

@@ -26,6 +26,7 @@ use crate::foolscap::storage::backend::FoolscapBackend;
 use crate::foolscap::Tub;
 use crate::gbs::client::{ClientConfig, GbsClient};
 use crate::gbs::nurl::{Nurl, NurlScheme};
+use crate::health::Health;
 use crate::identity::Identity;
 use crate::storage::layer::journal::UploadJournal;
 use crate::storage::layer::metrics::{LinkLabel, Metered};
@@ -44,14 +45,29 @@ pub struct Shared<'a> {
     pub metrics: &'a Metrics,
 }
 
-/// What the daemon keeps of a link once it is served: for `/status`, for a graceful
-/// shutdown and for reaping idle uploads.
+/// What the daemon keeps of a link once it is served: for `/status` and the status
+/// page, for probing its upstream, for a graceful shutdown and for reaping idle
+/// uploads.
 #[derive(Clone)]
 pub struct LinkHandles {
+    pub name: String,
     /// The upstream, for logs and `/status`: never a swissnum.
     pub upstream: String,
+    /// The link's URLs without their swissnums (set once the port's hints are known).
+    pub furl_redacted: String,
+    pub nurl_redacted: String,
+    /// The identity the link serves with (adopted, or swampgate's own).
+    pub tubid: String,
+    pub spki_hash: String,
+    /// The address of the port serving it (set once bound).
+    pub listen: Option<std::net::SocketAddr>,
     pub metered: Arc<Metered>,
     pub sessions: Arc<UploadSessions>,
+    /// What probes find of the upstream.
+    pub health: Arc<Health>,
+    /// The backend itself, which the probes call (past the layers: a probe is no
+    /// client's call).
+    pub backend: Arc<dyn StorageApi>,
 }
 
 /// A link, ready to be served.
@@ -82,7 +98,22 @@ impl Link {
         let backend = backend(&l.upstream, on.state, identity, on.client_tub, on.limits)
             .await
             .map_err(|why| cfg(format!("link[{i}].upstream"), why))?;
-        let metered = Arc::new(Metered::new(&l.name, on.metrics.calls.clone()));
+        let label = LinkLabel {
+            link: l.name.clone(),
+        };
+        let health = Arc::new(Health::new(
+            &l.name,
+            on.metrics.upstream_up.get_or_create(&label).clone(),
+            on.metrics
+                .upstream_last_success
+                .get_or_create(&label)
+                .clone(),
+        ));
+        let told = health.clone();
+        let metered = Arc::new(
+            Metered::new(&l.name, on.metrics.calls.clone())
+                .on_unavailable(Box::new(move || told.call_failed())),
+        );
         let below_sessions = wrap(metered.clone(), backend.clone());
         let gauge = on
             .metrics
@@ -94,7 +125,7 @@ impl Link {
             .clone();
         // Sessions abort idle and left-over uploads on the backend itself: those
         // aborts are no client's calls, so they are not counted as such.
-        let mut sessions = UploadSessions::new(&l.name, backend, gauge).with_upload_limits(
+        let mut sessions = UploadSessions::new(&l.name, backend.clone(), gauge).with_upload_limits(
             on.limits.max_inflight_uploads,
             on.limits.max_inflight_upload_bytes,
         );
@@ -145,15 +176,24 @@ impl Link {
             port: nurl_at.1,
             swissnum: swissnum.clone(),
         };
+        let nurl_redacted = nurl.redacted();
         Ok(Link {
             swissnum,
             nurl,
             foolscap_api,
             gbs_api,
             handles: LinkHandles {
+                name: l.name.clone(),
                 upstream: describe(&l.upstream),
+                furl_redacted: String::new(),
+                nurl_redacted,
+                tubid: identity.tubid().to_string(),
+                spki_hash: identity.spki_hash(),
+                listen: None,
                 metered,
                 sessions,
+                health,
+                backend,
             },
         })
     }

@@ -1,14 +1,19 @@
 //! Every metric swampgate exports, in one registry: the storage calls' families
 //! (filled by each link's [`Metered`](crate::storage::layer::metrics::Metered) and
-//! upload-sessions layers) and the port's connections.
+//! upload-sessions layers), the port's connections, and each upstream's health
+//! (see [`crate::health`]).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
-use crate::storage::layer::metrics::CallMetrics;
+use crate::storage::layer::metrics::{CallMetrics, LinkLabel};
+
+/// A gauge of Unix seconds.
+pub type TimestampGauge = Gauge<f64, AtomicU64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabel {
@@ -22,10 +27,22 @@ pub struct Metrics {
     pub connections_accepted: Family<ProtocolLabel, Counter>,
     /// Connections closed unidentified to make room at the connection limit.
     pub connections_shed: Counter,
+    pub upstream_up: Family<LinkLabel, Gauge>,
+    pub upstream_last_success: Family<LinkLabel, TimestampGauge>,
+    /// The introducer relay's upstream, registered only when it has one.
+    pub introducer_upstream: Option<(Gauge, TimestampGauge)>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(false)
+    }
+}
+
+impl Metrics {
+    /// Every family; the introducer upstream's gauges only with
+    /// `introducer_upstream`.
+    pub fn new(introducer_upstream: bool) -> Self {
         let mut registry = Registry::with_prefix("swampgate");
         let calls = CallMetrics::register(&mut registry);
         let connections = Family::<ProtocolLabel, Gauge>::default();
@@ -48,17 +65,45 @@ impl Default for Metrics {
              max_connections",
             connections_shed.clone(),
         );
+        let upstream_up = Family::<LinkLabel, Gauge>::default();
+        let upstream_last_success = Family::<LinkLabel, TimestampGauge>::default();
+        registry.register(
+            "upstream_up",
+            "Whether the link's upstream answered its last probe (1) or not (0)",
+            upstream_up.clone(),
+        );
+        registry.register(
+            "upstream_last_success_timestamp_seconds",
+            "When the link's upstream last answered a probe (Unix seconds; 0: never)",
+            upstream_last_success.clone(),
+        );
+        let introducer_upstream = introducer_upstream.then(|| {
+            let up = Gauge::default();
+            let last = TimestampGauge::default();
+            registry.register(
+                "introducer_upstream_up",
+                "Whether the introducer relay is connected to its upstream introducer",
+                up.clone(),
+            );
+            registry.register(
+                "introducer_upstream_last_success_timestamp_seconds",
+                "When the upstream introducer last answered (Unix seconds; 0: never)",
+                last.clone(),
+            );
+            (up, last)
+        });
         Metrics {
             registry,
             calls,
             connections,
             connections_accepted,
             connections_shed,
+            upstream_up,
+            upstream_last_success,
+            introducer_upstream,
         }
     }
-}
 
-impl Metrics {
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -7,6 +7,7 @@ pub mod limits;
 pub mod link;
 pub mod metrics;
 pub mod node_upstream;
+pub mod page;
 pub mod run;
 pub mod sniff;
 pub mod state;

@@ -18,9 +18,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, info_span, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::admin::{self, LinkStatus, StatusFn};
+use super::admin::{self, Admin, IntroducerView};
 use super::config::{Config, Limits, LinkConfig, Upstream};
 use super::limits::ConnLimiter;
 use super::link::{Link, LinkHandles, Shared};
@@ -32,6 +32,7 @@ use crate::foolscap::storage::front::StorageServerObject;
 use crate::foolscap::{Tub, TubConfig};
 use crate::gbs::server::{GbsServer, ServerConfig};
 use crate::gbs::tls::TlsIdentity;
+use crate::health::Health;
 use crate::identity::Identity;
 use crate::introducer::announcement::load_tahoe_signing_key;
 use crate::introducer::augment::{Adopted, Endpoint};
@@ -202,7 +203,12 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     }
     let local_addr = ports[0].local_addr;
 
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(
+        config
+            .introducer
+            .as_ref()
+            .is_some_and(|i| i.upstream.is_some()),
+    ));
     let mut tubs = Tubs::new(&config.limits);
     let mut links = Vec::new();
     let mut links_served = Vec::new();
@@ -222,23 +228,24 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 nurl,
                 foolscap_api,
                 gbs_api,
-                handles,
+                mut handles,
             } = Link::assemble(i, l, identity, (&port.nurl_host, port.nurl_port), &shared).await?;
-            let upstream = handles.upstream.clone();
-            links_served.push(handles);
             let tub = tubs.get(identity)?;
+            let furl = tub.furl(&swissnum, port.hints.clone());
+            handles.furl_redacted = furl.redacted();
+            handles.listen = Some(port.local_addr);
+            links_served.push(handles);
             tub.publish(&swissnum, StorageServerObject::new(foolscap_api));
             port.tubs.add(&tub);
             port.servers.push((
                 swissnum.clone(),
                 GbsServer::new(gbs_api, server_config(&swissnum, &config.limits)),
             ));
-            let furl = tub.furl(&swissnum, port.hints.clone()).to_string();
+            let furl = furl.to_string();
             let nurl = nurl.to_string();
             if config.introducer.is_some() {
                 adopted_nodes.extend(adopted_announcer(i, l, &furl, &nurl)?);
             }
-            info!(link = %l.name, %upstream, tubid = %tub.tubid(), addr = %port.local_addr, "link ready");
             links.push(LinkUrls {
                 name: l.name.clone(),
                 furl,
@@ -247,6 +254,8 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         }
     }
     let shutdown = CancellationToken::new();
+    probe_links(&links_served, &config.limits, &shutdown).await;
+    let mut introducer_view = None;
     // The introducer relay serves with swampgate's own identity on the top-level
     // port, never an adopted one: an adopted node can then use it too.
     let (introducer_furl, relay, announcements) = match &config.introducer {
@@ -255,9 +264,23 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             let swissnum = state.introducer_swissnum()?;
             let tub = tubs.get(&own)?;
             ports[0].tubs.add(&tub);
+            let upstream = match (&ic.upstream, &metrics.introducer_upstream) {
+                (Some(furl), Some((up, last))) => Some((
+                    furl.clone(),
+                    Arc::new(Health::new("introducer", up.clone(), last.clone())),
+                    crate::introducer::Probe {
+                        interval: config.limits.probe_interval(),
+                        timeout: config.limits.probe_timeout(),
+                    },
+                )),
+                _ => None,
+            };
+            let upstream_view = upstream
+                .as_ref()
+                .map(|(furl, health, _)| (furl.redacted(), health.clone()));
             let (furl, relay, api) = crate::introducer::start_relay(
                 &ic.nickname,
-                ic.upstream.clone(),
+                upstream,
                 &swissnum,
                 &tub,
                 &client_tub,
@@ -267,6 +290,13 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 &shutdown,
             )
             .map_err(|e| cfg("introducer", e.to_string()))?;
+            introducer_view = Some(IntroducerView {
+                relay: relay.clone(),
+                furl_redacted: crate::foolscap::Furl::parse(&furl)
+                    .map(|f| f.redacted())
+                    .unwrap_or_default(),
+                upstream: upstream_view,
+            });
             (Some(furl), Some(relay), Some(api))
         }
     };
@@ -278,14 +308,16 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     let admin_addr = match config.admin {
         None => None,
         Some(addr) => {
-            let status = status_fn(
-                links_served.clone(),
-                metrics.clone(),
-                limiter.clone(),
-                relay.clone(),
+            let view = Arc::new(Admin {
+                metrics: metrics.clone(),
+                links: links_served.clone(),
+                introducer: introducer_view,
+                limiter: limiter.clone(),
                 local_addr,
-            );
-            Some(admin::start(addr, metrics.clone(), status, shutdown.clone()).await?)
+                tubid: own.tubid().to_string(),
+                spki_hash: own.spki_hash(),
+            });
+            Some(admin::start(addr, view, shutdown.clone()).await?)
         }
     };
     let mut served = Vec::new();
@@ -598,44 +630,49 @@ fn adopted_announcer(
     Ok(Some(Adopted { key, endpoint }))
 }
 
-/// What `/status` shows, read when asked.
-fn status_fn(
-    links: Vec<LinkHandles>,
-    metrics: Arc<Metrics>,
-    limiter: ConnLimiter,
-    relay: Option<crate::introducer::Relay>,
-    local_addr: SocketAddr,
-) -> StatusFn {
-    Arc::new(move || {
-        let links: Vec<LinkStatus> = links
-            .iter()
-            .map(|l| LinkStatus {
-                name: l.metered.link().to_string(),
-                upstream: l.upstream.clone(),
-                upstream_state: l.metered.upstream_state(),
-                inflight_calls: l.metered.inflight_calls(),
-                inflight_uploads: l.sessions.inflight_uploads(),
-            })
-            .collect();
-        let conns = |p: &str| {
-            metrics
-                .connections
-                .get_or_create(&ProtocolLabel { protocol: p.into() })
-                .get()
-        };
-        serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "listen": local_addr.to_string(),
-            "connections": {
-                "foolscap": conns("foolscap"),
-                "gbs": conns("gbs"),
-                "open": limiter.open(),
-                "refused": limiter.refused(),
+/// How long startup waits for the first probes before it reports the links.
+const STARTUP_PROBE_WAIT: Duration = Duration::from_secs(5);
+
+/// Start probing every link's upstream (until `stop`), wait a little for the first
+/// answers, and log each link: ready, or ready with its upstream unreachable (and
+/// why), or not answering yet.
+async fn probe_links(links: &[LinkHandles], limits: &Limits, stop: &CancellationToken) {
+    for l in links {
+        let backend = l.backend.clone();
+        tokio::spawn(l.health.clone().run_prober(
+            move || {
+                let backend = backend.clone();
+                async move { backend.probe().await.map_err(|e| e.to_string()) }
             },
-            "links": links,
-            "introducer": relay.as_ref().map(|r| r.status()),
-        })
-    })
+            limits.probe_interval(),
+            limits.probe_timeout(),
+            stop.clone(),
+        ));
+    }
+    let wait = STARTUP_PROBE_WAIT.min(limits.probe_timeout());
+    let first = futures_util::future::join_all(links.iter().map(|l| l.health.first_probe()));
+    let _ = tokio::time::timeout(wait, first).await;
+    for l in links {
+        let st = l.health.state();
+        if st.last_probe_unix.is_none() {
+            l.health.log_first_probe();
+            warn!(
+                link = %l.name,
+                upstream = %l.upstream,
+                "link ready, but its upstream has not answered within {} s",
+                wait.as_secs()
+            );
+        } else if st.is_up() {
+            info!(link = %l.name, upstream = %l.upstream, tubid = %l.tubid, addr = ?l.listen, "link ready");
+        } else {
+            warn!(
+                link = %l.name,
+                upstream = %l.upstream,
+                error = st.last_error.as_deref().unwrap_or(crate::health::NOT_PROBED),
+                "link ready, but its upstream is unreachable"
+            );
+        }
+    }
 }
 
 /// Counts a connection in the `open_connections` gauge while it lives.

@@ -13,7 +13,7 @@ pub mod http;
 pub mod persist;
 pub mod relay;
 
-pub use relay::{Augment, Origin, Relay};
+pub use relay::{Augment, Origin, Probe, Relay};
 
 use crate::foolscap::furl::Hint;
 use crate::foolscap::{Furl, Tub};
@@ -21,14 +21,14 @@ use tokio_util::sync::CancellationToken;
 
 /// Publish a relay named `nickname` on `tub` under `swissnum` (augmenting the
 /// announcements of the `adopted` nodes) and, with an `upstream` introducer, keep the
-/// upstream connection from `client_tub` until `stop`. With `persist`, the
-/// announcements saved there are served from the start, and every change is saved
-/// there (see [`persist`]). Returns the introducer FURL, the relay and its
-/// HTTP/WebSocket API.
+/// upstream connection from `client_tub` until `stop`, its state in `health` (probed
+/// as `probe` says). With `persist`, the announcements saved there are served from
+/// the start, and every change is saved there (see [`persist`]). Returns the
+/// introducer FURL, the relay and its HTTP/WebSocket API.
 #[allow(clippy::too_many_arguments)]
 pub fn start_relay(
     nickname: &str,
-    upstream: Option<Furl>,
+    upstream: Option<(Furl, std::sync::Arc<crate::health::Health>, Probe)>,
     swissnum: &str,
     tub: &Tub,
     client_tub: &Tub,
@@ -58,12 +58,14 @@ pub fn start_relay(
     }
     tub.publish(swissnum, relay.service_object());
     let furl = tub.furl(swissnum, hints.to_vec()).to_string();
-    if let Some(up) = upstream {
-        tokio::spawn(
-            relay
-                .clone()
-                .run_upstream(client_tub.clone(), up, stop.clone()),
-        );
+    if let Some((up, health, probe)) = upstream {
+        tokio::spawn(relay.clone().run_upstream(
+            client_tub.clone(),
+            up,
+            health,
+            probe,
+            stop.clone(),
+        ));
     }
     let api = http::AnnouncementApi::new(relay.clone(), swissnum);
     Ok((furl, relay, api))

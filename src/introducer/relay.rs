@@ -28,6 +28,7 @@ use crate::foolscap::backoff::Backoff;
 use crate::foolscap::broker::Canary;
 use crate::foolscap::schema::{RemoteInterface, RI_INTRODUCER, RI_INTRODUCER_SUBSCRIBER};
 use crate::foolscap::{Connection, Failure, Furl, RemoteObject, RemoteRef, Tub, Value};
+use crate::health::Health;
 
 /// The version key every v2 introducer announces and every client requires.
 pub const V2: &str = "http://allmydata.org/tahoe/protocols/introducer/v2";
@@ -433,9 +434,22 @@ impl Relay {
     }
 
     /// Keep a connection to the upstream introducer until `stop`: subscribe, publish
-    /// every local publication, and after a loss reconnect with backoff.
-    pub async fn run_upstream(self, tub: Tub, furl: Furl, stop: CancellationToken) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    /// every local publication, and after a loss reconnect with backoff (at most
+    /// `probe.interval` apart). While connected, the upstream is asked `get_version`
+    /// every `probe.interval`; one unanswered within `probe.timeout` counts as lost.
+    /// `health` follows what the connection and those probes find.
+    pub async fn run_upstream(
+        self,
+        tub: Tub,
+        furl: Furl,
+        health: Arc<Health>,
+        probe: Probe,
+        stop: CancellationToken,
+    ) {
+        let max_wait = probe
+            .interval
+            .clamp(Duration::from_millis(500), Duration::from_secs(30));
+        let mut backoff = Backoff::new(Duration::from_millis(500), max_wait);
         loop {
             let attempt = async {
                 let up = tub.get_reference(&furl).await.map_err(|e| e.to_string())?;
@@ -452,11 +466,14 @@ impl Relay {
             };
             let up = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = attempt => r,
+                r = tokio::time::timeout(probe.timeout, attempt) => r.unwrap_or_else(|_| {
+                    Err(format!("no answer within {} s", probe.timeout.as_secs_f64()))
+                }),
             };
             match up {
                 Ok(up) => {
                     backoff.succeeded();
+                    health.record(Ok(()));
                     info!(upstream = ?furl, "connected to the upstream introducer");
                     let (services, published) = {
                         let mut st = self.inner.state.lock().expect("relay state");
@@ -475,20 +492,80 @@ impl Relay {
                         let (relay, up) = (self.clone(), up.clone());
                         tokio::spawn(async move { relay.subscribe_upstream(&up, &service).await });
                     }
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = up.disconnected() => {}
-                    }
+                    let why = loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = up.disconnected() => break "connection lost".to_string(),
+                            _ = tokio::time::sleep(probe.interval) => {}
+                        }
+                        let answer = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            r = tokio::time::timeout(probe.timeout, up.call("get_version", &[])) => r,
+                        };
+                        match answer {
+                            Ok(Ok(_)) => {
+                                health.record(Ok(()));
+                            }
+                            Ok(Err(e)) => break format!("get_version failed: {e}"),
+                            Err(_) => {
+                                break format!(
+                                    "no answer to get_version within {} s",
+                                    probe.timeout.as_secs_f64()
+                                )
+                            }
+                        }
+                    };
                     self.inner.state.lock().expect("relay state").upstream = None;
-                    warn!(upstream = ?furl, "lost the upstream introducer; serving the last known announcements");
+                    health.record(Err(why.clone()));
+                    warn!(upstream = ?furl, "lost the upstream introducer ({why}); serving the last known announcements");
                 }
-                Err(e) => warn!(upstream = ?furl, "cannot reach the upstream introducer: {e}"),
+                Err(e) => {
+                    health.record(Err(e.clone()));
+                    warn!(upstream = ?furl, "cannot reach the upstream introducer: {e}");
+                }
             }
             let wait = backoff.failed(Instant::now());
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    /// The nickname and service of every announcement held, sorted.
+    pub fn announced(&self) -> Vec<(String, String)> {
+        let st = self.inner.state.lock().expect("relay state");
+        let mut v: Vec<(String, String)> = st
+            .announcements
+            .values()
+            .map(|a| {
+                (
+                    a.ann
+                        .get("nickname")
+                        .and_then(|n| n.as_str())
+                        .unwrap_or("")
+                        .to_string(),
+                    a.service().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// How often, and how patiently, the relay checks its upstream.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe {
+            interval: crate::health::DEFAULT_PROBE_INTERVAL,
+            timeout: crate::health::DEFAULT_PROBE_INTERVAL,
         }
     }
 }

@@ -196,6 +196,12 @@ impl ShareType {
 pub trait StorageApi: Send + Sync + 'static {
     async fn version(&self) -> StorageResult<VersionInfo>;
 
+    /// Whether the storage server answers (the health probe): `version` by default.
+    /// A backend that paces its reconnections dials at once for a probe.
+    async fn probe(&self) -> StorageResult<()> {
+        self.version().await.map(|_| ())
+    }
+
     async fn allocate_buckets(&self, req: AllocateRequest) -> StorageResult<AllocateResult>;
 
     /// Write `data` at `offset` of an allocated, unfinished immutable share. When the

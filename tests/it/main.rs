@@ -22,6 +22,7 @@ mod foolscap_interop;
 mod gbs_interop;
 mod gbs_loopback;
 mod harness;
+mod health;
 mod identities;
 mod introducer_protocol;
 mod introducer_relay;

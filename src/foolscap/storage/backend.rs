@@ -91,8 +91,15 @@ impl FoolscapBackend {
         c.push_back((si, shnum));
     }
 
-    /// The upstream storage server, (re)connecting if needed.
+    /// The upstream storage server, (re)connecting if needed (unless the reconnection
+    /// backoff says to wait).
     async fn server(&self) -> StorageResult<RemoteRef> {
+        self.connect(false).await
+    }
+
+    /// The upstream storage server, (re)connecting if needed; a `probe` dials at once
+    /// whatever the backoff says, and leaves logging its failure to the prober.
+    async fn connect(&self, probe: bool) -> StorageResult<RemoteRef> {
         let mut s = self.server.lock().await;
         if let Some(r) = s.as_ref().filter(|r| r.is_connected()) {
             return Ok(r.clone());
@@ -102,7 +109,10 @@ impl FoolscapBackend {
             // (Tahoe aborts them when our canary's connection drops).
             self.uploads.lock().expect("uploads").clear();
         }
-        if let Err(wait) = self.backoff.lock().expect("backoff").ready(Instant::now()) {
+        if let (false, Err(wait)) = (
+            probe,
+            self.backoff.lock().expect("backoff").ready(Instant::now()),
+        ) {
             return Err(StorageError::Unavailable(format!(
                 "upstream unreachable; next attempt in {} ms",
                 wait.as_millis()
@@ -116,7 +126,11 @@ impl FoolscapBackend {
             }
             Err(e) => {
                 let wait = self.backoff.lock().expect("backoff").failed(Instant::now());
-                tracing::warn!(upstream = ?self.furl, "upstream unreachable (retry in {} ms): {e}", wait.as_millis());
+                if probe {
+                    tracing::debug!(upstream = ?self.furl, "probe: upstream unreachable: {e}");
+                } else {
+                    tracing::warn!(upstream = ?self.furl, "upstream unreachable (retry in {} ms): {e}", wait.as_millis());
+                }
                 Err(StorageError::Unavailable(e.to_string()))
             }
         }
@@ -143,6 +157,10 @@ impl FoolscapBackend {
 
     async fn call(&self, method: &str, args: &[Value]) -> StorageResult<Value> {
         let ss = self.server().await?;
+        self.call_on(ss, method, args).await
+    }
+
+    async fn call_on(&self, ss: RemoteRef, method: &str, args: &[Value]) -> StorageResult<Value> {
         match ss.call(method, args).await {
             Err(crate::foolscap::CallError::ConnectionLost(m)) => {
                 *self.server.lock().await = None;
@@ -285,6 +303,13 @@ pub fn subtract(required: &mut Vec<ByteRange>, begin: u64, end: u64) {
 
 #[async_trait::async_trait]
 impl StorageApi for FoolscapBackend {
+    /// `get_version`, dialling at once if there is no connection: a success also
+    /// ends the backoff, so clients' calls find the upstream again without waiting.
+    async fn probe(&self) -> StorageResult<()> {
+        let ss = self.connect(true).await?;
+        self.call_on(ss, "get_version", &[]).await.map(|_| ())
+    }
+
     async fn version(&self) -> StorageResult<VersionInfo> {
         let v = self.call("get_version", &[]).await?;
         let inner = v.get(b"http://allmydata.org/tahoe/protocols/storage/v1");

@@ -1,6 +1,7 @@
 //! Every storage call of a link counted, timed and sized for `/metrics`; the calls in
-//! flight (for a graceful shutdown) and the upstream's state as its answers show it
-//! (for `/status`).
+//! flight (for a graceful shutdown), per-minute counts of calls and failures (for
+//! `/status` and the status page), and a word to the link's health probe when a call
+//! finds the upstream unreachable.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -95,15 +96,59 @@ impl CallMetrics {
     }
 }
 
-/// What is known of the upstream, from the calls made to it.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct UpstreamState {
-    /// `up` after a call reached the upstream, `down` after one could not, `unknown`
-    /// before any call.
-    pub state: &'static str,
-    pub last_success_unix: Option<u64>,
-    pub last_failure_unix: Option<u64>,
-    pub last_failure: Option<String>,
+/// How many minutes of per-minute counts a link keeps (for `/status` and the status
+/// page).
+pub const MINUTES_KEPT: usize = 15;
+
+/// One minute's calls and failed calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MinuteCount {
+    /// The minute's start, Unix seconds.
+    pub minute_unix: u64,
+    pub calls: u64,
+    pub errors: u64,
+}
+
+/// The last [`MINUTES_KEPT`] minutes' counts, oldest first.
+#[derive(Debug, Default)]
+struct MinuteRing(std::collections::VecDeque<MinuteCount>);
+
+impl MinuteRing {
+    fn add(&mut self, now_unix: u64, failed: bool) {
+        let minute_unix = now_unix - now_unix % 60;
+        if self.0.back().is_none_or(|m| m.minute_unix < minute_unix) {
+            if self.0.len() == MINUTES_KEPT {
+                self.0.pop_front();
+            }
+            self.0.push_back(MinuteCount {
+                minute_unix,
+                ..Default::default()
+            });
+        }
+        let m = self.0.back_mut().expect("just pushed");
+        m.calls += 1;
+        m.errors += u64::from(failed);
+    }
+
+    /// The `n` minutes up to the one holding `now_unix`, oldest first, quiet ones
+    /// as zeros.
+    fn last(&self, now_unix: u64, n: usize) -> Vec<MinuteCount> {
+        let this = now_unix - now_unix % 60;
+        (0..n as u64)
+            .rev()
+            .map(|back| {
+                let minute_unix = this.saturating_sub(back * 60);
+                self.0
+                    .iter()
+                    .find(|m| m.minute_unix == minute_unix)
+                    .copied()
+                    .unwrap_or(MinuteCount {
+                        minute_unix,
+                        ..Default::default()
+                    })
+            })
+            .collect()
+    }
 }
 
 fn now_unix() -> u64 {
@@ -113,12 +158,16 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// Told when a call failed for want of the upstream (the link's health probe).
+pub type OnUnavailable = Box<dyn Fn() + Send + Sync>;
+
 /// The metrics layer of one link.
 pub struct Metered {
     link: String,
     metrics: CallMetrics,
     inflight_calls: AtomicUsize,
-    upstream: Mutex<UpstreamState>,
+    minutes: Mutex<MinuteRing>,
+    on_unavailable: Option<OnUnavailable>,
 }
 
 /// Decrements the in-flight count however the call ends.
@@ -136,11 +185,15 @@ impl Metered {
             link: link.to_string(),
             metrics,
             inflight_calls: AtomicUsize::new(0),
-            upstream: Mutex::new(UpstreamState {
-                state: "unknown",
-                ..Default::default()
-            }),
+            minutes: Mutex::new(MinuteRing::default()),
+            on_unavailable: None,
         }
+    }
+
+    /// Call `f` whenever a call fails because the upstream could not be reached.
+    pub fn on_unavailable(mut self, f: OnUnavailable) -> Metered {
+        self.on_unavailable = Some(f);
+        self
     }
 
     pub fn link(&self) -> &str {
@@ -152,8 +205,13 @@ impl Metered {
         self.inflight_calls.load(Ordering::SeqCst)
     }
 
-    pub fn upstream_state(&self) -> UpstreamState {
-        self.upstream.lock().expect("upstream").clone()
+    /// Calls and failed calls in each of the last `n` minutes (at most
+    /// [`MINUTES_KEPT`]), oldest first, the current minute last.
+    pub fn recent_minutes(&self, n: usize) -> Vec<MinuteCount> {
+        self.minutes
+            .lock()
+            .expect("minutes")
+            .last(now_unix(), n.min(MINUTES_KEPT))
     }
 
     fn count_bytes(&self, direction: &'static str, n: u64) {
@@ -176,7 +234,7 @@ impl Metered {
             .latency
             .get_or_create(&labels)
             .observe(start.elapsed().as_secs_f64());
-        let reached = match r {
+        match r {
             Err(e) => {
                 self.metrics
                     .errors
@@ -186,33 +244,26 @@ impl Metered {
                         kind: e.kind().as_str(),
                     })
                     .inc();
-                // Any other answer came from a reachable upstream.
-                !matches!(e, StorageError::Unavailable(_))
-            }
-            Ok(reply) => {
-                match reply {
-                    Reply::Written(_) => self.count_bytes("in", bytes_in),
-                    Reply::ReadTestWrite(r) => {
-                        if r.success {
-                            self.count_bytes("in", bytes_in);
-                        }
-                        self.count_bytes("out", reply.bytes_out());
-                    }
-                    Reply::Data(_) | Reply::Readv(_) => self.count_bytes("out", reply.bytes_out()),
-                    _ => {}
+                if let (StorageError::Unavailable(_), Some(f)) = (e, &self.on_unavailable) {
+                    f();
                 }
-                true
             }
-        };
-        let mut up = self.upstream.lock().expect("upstream");
-        if reached {
-            up.state = "up";
-            up.last_success_unix = Some(now_unix());
-        } else {
-            up.state = "down";
-            up.last_failure_unix = Some(now_unix());
-            up.last_failure = r.as_ref().err().map(|e| e.to_string());
+            Ok(reply) => match reply {
+                Reply::Written(_) => self.count_bytes("in", bytes_in),
+                Reply::ReadTestWrite(r) => {
+                    if r.success {
+                        self.count_bytes("in", bytes_in);
+                    }
+                    self.count_bytes("out", reply.bytes_out());
+                }
+                Reply::Data(_) | Reply::Readv(_) => self.count_bytes("out", reply.bytes_out()),
+                _ => {}
+            },
         }
+        self.minutes
+            .lock()
+            .expect("minutes")
+            .add(now_unix(), r.is_err());
     }
 }
 
@@ -231,6 +282,65 @@ impl Layer for Metered {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_minute_ring_keeps_the_last_minutes() {
+        let mut r = MinuteRing::default();
+        let t0 = 1_000_020;
+        r.add(t0, false);
+        r.add(t0 + 1, true);
+        r.add(t0 + 60, false);
+        let last = r.last(t0 + 60, 3);
+        assert_eq!(
+            last.iter().map(|m| (m.calls, m.errors)).collect::<Vec<_>>(),
+            [(0, 0), (2, 1), (1, 0)]
+        );
+        assert_eq!(last[2].minute_unix % 60, 0);
+        for k in 0..(MINUTES_KEPT as u64 + 5) {
+            r.add(t0 + 120 + k * 60, false);
+        }
+        assert_eq!(r.0.len(), MINUTES_KEPT);
+        assert_eq!(r.last(t0, 1)[0].calls, 0, "old minutes are forgotten");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_told_to_the_health_probe() {
+        /// Fails every call as a backend fails when it cannot reach its upstream,
+        /// or, for reads, as an upstream that answered "not found".
+        struct Down;
+        impl Layer for Down {
+            async fn call<'a>(
+                &'a self,
+                call: Call<'a>,
+                _: &'a dyn StorageApi,
+            ) -> StorageResult<Reply> {
+                Err(match call.method() {
+                    Method::ReadImmutable => StorageError::NotFound("no share".into()),
+                    _ => StorageError::Unavailable("connection refused".into()),
+                })
+            }
+        }
+        let told = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let t = told.clone();
+        let mut registry = Registry::default();
+        let metered = Metered::new("l", CallMetrics::register(&mut registry)).on_unavailable(
+            Box::new(move || {
+                t.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        let down = wrap(Arc::new(Down), Arc::new(MemoryStorage::new(1 << 20)));
+        let api = wrap(Arc::new(metered), down);
+        api.version().await.unwrap_err();
+        assert_eq!(told.load(Ordering::SeqCst), 1);
+        api.read_immutable(StorageIndex([1; 16]), 0, 0, 1)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            told.load(Ordering::SeqCst),
+            1,
+            "an answer from the upstream, even an error, says it is reachable"
+        );
+    }
     use crate::storage::layer::wrap;
     use crate::storage::memory::MemoryStorage;
     use std::sync::Arc;
@@ -247,7 +357,6 @@ mod tests {
         let m = CallMetrics::register(&mut registry);
         let metered = Arc::new(Metered::new("l", m));
         let api = wrap(metered.clone(), Arc::new(MemoryStorage::new(1 << 20)));
-        assert_eq!(metered.upstream_state().state, "unknown");
         let si = StorageIndex([1; 16]);
         let up = Secret(vec![1; 32]);
         api.allocate_buckets(AllocateRequest {
@@ -277,7 +386,12 @@ mod tests {
         ] {
             assert!(t.contains(line), "{line} missing from\n{t}");
         }
-        assert_eq!(metered.upstream_state().state, "up");
         assert_eq!(metered.inflight_calls(), 0);
+        let minutes = metered.recent_minutes(3);
+        assert_eq!(minutes.len(), 3);
+        let total: (u64, u64) = minutes
+            .iter()
+            .fold((0, 0), |(c, e), m| (c + m.calls, e + m.errors));
+        assert_eq!(total, (4, 1), "{minutes:?}");
     }
 }
