@@ -20,6 +20,16 @@ pub struct ProtocolLabel {
     pub protocol: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub calls: CallMetrics,
@@ -27,6 +37,9 @@ pub struct Metrics {
     pub connections_accepted: Family<ProtocolLabel, Counter>,
     /// Connections closed unidentified to make room at the connection limit.
     pub connections_shed: Counter,
+    /// Connections closed unread, by reason (`max_connections`,
+    /// `max_connections_per_ip`).
+    pub connections_refused: Family<ReasonLabel, Counter>,
     pub upstream_up: Family<LinkLabel, Gauge>,
     pub upstream_last_success: Family<LinkLabel, TimestampGauge>,
     /// The introducer relay's upstream, registered only when it has one.
@@ -65,6 +78,30 @@ impl Metrics {
              max_connections",
             connections_shed.clone(),
         );
+        let connections_refused = Family::<ReasonLabel, Counter>::default();
+        for reason in ["max_connections", "max_connections_per_ip"] {
+            let _ = connections_refused.get_or_create(&ReasonLabel { reason });
+        }
+        registry.register(
+            "connections_refused",
+            "Connections closed unread at a connection limit, by the limit",
+            connections_refused.clone(),
+        );
+        // Every series exists from the start, at zero.
+        for protocol in ["foolscap", "gbs"] {
+            let label = ProtocolLabel {
+                protocol: protocol.into(),
+            };
+            let _ = connections.get_or_create(&label);
+            let _ = connections_accepted.get_or_create(&label);
+        }
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "swampgate's version (the value is 1)", build);
         let upstream_up = Family::<LinkLabel, Gauge>::default();
         let upstream_last_success = Family::<LinkLabel, TimestampGauge>::default();
         registry.register(
@@ -98,6 +135,7 @@ impl Metrics {
             connections,
             connections_accepted,
             connections_shed,
+            connections_refused,
             upstream_up,
             upstream_last_success,
             introducer_upstream,

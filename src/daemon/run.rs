@@ -727,6 +727,14 @@ async fn accept_loop(
             Err(why) => {
                 // Closed unread: the cheapest answer, and the same for both protocols.
                 debug!(%peer, ?why, "connection limit reached: closing");
+                let reason = match why {
+                    super::limits::Refusal::Total => "max_connections",
+                    super::limits::Refusal::PerIp => "max_connections_per_ip",
+                };
+                metrics
+                    .connections_refused
+                    .get_or_create(&super::metrics::ReasonLabel { reason })
+                    .inc();
                 drop(tcp);
                 continue;
             }

@@ -83,6 +83,17 @@ impl ErrorKind {
         ErrorKind::Internal,
     ];
 
+    /// True for a fault of the server side (the upstream unreachable or failing,
+    /// swampgate's own error, a full disk): what an operator is alerted on. The
+    /// other kinds are a client's mistakes or questions with a negative answer (an
+    /// unknown share, a conflicting write, a wrong secret), normal on a healthy grid.
+    pub fn is_fault(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Unavailable | ErrorKind::Remote | ErrorKind::Internal | ErrorKind::NoSpace
+        )
+    }
+
     /// The kind's one spelling (snake case, as Prometheus labels are written).
     pub fn as_str(self) -> &'static str {
         match self {

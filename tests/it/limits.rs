@@ -129,6 +129,14 @@ async fn total_connection_limit_sheds_the_oldest_unidentified_then_refuses() {
     let mut late = connect_from("127.0.0.5", addr).await;
     assert!(closed_by_server(&mut late, Duration::from_secs(5)).await);
     assert_eq!(r.refused_connections(), 1);
+    let refused = |reason| {
+        r.metrics
+            .connections_refused
+            .get_or_create(&swampgate::daemon::metrics::ReasonLabel { reason })
+            .get()
+    };
+    assert_eq!(refused("max_connections"), 1);
+    assert_eq!(refused("max_connections_per_ip"), 0);
     rref.call("get_version", &[]).await.expect("still served");
     r.shutdown(Duration::from_secs(1)).await;
 }

@@ -31,6 +31,12 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub link: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BytesLabels {
     pub link: String,
     /// `in` (share data written by clients) or `out` (share data read by clients).
@@ -52,6 +58,8 @@ fn latency_histogram() -> Histogram {
 pub struct CallMetrics {
     pub calls: Family<CallLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
+    /// The errors that are faults ([`ErrorKind::is_fault`]), per link and kind.
+    pub faults: Family<FaultLabels, Counter>,
     pub latency: Family<CallLabels, Histogram, fn() -> Histogram>,
     pub bytes: Family<BytesLabels, Counter>,
     pub inflight_uploads: Family<LinkLabel, Gauge>,
@@ -63,6 +71,7 @@ impl CallMetrics {
         let m = CallMetrics {
             calls: Family::default(),
             errors: Family::default(),
+            faults: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
             bytes: Family::default(),
             inflight_uploads: Family::default(),
@@ -76,6 +85,13 @@ impl CallMetrics {
             "errors",
             "Failed storage calls per link, method and error kind",
             m.errors.clone(),
+        );
+        registry.register(
+            "faults",
+            "Failed storage calls that are faults of the server side (upstream \
+             unavailable or failing, internal, no space), per link and kind: alert on \
+             these; the other error kinds are normal client traffic",
+            m.faults.clone(),
         );
         registry.register(
             "call_duration_seconds",
@@ -181,6 +197,28 @@ impl Drop for InFlight<'_> {
 
 impl Metered {
     pub fn new(link: &str, metrics: CallMetrics) -> Metered {
+        // Every series of the link exists from the start, at zero.
+        for method in Method::ALL {
+            let _ = metrics.calls.get_or_create(&CallLabels {
+                link: link.to_string(),
+                method: method.as_str(),
+            });
+        }
+        for kind in ErrorKind::ALL.into_iter().filter(|k| k.is_fault()) {
+            let _ = metrics.faults.get_or_create(&FaultLabels {
+                link: link.to_string(),
+                kind: kind.as_str(),
+            });
+        }
+        for direction in ["in", "out"] {
+            let _ = metrics.bytes.get_or_create(&BytesLabels {
+                link: link.to_string(),
+                direction,
+            });
+        }
+        let _ = metrics.inflight_uploads.get_or_create(&LinkLabel {
+            link: link.to_string(),
+        });
         Metered {
             link: link.to_string(),
             metrics,
@@ -244,6 +282,15 @@ impl Metered {
                         kind: e.kind().as_str(),
                     })
                     .inc();
+                if e.kind().is_fault() {
+                    self.metrics
+                        .faults
+                        .get_or_create(&FaultLabels {
+                            link: self.link.clone(),
+                            kind: e.kind().as_str(),
+                        })
+                        .inc();
+                }
                 if let (StorageError::Unavailable(_), Some(f)) = (e, &self.on_unavailable) {
                     f();
                 }
@@ -328,6 +375,16 @@ mod tests {
                 t.fetch_add(1, Ordering::SeqCst);
             }),
         );
+        // Every series of the link is there before any call, at zero.
+        let before = text(&registry);
+        for series in [
+            "calls_total{link=\"l\",method=\"read_immutable\"} 0",
+            "faults_total{link=\"l\",kind=\"unavailable\"} 0",
+            "share_bytes_total{link=\"l\",direction=\"out\"} 0",
+            "inflight_uploads{link=\"l\"} 0",
+        ] {
+            assert!(before.contains(series), "{series} missing:\n{before}");
+        }
         let down = wrap(Arc::new(Down), Arc::new(MemoryStorage::new(1 << 20)));
         let api = wrap(Arc::new(metered), down);
         api.version().await.unwrap_err();
@@ -339,6 +396,16 @@ mod tests {
             told.load(Ordering::SeqCst),
             1,
             "an answer from the upstream, even an error, says it is reachable"
+        );
+        // A fault is counted as one; a client's question with a negative answer is not.
+        let after = text(&registry);
+        assert!(
+            after.contains("faults_total{link=\"l\",kind=\"unavailable\"} 1"),
+            "{after}"
+        );
+        assert!(
+            !after.contains("faults_total{link=\"l\",kind=\"not_found\"}"),
+            "{after}"
         );
     }
     use crate::storage::layer::wrap;
