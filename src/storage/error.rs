@@ -83,11 +83,8 @@ impl ErrorKind {
         ErrorKind::Internal,
     ];
 
-    /// True for a fault of the server side (the upstream unreachable or failing,
-    /// swampgate's own error, a full disk): what an operator is alerted on. The
-    /// other kinds are a client's mistakes or questions with a negative answer (an
-    /// unknown share, a conflicting write, a wrong secret), normal on a healthy grid.
-    pub fn is_fault(self) -> bool {
+    /// The kinds under which a fault ([`StorageError::is_fault`]) can be counted.
+    pub fn can_be_fault(self) -> bool {
         matches!(
             self,
             ErrorKind::Unavailable | ErrorKind::Remote | ErrorKind::Internal | ErrorKind::NoSpace
@@ -119,7 +116,43 @@ impl std::fmt::Display for ErrorKind {
     }
 }
 
+/// Exceptions a Tahoe server raises when it rejects a request's arguments (a
+/// precondition, an unknown key, a bad value): the upstream answered, the client
+/// asked wrongly.
+const REJECTIONS: &[&str] = &[
+    "AssertionError",
+    "KeyError",
+    "ValueError",
+    "IndexError",
+    "TypeError",
+    "UnicodeDecodeError",
+    "UnicodeEncodeError",
+];
+
 impl StorageError {
+    /// True for a fault of the server side, what an operator is alerted on: the
+    /// upstream unreachable or failing (an HTTP 5xx, an exception that is not a
+    /// rejection of the request), swampgate's own error, a full disk. Everything
+    /// else is a client's mistake or a question with a negative answer (an unknown
+    /// share, a conflicting write, a wrong secret, a rejected argument), normal on
+    /// a healthy grid.
+    pub fn is_fault(&self) -> bool {
+        match self {
+            StorageError::Remote { kind, .. } => {
+                if let Some(status) = kind.strip_prefix("HTTP ") {
+                    !status.starts_with('4')
+                } else {
+                    let name = kind.rsplit('.').next().unwrap_or(kind);
+                    !REJECTIONS.contains(&name)
+                }
+            }
+            e => matches!(
+                e.kind(),
+                ErrorKind::Unavailable | ErrorKind::Internal | ErrorKind::NoSpace
+            ),
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             StorageError::NotFound(_) => ErrorKind::NotFound,
@@ -162,5 +195,39 @@ mod tests {
             StorageError::WrongUploadSecret.kind(),
             ErrorKind::WrongUploadSecret
         );
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+
+    #[test]
+    fn faults_are_the_server_side_failing() {
+        let remote = |kind: &str| StorageError::Remote {
+            kind: kind.into(),
+            message: String::new(),
+        };
+        for e in [
+            StorageError::Unavailable("x".into()),
+            StorageError::Internal("x".into()),
+            StorageError::NoSpace("x".into()),
+            remote("HTTP 500"),
+            remote("builtins.OSError"),
+            remote("exceptions.IOError"),
+        ] {
+            assert!(e.is_fault(), "{e:?}");
+        }
+        for e in [
+            StorageError::NotFound("x".into()),
+            StorageError::ConflictingWrite("x".into()),
+            StorageError::WrongUploadSecret,
+            StorageError::BadWriteEnabler("x".into()),
+            remote("HTTP 400"),
+            remote("builtins.AssertionError"),
+            remote("exceptions.KeyError"),
+        ] {
+            assert!(!e.is_fault(), "{e:?}");
+        }
     }
 }

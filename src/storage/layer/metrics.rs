@@ -58,7 +58,7 @@ fn latency_histogram() -> Histogram {
 pub struct CallMetrics {
     pub calls: Family<CallLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
-    /// The errors that are faults ([`ErrorKind::is_fault`]), per link and kind.
+    /// The errors that are faults ([`StorageError::is_fault`]), per link and kind.
     pub faults: Family<FaultLabels, Counter>,
     pub latency: Family<CallLabels, Histogram, fn() -> Histogram>,
     pub bytes: Family<BytesLabels, Counter>,
@@ -204,7 +204,7 @@ impl Metered {
                 method: method.as_str(),
             });
         }
-        for kind in ErrorKind::ALL.into_iter().filter(|k| k.is_fault()) {
+        for kind in ErrorKind::ALL.into_iter().filter(|k| k.can_be_fault()) {
             let _ = metrics.faults.get_or_create(&FaultLabels {
                 link: link.to_string(),
                 kind: kind.as_str(),
@@ -282,7 +282,7 @@ impl Metered {
                         kind: e.kind().as_str(),
                     })
                     .inc();
-                if e.kind().is_fault() {
+                if e.is_fault() {
                     self.metrics
                         .faults
                         .get_or_create(&FaultLabels {
