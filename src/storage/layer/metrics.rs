@@ -283,6 +283,7 @@ impl Metered {
                     })
                     .inc();
                 if e.is_fault() {
+                    tracing::debug!(link = %self.link, method = method.as_str(), "fault: {e:?}");
                     self.metrics
                         .faults
                         .get_or_create(&FaultLabels {
