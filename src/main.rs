@@ -74,6 +74,10 @@ enum Command {
         /// Record every storage call as a JSON line in FILE (no secrets, no share data).
         #[arg(long, value_name = "FILE")]
         trace: Option<PathBuf>,
+        /// Take the limits from the `[limits]` table of FILE (a TOML file holding
+        /// only that table; see `run`'s configuration).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Read call-by-call traces.
     Trace {
@@ -143,8 +147,15 @@ fn main() -> ExitCode {
             probe_interval,
             introducer_upstream,
             trace,
+            config,
         } => {
-            let defaults = config::Limits::default();
+            let defaults = match &config {
+                None => config::Limits::default(),
+                Some(path) => match Config::load_limits(path) {
+                    Ok(l) => l,
+                    Err(e) => return fail(format!("--config: {e}")),
+                },
+            };
             let probe_interval = probe_interval.unwrap_or(defaults.upstream_probe_interval_secs);
             if probe_interval == 0 {
                 return fail("--probe-interval: must be at least 1");

@@ -43,6 +43,27 @@ pub struct ConfigError {
     pub why: String,
 }
 
+/// A TOML error of `text`, with its line and column, naming the key when it is
+/// inside `[limits]`.
+fn toml_error(text: &str, e: toml::de::Error) -> ConfigError {
+    let span = e
+        .span()
+        .map(|s| {
+            let (line, column) = line_column(text, s.start);
+            format!(" (line {line}, column {column})")
+        })
+        .unwrap_or_default();
+    let field = match e.span() {
+        Some(sp) if limits_table_span(text).is_some_and(|t| t.contains(&sp.start)) => {
+            key_at(text, sp.start)
+                .map(|k| format!("limits.{k}"))
+                .unwrap_or_else(|| "limits".into())
+        }
+        _ => "config".into(),
+    };
+    cfg_err(field, format!("{}{span}", e.message()))
+}
+
 /// The 1-based line and column (in characters) of byte `at` of `text`.
 fn line_column(text: &str, at: usize) -> (usize, usize) {
     // A span starts on a character boundary; anything else counts to the end.
@@ -426,26 +447,25 @@ impl Config {
         Config::parse(&text).map_err(|e| cfg_err(format!("{}: {}", path.display(), e.field), e.why))
     }
 
+    /// A file holding only a `[limits]` table (`bridge --config`), validated.
+    pub fn load_limits(path: &Path) -> Result<Limits, ConfigError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct LimitsOnly {
+            #[serde(default)]
+            limits: Limits,
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| cfg_err(path.display().to_string(), format!("cannot read: {e}")))?;
+        let parsed: Result<LimitsOnly, ConfigError> =
+            toml::from_str(&text).map_err(|e| toml_error(&text, e));
+        parsed
+            .and_then(|l| l.limits.validate().map(|()| l.limits))
+            .map_err(|e| cfg_err(format!("{}: {}", path.display(), e.field), e.why))
+    }
+
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let span = e
-                .span()
-                .map(|s| {
-                    let (line, column) = line_column(text, s.start);
-                    format!(" (line {line}, column {column})")
-                })
-                .unwrap_or_default();
-            // Name the key when the error is inside `[limits]`.
-            let field = match e.span() {
-                Some(sp) if limits_table_span(text).is_some_and(|t| t.contains(&sp.start)) => {
-                    key_at(text, sp.start)
-                        .map(|k| format!("limits.{k}"))
-                        .unwrap_or_else(|| "limits".into())
-                }
-                _ => "config".into(),
-            };
-            cfg_err(field, format!("{}{span}", e.message()))
-        })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(text, e))?;
         raw.limits.validate()?;
         let listen = match &raw.listen {
             Some(l) => parse_addr(l).map_err(|w| cfg_err("listen", w))?,

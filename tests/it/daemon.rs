@@ -542,3 +542,59 @@ fn bridged_session_at_trace_level_logs_no_secret() {
         }
     }
 }
+
+/// `bridge --config FILE` takes its limits from FILE's `[limits]` table, and
+/// refuses anything else in it or an unusable value, naming it.
+#[test]
+fn bridge_takes_limits_from_a_config_file() {
+    use std::io::Read;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(p.join("zero.toml"), "[limits]\nmax_connections = 0\n").unwrap();
+    fails_with(
+        &["bridge", "--upstream", "local:s", "--config", "zero.toml"],
+        p,
+        "limits.max_connections",
+    );
+    std::fs::write(p.join("other.toml"), "listen = \"127.0.0.1:0\"\n").unwrap();
+    fails_with(
+        &["bridge", "--upstream", "local:s", "--config", "other.toml"],
+        p,
+        "other.toml",
+    );
+    std::fs::write(p.join("one.toml"), "[limits]\nmax_connections_per_ip = 1\n").unwrap();
+    let (_sg, _furl, nurl) = start(
+        &[
+            "bridge",
+            "--upstream",
+            "local:s",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            "one.toml",
+            "--state-dir",
+            "st",
+        ],
+        p,
+    );
+    let hostport = nurl.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let first = std::net::TcpStream::connect(hostport).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The second connection from the same address is past the file's limit.
+    let mut second = std::net::TcpStream::connect(hostport).unwrap();
+    second
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let r = second.read(&mut buf);
+    let closed = match &r {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    };
+    assert!(
+        closed,
+        "closed at once by max_connections_per_ip = 1: {r:?}"
+    );
+    drop(first);
+}
