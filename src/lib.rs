@@ -25,8 +25,9 @@
 //! - [`introducer`]: signed announcements, the introducer protocol and its relay;
 //!   takes plain values, never the daemon's configuration.
 //! - [`daemon`]: configuration, the state dir, `link` (assembles a link: identity,
-//!   layers, backend, fronts), the one-port listener, the admin endpoint. The only
-//!   place that wires protocols together.
+//!   layers, backend, fronts), the listeners (each port serves both protocols; one
+//!   port per identity), the admin endpoint. The only place that wires protocols
+//!   together.
 //! - [`nodedir`]: a Tahoe storage node's directory, read: its identity, server id,
 //!   FURL and NURLs as the node announces them (`node:` upstreams, `node-info`).
 //! - [`check`]: the conformance suite behind `swampgate check`.

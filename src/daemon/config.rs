@@ -229,8 +229,10 @@ impl IntroducerConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Connections open at once on the one port, all peers together. Past it a new
-    /// connection is closed at once, before a byte is read.
+    /// Connections open at once on all ports, all peers together. Past it the
+    /// oldest connection that has not identified itself yet (no finished Foolscap
+    /// negotiation or TLS handshake) is closed to admit the new one; if every open
+    /// connection has, the new one is closed at once, before a byte is read.
     pub max_connections: usize,
     /// Connections open at once from one peer IP address. Past it that peer's new
     /// connection is closed at once; other peers are unaffected.

@@ -1,5 +1,6 @@
-//! The daemon: configuration, state directory, the one-port listener that tells
-//! Foolscap from GBS by the first bytes, and the running links.
+//! The daemon: configuration, state directory, the listeners that tell Foolscap
+//! from GBS by the first bytes (one port, or one per identity), and the running
+//! links.
 
 pub mod admin;
 pub mod config;
