@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use toml::Spanned;
 
 use crate::foolscap::furl::{Furl, Hint};
 use crate::gbs::nurl::Nurl;
@@ -38,7 +39,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7750";
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{field}: {why}")]
 pub struct ConfigError {
-    /// The field (or file) at fault, e.g. `link[0].upstream`.
+    /// The field (or file) at fault, e.g. `link "legacy".upstream` (`link[0].name`
+    /// while the link has no valid name).
     pub field: String,
     pub why: String,
 }
@@ -382,12 +384,12 @@ impl Limits {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLink {
-    name: String,
-    upstream: String,
-    adopt: Option<PathBuf>,
-    trace: Option<PathBuf>,
-    listen: Option<String>,
-    location: Option<String>,
+    name: Spanned<String>,
+    upstream: Spanned<String>,
+    adopt: Option<Spanned<PathBuf>>,
+    trace: Option<Spanned<PathBuf>>,
+    listen: Option<Spanned<String>>,
+    location: Option<Spanned<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -487,45 +489,74 @@ impl Config {
             return Err(cfg_err("link", "at least one [[link]] is required"));
         }
         let mut links: Vec<LinkConfig> = Vec::new();
+        // A link's errors name the link and say where in the file the value is.
+        let at = |span: std::ops::Range<usize>, why: String| {
+            let (line, column) = line_column(text, span.start);
+            format!("{why} (line {line}, column {column})")
+        };
         for (i, l) in raw.links.into_iter().enumerate() {
-            validate_name(&l.name).map_err(|w| cfg_err(format!("link[{i}].name"), w))?;
-            if links.iter().any(|x| x.name == l.name) {
+            let name_span = l.name.span();
+            let name = l.name.into_inner();
+            validate_name(&name)
+                .map_err(|w| cfg_err(format!("link[{i}].name"), at(name_span.clone(), w)))?;
+            if links.iter().any(|x| x.name == name) {
                 return Err(cfg_err(
                     format!("link[{i}].name"),
-                    format!("duplicate link name {:?}", l.name),
+                    at(name_span, format!("duplicate link name {name:?}")),
                 ));
             }
-            let upstream = Upstream::parse(&l.upstream)
-                .map_err(|w| cfg_err(format!("link[{i}].upstream"), w))?;
+            let field = |f: &str| format!("link {name:?}.{f}");
+            let upstream = Upstream::parse(l.upstream.get_ref())
+                .map_err(|w| cfg_err(field("upstream"), at(l.upstream.span(), w)))?;
+            let adopt_span = l.adopt.as_ref().map(|a| a.span());
             let adopt = upstream
-                .adoption(l.adopt.as_deref())
-                .map_err(|(f, w)| cfg_err(format!("link[{i}].{f}"), w))?;
+                .adoption(l.adopt.as_ref().map(|a| a.get_ref().as_path()))
+                .map_err(|(f, w)| {
+                    let span = match (f, &adopt_span) {
+                        ("adopt", Some(s)) => s.clone(),
+                        _ => l.upstream.span(),
+                    };
+                    cfg_err(field(f), at(span, w))
+                })?;
             if let Some(t) = &l.trace {
-                if t.as_os_str().is_empty() {
-                    return Err(cfg_err(format!("link[{i}].trace"), "needs a file name"));
+                if t.get_ref().as_os_str().is_empty() {
+                    return Err(cfg_err(
+                        field("trace"),
+                        at(t.span(), "needs a file name".into()),
+                    ));
                 }
             }
             let link_listen = l
                 .listen
-                .as_deref()
-                .map(|a| parse_addr(a).map_err(|w| cfg_err(format!("link[{i}].listen"), w)))
+                .as_ref()
+                .map(|a| {
+                    parse_addr(a.get_ref()).map_err(|w| cfg_err(field("listen"), at(a.span(), w)))
+                })
                 .transpose()?;
             let link_location = l
                 .location
-                .as_deref()
-                .map(|h| parse_location(h).map_err(|w| cfg_err(format!("link[{i}].location"), w)))
+                .as_ref()
+                .map(|h| {
+                    parse_location(h.get_ref())
+                        .map_err(|w| cfg_err(field("location"), at(h.span(), w)))
+                })
                 .transpose()?;
-            if link_location.is_some() && link_listen.is_none() {
+            if let (Some(h), None) = (&l.location, &link_listen) {
                 return Err(cfg_err(
-                    format!("link[{i}].location"),
-                    "only with link.listen: a link on the top-level port uses the top-level location",
+                    field("location"),
+                    at(
+                        h.span(),
+                        "only with link.listen: a link on the top-level port uses the \
+                         top-level location"
+                            .into(),
+                    ),
                 ));
             }
             links.push(LinkConfig {
-                name: l.name,
+                name,
                 upstream,
                 adopt,
-                trace: l.trace,
+                trace: l.trace.map(Spanned::into_inner),
                 listen: link_listen,
                 location: link_location,
             });
@@ -629,6 +660,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn link_errors_name_the_link_and_say_where() {
+        let e = Config::parse(
+            "listen = \"127.0.0.1:0\"\n\n[[link]]\nname = \"legacy\"\nupstream = \"http://x\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "link \"legacy\".upstream");
+        assert!(e.why.ends_with("(line 5, column 12)"), "{e}");
+        let e = Config::parse("[[link]]\nname = \"a b\"\nupstream = \"local:x\"\n").unwrap_err();
+        assert_eq!(e.field, "link[0].name");
+        assert!(e.why.ends_with("(line 2, column 8)"), "{e}");
+    }
+
+    #[test]
     fn syntax_errors_give_line_and_column() {
         let e = Config::parse("listen = \"127.0.0.1:0\"\n[[link]]\nname = 5\n").unwrap_err();
         assert!(e.why.contains("(line 3, column 8)"), "{e}");
@@ -667,10 +711,10 @@ mod tests {
             ("listen = \"nope\"\n[[link]]\nname=\"a\"\nupstream=\"local:x\"", "listen"),
             ("admin = \"1.2.3.4\"\n[[link]]\nname=\"a\"\nupstream=\"local:x\"", "admin"),
             ("[[link]]\nname=\"a/b\"\nupstream=\"local:x\"", "link[0].name"),
-            ("[[link]]\nname=\"a\"\nupstream=\"http://x\"", "link[0].upstream"),
-            ("[[link]]\nname=\"a\"\nupstream=\"pb://short@tcp:h:1/x\"", "link[0].upstream"),
+            ("[[link]]\nname=\"a\"\nupstream=\"http://x\"", "link \"a\".upstream"),
+            ("[[link]]\nname=\"a\"\nupstream=\"pb://short@tcp:h:1/x\"", "link \"a\".upstream"),
             ("[[link]]\nname=\"a\"\nupstream=\"local:x\"\n[[link]]\nname=\"a\"\nupstream=\"local:y\"", "link[1].name"),
-            ("[[link]]\nname=\"a\"\nupstream=\"local:x\"\nadopt=\"/nonexistent\"", "link[0].adopt"),
+            ("[[link]]\nname=\"a\"\nupstream=\"local:x\"\nadopt=\"/nonexistent\"", "link \"a\".adopt"),
             ("bogus = 1\n[[link]]\nname=\"a\"\nupstream=\"local:x\"", "config"),
             ("", "link"),
             ("[introducer]\nupstream=\"http://x\"\n[[link]]\nname=\"a\"\nupstream=\"local:x\"", "introducer.upstream"),
@@ -789,7 +833,7 @@ mod tests {
         assert_eq!(c.links[1].trace, None);
         let e =
             Config::parse("[[link]]\nname=\"a\"\nupstream=\"local:x\"\ntrace=\"\"").unwrap_err();
-        assert_eq!(e.field, "link[0].trace");
+        assert_eq!(e.field, "link \"a\".trace");
     }
 
     #[test]
@@ -810,12 +854,12 @@ mod tests {
         let c = link(&format!("adopt = \"{dir}/.\"")).unwrap();
         assert!(c.links[0].adopt.is_some());
         let e = link(&format!("adopt = \"{}\"", other.path().display())).unwrap_err();
-        assert_eq!(e.field, "link[0].adopt");
+        assert_eq!(e.field, "link \"a\".adopt");
         assert!(e.why.contains("a node: upstream adopts"), "{e}");
         // A node dir that cannot be bridged is refused when the config is read.
         std::fs::remove_file(node.path().join("private/storage.furl")).unwrap();
         let e = link("").unwrap_err();
-        assert_eq!(e.field, "link[0].upstream");
+        assert_eq!(e.field, "link \"a\".upstream");
         assert!(e.why.contains("storage.furl"), "{e}");
         assert!(Upstream::parse("node:").is_err());
     }
@@ -829,7 +873,7 @@ mod tests {
             node.path().display()
         ))
         .unwrap_err();
-        assert_eq!(e.field, "link[0].adopt");
+        assert_eq!(e.field, "link \"a\".adopt");
         assert!(e.why.contains("embedded store"), "{e}");
     }
 
