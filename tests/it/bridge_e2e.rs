@@ -60,7 +60,7 @@ pub(crate) fn get(client: &ClientNode, cap: &str, dir: &Path, name: &str) -> Vec
     std::fs::read(out).unwrap()
 }
 
-fn share_count(node: &StorageNode) -> usize {
+pub(crate) fn share_count(node: &StorageNode) -> usize {
     fn walk(p: &Path) -> usize {
         std::fs::read_dir(p)
             .map(|rd| {

@@ -26,10 +26,6 @@ use swampgate::storage::*;
 use crate::kit::storage::{data, lease};
 use crate::kit::*;
 
-fn last_word(line: &str) -> String {
-    line.rsplit(' ').next().unwrap().to_string()
-}
-
 fn start(dir: &Path) -> (Process, String, String, String) {
     let mut cmd = swampgate_command();
     cmd.args(["run", "--config", "sg.toml", "--state-dir", "st"])

@@ -19,10 +19,6 @@ fn start(args: &[&str], dir: &Path) -> (Process, String, String) {
     (p, furl, nurl)
 }
 
-fn last_word(line: &str) -> String {
-    line.rsplit(' ').next().unwrap().to_string()
-}
-
 fn fails_with(args: &[&str], dir: &Path, needle: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_swampgate"))
         .args(args)

@@ -13,10 +13,6 @@ use std::time::{Duration, Instant};
 use crate::bridge_e2e::{get, write};
 use crate::kit::*;
 
-fn last_word(line: &str) -> String {
-    line.rsplit(' ').next().unwrap().to_string()
-}
-
 /// swampgate with `gate.toml` in `dir`; returns it, the link's NURL, the
 /// introducer FURL and the `HOST:PORT` of its top-level port.
 fn start_gate(dir: &Path) -> (Process, String, String, String) {

@@ -14,10 +14,6 @@ use swampgate::gbs::client::{ClientConfig, GbsClient};
 use swampgate::gbs::nurl::Nurl;
 use swampgate::storage::*;
 
-fn last_word(line: &str) -> String {
-    line.rsplit(' ').next().unwrap().to_string()
-}
-
 fn spawn_upstream(dir: &std::path::Path, port: u16) -> (Process, String, String) {
     let mut cmd = swampgate_command();
     cmd.args([

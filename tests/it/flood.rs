@@ -30,10 +30,6 @@ const KEEP_OPEN: usize = 3_000;
 /// Fresh-client rounds (each one GBS and one Foolscap connection).
 const ROUNDS: usize = 10;
 
-fn last_word(line: &str) -> String {
-    line.rsplit(' ').next().unwrap().to_string()
-}
-
 #[test]
 fn a_fresh_client_is_served_during_a_flood_from_many_addresses() {
     let d = tempfile::tempdir().unwrap();

@@ -17,10 +17,6 @@ const PROBE_INTERVAL_SECS: u64 = 1;
 /// (5 s at least), and slack for a busy host.
 const CHANGE_SHOWN_WITHIN: Duration = Duration::from_secs(PROBE_INTERVAL_SECS + 5 + 10);
 
-fn last_word(line: &str) -> String {
-    line.rsplit(' ').next().unwrap().to_string()
-}
-
 /// The port of an `admin http://127.0.0.1:PORT/` line.
 fn admin_port(p: &mut Process) -> u16 {
     let line = p.wait_for_line("admin ", STARTUP_TIMEOUT);

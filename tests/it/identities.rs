@@ -6,34 +6,11 @@
 //! nodes through swampgate's augmented announcements, and Foolscap clients reach
 //! them directly: both write and read the same mutable files.
 
-use std::path::Path;
-
-use crate::bridge_e2e::{get, write};
+use crate::bridge_e2e::{get, share_count, write};
 use crate::kit::*;
-
-fn last_word(line: &str) -> String {
-    line.rsplit(' ').next().unwrap().to_string()
-}
 
 fn tubid(furl: &str) -> String {
     swampgate::foolscap::Furl::parse(furl).unwrap().tubid
-}
-
-fn share_files(node: &StorageNode) -> usize {
-    fn walk(p: &Path) -> usize {
-        std::fs::read_dir(p)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| match e.path() {
-                        d if d.is_dir() && e.file_name() != "incoming" => walk(&d),
-                        d if d.is_dir() => 0,
-                        _ => 1,
-                    })
-                    .sum()
-            })
-            .unwrap_or(0)
-    }
-    walk(&node.shares_dir())
 }
 
 /// The config of one swampgate: the introducer on the top-level port, and one
@@ -165,7 +142,7 @@ fn one_swampgate_fronts_two_adopted_nodes_and_introduces_them() {
         .to_string();
     assert_eq!(get(&http, &icap, w, "i.http"), di);
     for n in [&n0, &n1] {
-        assert!(share_files(n) >= 2, "{} holds shares", n.nickname());
+        assert!(share_count(n) >= 2, "{} holds shares", n.nickname());
     }
     drop(gate);
 }

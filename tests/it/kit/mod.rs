@@ -60,6 +60,12 @@ pub fn swampgate_command() -> Command {
     Command::new(env!("CARGO_BIN_EXE_swampgate"))
 }
 
+/// The last space-separated word of a line, e.g. the URL of swampgate's
+/// `link NAME furl URL`.
+pub fn last_word(line: &str) -> String {
+    line.rsplit(' ').next().unwrap().to_string()
+}
+
 /// A free TCP port on 127.0.0.1, never the same twice in one test process.
 ///
 /// Ports come from below the kernel's ephemeral range (`ip_local_port_range`):
