@@ -37,6 +37,7 @@
 //! Pure codecs know nothing of sockets or clocks; one thin async driver per
 //! connection owns the IO.
 
+pub mod accounting;
 pub mod base32;
 pub mod check;
 pub mod daemon;

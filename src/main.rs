@@ -89,6 +89,8 @@ enum Command {
     /// What a Tahoe storage node announces (server id, FURL, NURL, permutation seed),
     /// read from its directory, and a servers.yaml entry for it.
     NodeInfo(swampgate::nodedir::cli::NodeInfoArgs),
+    /// Accounts: per-client URLs, storage quotas, read rates and usage.
+    Account(swampgate::daemon::account_cli::AccountArgs),
 }
 
 /// How long calls in flight may take to finish after SIGINT/SIGTERM.
@@ -117,6 +119,7 @@ fn main() -> ExitCode {
     let (config, state_dir) = match cli.command {
         Command::Check(args) => return swampgate::check::cli::main(args),
         Command::NodeInfo(args) => return swampgate::nodedir::cli::main(args),
+        Command::Account(args) => return swampgate::daemon::account_cli::main(args),
         Command::Trace { command } => return swampgate::storage::layer::trace::cli::main(command),
         Command::Run {
             config,
@@ -203,12 +206,14 @@ fn main() -> ExitCode {
                     trace: trace.map(|t| std::path::absolute(&t).unwrap_or(t)),
                     listen: None,
                     location: None,
+                    anonymous: true,
                 }],
                 limits: config::Limits {
                     upstream_probe_interval_secs: probe_interval,
                     ..defaults
                 },
                 introducer,
+                accounting: config::AccountingConfig::default(),
             };
             (config, state_dir)
         }

@@ -195,6 +195,60 @@ struct RawConfig {
     #[serde(default)]
     limits: Limits,
     introducer: Option<RawIntroducer>,
+    accounting: Option<RawAccounting>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccounting {
+    database: Option<String>,
+    reconcile_secs: Option<u64>,
+}
+
+/// `[accounting]`: where accounts and usage live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountingConfig {
+    /// `sqlite://PATH` or `postgres://…`; `None`: SQLite in the state dir
+    /// (`STATE/accounting.sqlite`).
+    pub database: Option<String>,
+    /// Seconds between two reconciliations of the charged shares against the
+    /// backend's own share lists (shares gone by lease expiry or deletion stop
+    /// counting), and of uploads left pending by a killed process.
+    pub reconcile_secs: u64,
+}
+
+impl Default for AccountingConfig {
+    fn default() -> Self {
+        AccountingConfig {
+            database: None,
+            reconcile_secs: 3600,
+        }
+    }
+}
+
+impl AccountingConfig {
+    /// The database URL, with SQLite in `state_root` by default.
+    pub fn database_url(&self, state_root: &Path) -> String {
+        match &self.database {
+            Some(url) => url.clone(),
+            None => crate::accounting::sqlite_url(&state_root.join("accounting.sqlite")),
+        }
+    }
+
+    /// Check a `database` value.
+    pub fn parse_database(s: &str) -> Result<String, String> {
+        if s.starts_with("sqlite:")
+            || s.starts_with("postgres://")
+            || s.starts_with("postgresql://")
+        {
+            Ok(s.to_string())
+        } else {
+            Err(format!(
+                "{:?} is neither sqlite://PATH nor postgres://USER@HOST:PORT/DB",
+                crate::accounting::ledger::redact(s)
+            ))
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -390,6 +444,7 @@ struct RawLink {
     trace: Option<Spanned<PathBuf>>,
     listen: Option<Spanned<String>>,
     location: Option<Spanned<String>>,
+    anonymous: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -411,6 +466,9 @@ pub struct LinkConfig {
     /// The hints of the link's own port (only with `listen`); `None` derives one
     /// from the bound address.
     pub location: Option<Vec<Hint>>,
+    /// Whether the link's own swissnum (its own FURL and NURL) still works, or only
+    /// its accounts' do.
+    pub anonymous: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -422,6 +480,7 @@ pub struct Config {
     pub links: Vec<LinkConfig>,
     pub limits: Limits,
     pub introducer: Option<IntroducerConfig>,
+    pub accounting: AccountingConfig,
 }
 
 impl Config {
@@ -439,9 +498,11 @@ impl Config {
                 trace: None,
                 listen: None,
                 location: None,
+                anonymous: true,
             }],
             limits: Limits::default(),
             introducer: None,
+            accounting: AccountingConfig::default(),
         }
     }
 
@@ -559,6 +620,7 @@ impl Config {
                 trace: l.trace.map(Spanned::into_inner),
                 listen: link_listen,
                 location: link_location,
+                anonymous: l.anonymous.unwrap_or(true),
             });
         }
         let introducer = match raw.introducer {
@@ -573,6 +635,24 @@ impl Config {
                 nickname: i.nickname.unwrap_or_else(|| "swampgate".into()),
             }),
         };
+        let accounting = match raw.accounting {
+            None => AccountingConfig::default(),
+            Some(a) => AccountingConfig {
+                database: a
+                    .database
+                    .as_deref()
+                    .map(AccountingConfig::parse_database)
+                    .transpose()
+                    .map_err(|w| cfg_err("accounting.database", w))?,
+                reconcile_secs: match a.reconcile_secs {
+                    Some(0) => {
+                        return Err(cfg_err("accounting.reconcile_secs", "must be at least 1"))
+                    }
+                    Some(n) => n,
+                    None => AccountingConfig::default().reconcile_secs,
+                },
+            },
+        };
         Ok(Config {
             listen,
             location,
@@ -580,6 +660,7 @@ impl Config {
             links,
             limits: raw.limits,
             introducer,
+            accounting,
         })
     }
 }

@@ -2,6 +2,8 @@
 //! from GBS by the first bytes (one port, or one per identity), and the running
 //! links.
 
+pub mod account_cli;
+pub mod accounts;
 pub mod admin;
 pub mod config;
 pub mod limits;

@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::accounts::{AccountLink, AccountRoutes, Accounts, Revocation};
 use super::admin::{self, Admin, IntroducerView};
 use super::config::{Config, Limits, LinkConfig, Upstream};
 use super::limits::ConnLimiter;
@@ -100,6 +101,8 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     /// Each link's calls in flight and unfinished uploads.
     links_served: Vec<LinkHandles>,
+    /// The accounts' poller (it writes their last counters when it stops).
+    accounts_task: tokio::task::JoinHandle<()>,
     limiter: ConnLimiter,
     shutdown: CancellationToken,
     /// One accept loop per port.
@@ -138,6 +141,7 @@ impl Running {
         self.shutdown.cancel();
         let mut tasks = self.tasks;
         while tasks.join_next().await.is_some() {}
+        let _ = self.accounts_task.await;
         let deadline = tokio::time::Instant::now() + grace;
         let inflight =
             |b: &[LinkHandles]| b.iter().map(|l| l.metered.inflight_calls()).sum::<usize>();
@@ -159,6 +163,8 @@ impl Running {
 struct GbsRoutes {
     tls: TlsAcceptor,
     servers: Vec<(String, GbsServer)>,
+    /// The accounts of the port's links.
+    accounts: Arc<AccountRoutes>,
     /// The introducer's announcement API (`/introducer/v1/…`), when configured.
     announcements: Option<crate::introducer::http::AnnouncementApi>,
     header_timeout: Duration,
@@ -166,24 +172,28 @@ struct GbsRoutes {
 }
 
 impl GbsRoutes {
-    /// The server whose swissnum the request carries, else any (it answers 401);
-    /// `None` if the port serves no link.
-    fn pick<B>(&self, req: &Request<B>) -> Option<&GbsServer> {
+    /// The server whose swissnum the request carries (a link's, or an account's
+    /// with the token that revokes it), else any (it answers 401); `None` if the
+    /// port serves no link.
+    fn pick<B>(&self, req: &Request<B>) -> Option<(GbsServer, Option<Revocation>)> {
         let got = req
             .headers()
             .get(hyper::header::AUTHORIZATION)
             .map(|v| v.as_bytes())
             .unwrap_or(b"");
-        self.servers
-            .iter()
-            .find(|(swissnum, _)| {
-                crate::gbs::auth::SwissnumCheck::new(swissnum.as_bytes())
-                    .check(Some(got))
-                    .is_ok()
-            })
-            .or(self.servers.first())
-            // No match: any server answers 401 (its own check fails the same way).
-            .map(|(_, s)| s)
+        let link = self.servers.iter().find(|(swissnum, _)| {
+            crate::gbs::auth::SwissnumCheck::new(swissnum.as_bytes())
+                .check(Some(got))
+                .is_ok()
+        });
+        if let Some((_, s)) = link {
+            return Some((s.clone(), None));
+        }
+        if let Some((s, revocation)) = self.accounts.pick(got) {
+            return Some((s, Some(revocation)));
+        }
+        // No match: any server answers 401 (its own check fails the same way).
+        self.servers.first().map(|(_, s)| (s.clone(), None))
     }
 }
 
@@ -213,6 +223,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     let mut links = Vec::new();
     let mut links_served = Vec::new();
     let mut adopted_nodes = Vec::new();
+    let mut account_links = Vec::new();
     let shared = Shared {
         state,
         client_tub: &client_tub,
@@ -234,13 +245,27 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             let furl = tub.furl(&swissnum, port.hints.clone());
             handles.furl_redacted = furl.redacted();
             handles.listen = Some(port.local_addr);
+            account_links.push(AccountLink {
+                name: l.name.clone(),
+                tub: tub.clone(),
+                hints: port.hints.clone(),
+                nurl: nurl.clone(),
+                foolscap_api: foolscap_api.clone(),
+                gbs_api: gbs_api.clone(),
+                backend: handles.backend.clone(),
+                routes: port.accounts.clone(),
+                server_config: server_config(&swissnum, &config.limits),
+            });
             links_served.push(handles);
-            tub.publish(&swissnum, StorageServerObject::new(foolscap_api));
             port.tubs.add(&tub);
-            port.servers.push((
-                swissnum.clone(),
-                GbsServer::new(gbs_api, server_config(&swissnum, &config.limits)),
-            ));
+            // Without anonymous access only the link's accounts' swissnums work.
+            if l.anonymous {
+                tub.publish(&swissnum, StorageServerObject::new(foolscap_api));
+                port.servers.push((
+                    swissnum.clone(),
+                    GbsServer::new(gbs_api, server_config(&swissnum, &config.limits)),
+                ));
+            }
             let furl = furl.to_string();
             let nurl = nurl.to_string();
             if config.introducer.is_some() {
@@ -331,6 +356,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         let routes = Arc::new(GbsRoutes {
             tls,
             servers: port.servers,
+            accounts: port.accounts.clone(),
             // The announcement API is on the top-level port, the first.
             announcements: announcements.take(),
             header_timeout: Duration::from_secs(config.limits.header_timeout_secs),
@@ -338,6 +364,25 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         });
         served.push((port.listener, port.tubs.0, routes));
     }
+    let db = config.accounting.database_url(state.root());
+    let ledger = crate::accounting::Ledger::open(&db)
+        .await
+        .map_err(|e| cfg("accounting.database", e.to_string()))?;
+    let accounts = Arc::new(Accounts::new(
+        ledger,
+        state.clone(),
+        account_links,
+        Duration::from_secs(config.limits.upload_idle_timeout_secs),
+    ));
+    // The accounts are served before the first connection is accepted.
+    accounts
+        .refresh()
+        .await
+        .map_err(|e| cfg("accounting.database", e.to_string()))?;
+    let accounts_task = tokio::spawn(accounts.run(
+        Duration::from_secs(config.accounting.reconcile_secs),
+        shutdown.clone(),
+    ));
     // Everything that can fail has succeeded: only now the URL files, so a failed
     // start leaves none behind (or the previous run's, still valid).
     for l in &links {
@@ -372,6 +417,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         admin_addr,
         metrics,
         links_served,
+        accounts_task,
         limiter,
         shutdown,
         tasks,
@@ -573,6 +619,7 @@ struct Port {
     nurl_port: u16,
     tubs: PortTubs,
     servers: Vec<(String, GbsServer)>,
+    accounts: Arc<AccountRoutes>,
 }
 
 /// Bind one port; the hints FURLs carry (configured, or the bound address) and the
@@ -606,6 +653,7 @@ async fn bind(plan: PortPlan) -> Result<Port, DaemonError> {
         nurl_port,
         tubs: PortTubs::default(),
         servers: Vec::new(),
+        accounts: Arc::default(),
     })
 }
 
@@ -823,8 +871,14 @@ where
         Err(_) => return debug!("TLS handshake timed out"),
     };
     let r = routes.clone();
+    // Closed when an account this connection used is revoked.
+    let close = CancellationToken::new();
+    let watched = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let closer = close.clone();
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let r = r.clone();
+        let close = closer.clone();
+        let watched = watched.clone();
         async move {
             if let Some(api) = &r.announcements {
                 if req
@@ -836,22 +890,53 @@ where
                 }
             }
             Ok::<_, Infallible>(match r.pick(&req) {
-                Some(server) => server.handle(req).await,
+                Some((server, revoked)) => {
+                    if let Some(revoked) = revoked {
+                        watch_revocation(&watched, revoked, &close);
+                    }
+                    server.handle(req).await
+                }
                 None => unauthorized(),
             })
         }
     });
     let max_header = routes.max_header_bytes;
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
+    let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(max_header.max(8192))
         .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await
-    {
-        debug!(%peer, "GBS connection ended: {e}");
+        .with_upgrades();
+    tokio::select! {
+        r = conn => if let Err(e) = r {
+            debug!(%peer, "GBS connection ended: {e}");
+        },
+        _ = close.cancelled() => debug!(%peer, "GBS connection closed: its account was revoked"),
     }
+    // Ends the revocation watchers of this connection.
+    close.cancel();
+}
+
+/// Close the connection (`close`) when the account is revoked: one watcher per
+/// account and connection.
+fn watch_revocation(
+    watched: &std::sync::Mutex<Vec<[u8; 32]>>,
+    revocation: Revocation,
+    close: &CancellationToken,
+) {
+    let Revocation { account, revoked } = revocation;
+    let mut w = watched.lock().expect("watched");
+    if w.contains(&account) {
+        return;
+    }
+    w.push(account);
+    let close = close.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = revoked.cancelled() => close.cancel(),
+            _ = close.cancelled() => {}
+        }
+    });
 }
 
 /// 401 for a request to a port that serves no link (only the introducer's API).

@@ -7,6 +7,8 @@
 //! STATE/private/links/NAME.swissnum a link's swissnum (unless adopted)
 //! STATE/private/uploads/NAME.journal a GBS-upstream link's unfinished uploads
 //! STATE/links/NAME.furl, NAME.nurl  the URLs clients use
+//! STATE/accounts/NAME.furl, NAME.nurl an account's URLs
+//! STATE/accounting.sqlite           accounts and usage (unless [accounting] database)
 //! STATE/introducer/announcements.json the relay's announcements (with [introducer])
 //! STATE/shares/                     the embedded store of `local:shares`
 //! ```
@@ -136,6 +138,31 @@ impl StateDir {
         let d = self.root.join("links");
         write_atomic(&d.join(format!("{link}.furl")), &format!("{furl}\n"), true)?;
         write_atomic(&d.join(format!("{link}.nurl")), &format!("{nurl}\n"), true)
+    }
+
+    /// Write an account's URLs to `accounts/NAME.{furl,nurl}`.
+    pub fn write_account_urls(&self, name: &str, furl: &str, nurl: &str) -> Result<(), StateError> {
+        let d = self.root.join("accounts");
+        write_atomic(&d.join(format!("{name}.furl")), &format!("{furl}\n"), true)?;
+        write_atomic(&d.join(format!("{name}.nurl")), &format!("{nurl}\n"), true)
+    }
+
+    /// Where an account's URL files are.
+    pub fn account_urls(&self, name: &str) -> (PathBuf, PathBuf) {
+        let d = self.root.join("accounts");
+        (
+            d.join(format!("{name}.furl")),
+            d.join(format!("{name}.nurl")),
+        )
+    }
+
+    /// A link's URL files (`links/NAME.{furl,nurl}`), as the last start wrote them.
+    pub fn link_urls(&self, link: &str) -> (PathBuf, PathBuf) {
+        let d = self.root.join("links");
+        (
+            d.join(format!("{link}.furl")),
+            d.join(format!("{link}.nurl")),
+        )
     }
 
     /// Resolve a path of the config relative to the state dir.

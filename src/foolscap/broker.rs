@@ -48,6 +48,12 @@ pub trait RemoteObject: Send + Sync + 'static {
         false
     }
 
+    /// A token whose cancellation revokes this object: every connection that was
+    /// handed it by name closes (an account disabled).
+    fn revoked_by(&self) -> Option<CancellationToken> {
+        None
+    }
+
     /// Handle a call. With a schema, `args` holds every declared argument in
     /// declaration order (already checked); without one, positional arguments
     /// followed by keyword values in sorted order.
@@ -902,7 +908,18 @@ fn broker_call(
             let name = args[0].as_bytes().cloned().unwrap_or_default();
             let name = String::from_utf8_lossy(&name).into_owned();
             match (conn.inner.published)(&name) {
-                Some(obj) => Ok(Value::Local(obj)),
+                Some(obj) => {
+                    if let Some(revoked) = obj.revoked_by() {
+                        let conn = conn.clone();
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                _ = revoked.cancelled() => conn.close("the object was revoked"),
+                                _ = conn.closed() => {}
+                            }
+                        });
+                    }
+                    Ok(Value::Local(obj))
+                }
                 None => {
                     let prefix: String = name.chars().take(2).collect();
                     Err(Failure::new(

@@ -113,6 +113,16 @@ impl Tub {
             .insert(swissnum.to_string(), obj);
     }
 
+    /// Stop publishing the object under `swissnum` (connections already holding it
+    /// keep it, unless it is revoked: [`RemoteObject::revoked_by`]).
+    pub fn unpublish(&self, swissnum: &str) {
+        self.inner
+            .published
+            .lock()
+            .expect("registry")
+            .remove(swissnum);
+    }
+
     /// The FURL of an object published under `swissnum`, reachable at `hints`.
     pub fn furl(&self, swissnum: &str, hints: Vec<Hint>) -> Furl {
         Furl {

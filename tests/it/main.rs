@@ -8,6 +8,7 @@
 
 mod kit;
 
+mod accounting;
 mod bridge_e2e;
 mod check;
 mod check_faults;

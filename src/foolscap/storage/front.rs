@@ -44,11 +44,23 @@ use crate::storage::{
 /// The `RIStorageServer` object a storage FURL names.
 pub struct StorageServerObject {
     api: Arc<dyn StorageApi>,
+    revoked: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl StorageServerObject {
     pub fn new(api: Arc<dyn StorageApi>) -> Arc<StorageServerObject> {
-        Arc::new(StorageServerObject { api })
+        Arc::new(StorageServerObject { api, revoked: None })
+    }
+
+    /// An object whose connections close when `revoked` is cancelled (an account's).
+    pub fn revocable(
+        api: Arc<dyn StorageApi>,
+        revoked: tokio_util::sync::CancellationToken,
+    ) -> Arc<StorageServerObject> {
+        Arc::new(StorageServerObject {
+            api,
+            revoked: Some(revoked),
+        })
     }
 }
 
@@ -217,6 +229,10 @@ impl StorageServerObject {
 impl RemoteObject for StorageServerObject {
     fn schema(&self) -> Option<&'static RemoteInterface> {
         Some(&schema::RI_STORAGE_SERVER)
+    }
+
+    fn revoked_by(&self) -> Option<tokio_util::sync::CancellationToken> {
+        self.revoked.clone()
     }
 
     async fn call(

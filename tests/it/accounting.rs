@@ -1,0 +1,321 @@
+//! Accounting with real Tahoe-LAFS 1.20 clients and a real storage node, on the
+//! default SQLite ledger: two clients on two accounts of one link (no anonymous
+//! access), one speaking Foolscap, one HTTP. Usage is checked against the node's
+//! own share files; a quota stops an upload as a full server would and raising it
+//! live lets it through; a disabled account's client loses the server at once and
+//! gets it back when re-enabled; a read rate paces a download.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::bridge_e2e::{get, write};
+use crate::kit::*;
+
+/// `swampgate account ARGS…` in `w` (config `gate.toml`, state `st`); its stdout.
+fn account(w: &Path, args: &[&str]) -> String {
+    let mut cmd = swampgate_command();
+    cmd.arg("account")
+        .args(args)
+        .args(["--config", "gate.toml", "--state-dir", "st"])
+        .current_dir(w);
+    run_ok("swampgate account", cmd, w, CLI_TIMEOUT)
+}
+
+/// One account's row of `account list --json`.
+fn usage(w: &Path, name: &str) -> Value {
+    let list: Value = serde_json::from_str(&account(w, &["list", "--json"])).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no account {name} in {list}"))
+}
+
+/// Waits past one flush of the daemon's counters and one poll of the accounts.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(1500));
+}
+
+/// Every share file under `dir` with the size the client allocated (immutable:
+/// the header's data size) or wrote (mutable: the container's data length).
+fn share_files(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if e.file_name() != "incoming" {
+                    stack.push(p);
+                }
+                continue;
+            }
+            let bytes = std::fs::read(&p).unwrap();
+            let size = if bytes.starts_with(b"Tahoe mutable container v") {
+                u64::from_be_bytes(bytes[84..92].try_into().unwrap())
+            } else {
+                u64::from(u32::from_be_bytes(bytes[4..8].try_into().unwrap()))
+            };
+            out.insert(p, size);
+        }
+    }
+    out
+}
+
+fn sum(m: &std::collections::BTreeMap<std::path::PathBuf, u64>) -> u64 {
+    m.values().sum()
+}
+
+fn client(nickname: &str, furl: &str, nurl: Option<&str>, server_id: &str) -> ClientNode {
+    client_node(ClientOptions {
+        nickname: nickname.into(),
+        force_foolscap: nurl.is_none(),
+        servers: vec![StaticServer {
+            server_id: server_id.into(),
+            nickname: Some("gate".into()),
+            furl: furl.into(),
+            nurls: nurl.map(|n| vec![n.to_string()]).unwrap_or_default(),
+            permutation_seed: None,
+        }],
+        ..ClientOptions::default()
+    })
+}
+
+/// Polls until the client's one server is connected (`true`) or not.
+fn wait_connected(c: &ClientNode, want: bool, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = c.server_statuses();
+        if s.iter().all(|s| s.connected() == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server connected={} expected within {within:?}: {s:?}",
+            !want
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn accounts_charge_what_they_store_enforce_quotas_revoke_and_pace_reads() {
+    let node = storage_node(StorageOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    std::fs::write(
+        w.join("gate.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\n\n[[link]]\nname = \"grid\"\nupstream = \"{}\"\nanonymous = false\n",
+            node.furl()
+        ),
+    )
+    .unwrap();
+    let mut cmd = swampgate_command();
+    cmd.args(["run", "--config", "gate.toml", "--state-dir", "st"])
+        .current_dir(w);
+    let mut gate = Process::spawn("swampgate", cmd, w);
+    let link_furl = last_word(&gate.wait_for_line("link grid furl ", STARTUP_TIMEOUT));
+
+    // Accounts: alice with a quota of 250 kB, bob unlimited.
+    let out = account(w, &["add", "alice", "--link", "grid", "--quota", "250kB"]);
+    let a_furl = last_word(
+        out.lines()
+            .find(|l| l.starts_with("account alice furl "))
+            .unwrap(),
+    );
+    let out = account(w, &["add", "bob", "--link", "grid"]);
+    let b_furl = last_word(
+        out.lines()
+            .find(|l| l.starts_with("account bob furl "))
+            .unwrap(),
+    );
+    let b_nurl = last_word(
+        out.lines()
+            .find(|l| l.starts_with("account bob nurl "))
+            .unwrap(),
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.join("st/accounts/bob.nurl"))
+            .unwrap()
+            .trim(),
+        b_nurl
+    );
+    let tubid = |f: &str| swampgate::foolscap::Furl::parse(f).unwrap().tubid;
+    assert_eq!(
+        tubid(&a_furl),
+        tubid(&link_furl),
+        "an account has the link's tubid"
+    );
+    assert_ne!(a_furl, link_furl);
+
+    // alice speaks Foolscap, bob HTTP; both reach the server at once (no restart).
+    let server_id = node.server_id().to_string();
+    let (alice, bob) = join(
+        || client("alice", &a_furl, None, &server_id),
+        || client("bob", &b_furl, Some(&b_nurl), &server_id),
+    );
+    // Without anonymous access the link's own FURL names nothing.
+    let anon = client_node(ClientOptions {
+        nickname: "anon".into(),
+        force_foolscap: true,
+        servers: vec![StaticServer {
+            server_id: server_id.clone(),
+            nickname: None,
+            furl: link_furl.clone(),
+            nurls: vec![],
+            permutation_seed: None,
+        }],
+        wait_for_servers: false,
+        ..ClientOptions::default()
+    });
+
+    // Usage counts exactly the shares each client stored, at their allocated size.
+    let shares = node.shares_dir();
+    let before = share_files(&shares);
+    let (f1, _) = write(w, "a1", 100_000, 1);
+    let (f2, d2) = write(w, "a2", 100_000, 2);
+    let cap_a1 = alice
+        .tahoe(["put".as_ref(), f1.as_os_str()])
+        .trim()
+        .to_string();
+    let cap_a2 = alice
+        .tahoe(["put".as_ref(), f2.as_os_str()])
+        .trim()
+        .to_string();
+    let after_alice = share_files(&shares);
+    let alices: std::collections::BTreeMap<_, _> = after_alice
+        .iter()
+        .filter(|(p, _)| !before.contains_key(*p))
+        .map(|(p, s)| (p.clone(), *s))
+        .collect();
+    assert_eq!(alices.len(), 2, "one share per file (1-of-1)");
+    let (f3, d3) = write(w, "b1", 150_000, 3);
+    let (m1, _) = write(w, "m1", 3_000, 4);
+    let cap_b1 = bob
+        .tahoe(["put".as_ref(), f3.as_os_str()])
+        .trim()
+        .to_string();
+    let cap_m = bob
+        .tahoe(["put".as_ref(), "--mutable".as_ref(), m1.as_os_str()])
+        .trim()
+        .to_string();
+    let all = share_files(&shares);
+    let bobs: std::collections::BTreeMap<_, _> = all
+        .iter()
+        .filter(|(p, _)| !after_alice.contains_key(*p))
+        .map(|(p, s)| (p.clone(), *s))
+        .collect();
+    assert_eq!(bobs.len(), 2);
+    settle();
+    let ua = usage(w, "alice");
+    let ub = usage(w, "bob");
+    assert_eq!(ua["bytes_stored"], sum(&alices), "{ua}");
+    assert_eq!(ua["shares"], 2, "{ua}");
+    assert_eq!(ub["bytes_stored"], sum(&bobs), "{ub}");
+    assert_eq!(ub["shares"], 2, "{ub}");
+    assert!(ua["bytes_written"].as_u64().unwrap() >= 200_000, "{ua}");
+    assert!(
+        ua["calls"].as_u64().unwrap() > 0 && ua["last_seen"].is_i64(),
+        "{ua}"
+    );
+    // Reads are counted too.
+    assert_eq!(get(&bob, &cap_b1, w, "b1.out"), d3);
+    assert_eq!(
+        get(&bob, &cap_a2, w, "a2.out"),
+        d2,
+        "bob reads alice's file"
+    );
+    settle();
+    assert!(usage(w, "bob")["bytes_read"].as_u64().unwrap() >= 250_000);
+
+    // alice is at 201 kB of 250 kB: a third 100 kB file does not fit, and with no
+    // other server the upload fails as on a full grid. bob is unaffected.
+    let (f4, d4) = write(w, "a3", 100_000, 5);
+    let full = alice.tahoe_output(["put".as_ref(), f4.as_os_str()]);
+    assert!(!full.status.success(), "over quota: {}", full.stdout);
+    let said = format!("{}{}", full.stdout, full.stderr);
+    // Tahoe's uploader takes the server for a full one.
+    assert!(
+        said.contains("1 placed none due to the server being full"),
+        "{said}"
+    );
+    let (f5, _) = write(w, "b2", 100_000, 6);
+    bob.tahoe(["put".as_ref(), f5.as_os_str()]);
+    settle();
+    assert_eq!(
+        usage(w, "alice")["bytes_stored"],
+        sum(&alices),
+        "nothing charged"
+    );
+    assert!(
+        std::fs::read_dir(node.incoming_dir())
+            .map(|d| d.flatten().all(|e| e.path().is_dir()))
+            .unwrap_or(true),
+        "no upload left open upstream"
+    );
+    // Raised live: alice uploads again.
+    account(w, &["set", "alice", "--quota", "1MB"]);
+    settle();
+    let cap_a3 = alice
+        .tahoe(["put".as_ref(), f4.as_os_str()])
+        .trim()
+        .to_string();
+    assert_eq!(get(&alice, &cap_a3, w, "a3.out"), d4);
+    let _ = cap_a1;
+
+    // Disabled: alice's Foolscap connection closes at once and the FURL names
+    // nothing any more; bob's HTTP requests are refused.
+    account(w, &["disable", "alice"]);
+    wait_connected(&alice, false, Duration::from_secs(3));
+    account(w, &["disable", "bob"]);
+    settle();
+    let refused = bob.tahoe_output(["get", cap_m.as_str()]);
+    assert!(
+        !refused.status.success(),
+        "a disabled account reads nothing"
+    );
+    assert_eq!(usage(w, "bob")["state"], "disabled");
+    // Re-enabled: both get the server back (alice's client redials on its own).
+    account(w, &["enable", "alice"]);
+    account(w, &["enable", "bob"]);
+    wait_connected(&alice, true, Duration::from_secs(60));
+    bob.wait_for_servers(&[&server_id]);
+    assert_eq!(get(&alice, &cap_a2, w, "a2.again"), d2);
+    assert_eq!(get(&bob, &cap_b1, w, "b1.again"), d3);
+    // The anonymous client never got the server.
+    assert!(
+        anon.server_statuses().iter().all(|s| !s.connected()),
+        "anonymous = false: {:?}",
+        anon.server_statuses()
+    );
+
+    // A read rate: bob downloads 3 MB at 100 kB/s; the rate holds within 10%.
+    let (big, dbig) = write(w, "big", 3_000_000, 7);
+    let cap_big = bob
+        .tahoe(["put".as_ref(), big.as_os_str()])
+        .trim()
+        .to_string();
+    account(w, &["set", "bob", "--read-rate", "100kB"]);
+    settle();
+    let read_before = usage(w, "bob")["bytes_read"].as_u64().unwrap();
+    let t0 = Instant::now();
+    assert_eq!(get(&bob, &cap_big, w, "big.out"), dbig);
+    let took = t0.elapsed().as_secs_f64();
+    settle();
+    let read = usage(w, "bob")["bytes_read"].as_u64().unwrap() - read_before;
+    let rate = read as f64 / took;
+    assert!(
+        (90_000.0..=110_000.0).contains(&rate),
+        "read {read} bytes in {took:.1} s: {rate:.0} B/s against a limit of 100000"
+    );
+    // The daemon names accounts in its log, never a swissnum.
+    let log = gate.stderr();
+    let swiss = |u: &str| u.rsplit('/').next().unwrap().to_string();
+    assert!(log.contains("account=alice"), "{log}");
+    assert!(!log.contains(&swiss(&a_furl)), "a swissnum in the log");
+    gate.stop();
+}
