@@ -53,9 +53,16 @@ pub struct AccountHandle {
     reserving: tokio::sync::Mutex<()>,
     /// Cancelled when the account is disabled or removed: its connections close.
     revoked: CancellationToken,
-    /// Shares allocated to this account's uploads in this process, and their
-    /// allocated size, until they complete or abort.
-    uploading: Mutex<HashMap<(StorageIndex, ShareNum), u64>>,
+    /// Shares allocated to this account's uploads in this process, until they
+    /// complete or abort, or go idle (the upload sessions abort those upstream).
+    uploading: Mutex<HashMap<(StorageIndex, ShareNum), Upload>>,
+    upload_idle: Duration,
+}
+
+/// An upload in progress here: its allocated size and its last call.
+struct Upload {
+    size: u64,
+    touched: Instant,
 }
 
 impl std::fmt::Debug for AccountHandle {
@@ -68,12 +75,15 @@ impl std::fmt::Debug for AccountHandle {
 }
 
 impl AccountHandle {
+    /// `upload_idle`: how long an upload may go without a call before it counts as
+    /// abandoned (`[limits] upload_idle_timeout_secs`).
     pub fn new(
         name: &str,
         link: &str,
         ledger: Ledger,
         quota: Option<u64>,
         read_rate: Option<u64>,
+        upload_idle: Duration,
     ) -> AccountHandle {
         let h = AccountHandle {
             name: name.to_string(),
@@ -89,6 +99,7 @@ impl AccountHandle {
             reserving: tokio::sync::Mutex::new(()),
             revoked: CancellationToken::new(),
             uploading: Mutex::new(HashMap::new()),
+            upload_idle,
         };
         h.set_limits(quota, read_rate);
         h
@@ -176,12 +187,19 @@ impl AccountHandle {
         self.uploading
             .lock()
             .expect("uploading")
-            .contains_key(&(si, sh))
+            .get(&(si, sh))
+            .is_some_and(|u| u.touched.elapsed() < self.upload_idle)
+    }
+
+    fn touch(&self, si: StorageIndex, sh: ShareNum) {
+        if let Some(u) = self.uploading.lock().expect("uploading").get_mut(&(si, sh)) {
+            u.touched = Instant::now();
+        }
     }
 
     async fn completed(&self, si: StorageIndex, sh: ShareNum) {
-        let size = self.uploading.lock().expect("uploading").remove(&(si, sh));
-        let charge = size.map(|s| (self.name.as_str(), s));
+        let up = self.uploading.lock().expect("uploading").remove(&(si, sh));
+        let charge = up.map(|u| (self.name.as_str(), u.size));
         if let Err(e) = self.ledger.complete(&self.link, si, sh, charge).await {
             self.ledger_failed("a completed share", e);
         }
@@ -233,8 +251,12 @@ impl Accounted {
         };
         {
             let mut up = h.uploading.lock().expect("uploading");
+            // Uploads abandoned here were aborted upstream by the sessions' reaper;
+            // a reconcile settles their charges.
+            up.retain(|_, u| u.touched.elapsed() < h.upload_idle);
+            let touched = Instant::now();
             for &sh in &allocated {
-                up.insert((si, sh), size);
+                up.insert((si, sh), Upload { size, touched });
             }
         }
         for &sh in granted.iter().filter(|s| !allocated.contains(s)) {
@@ -322,6 +344,7 @@ impl Layer for Accounted {
             Call::AllocateBuckets(req) => self.allocate(req, next).await,
             Call::ReadTestWrite(req) => self.read_test_write(req, next).await,
             Call::WriteImmutable { si, shnum, .. } => {
+                h.touch(si, shnum);
                 let r = call.send(next).await;
                 if let Ok(Reply::Written(p)) = &r {
                     if p.complete() {
@@ -400,6 +423,7 @@ mod tests {
             ledger.clone(),
             quota,
             None,
+            Duration::from_secs(300),
         ));
         let api = wrap(
             Arc::new(Accounted { handle }),
@@ -478,7 +502,7 @@ mod tests {
         let ledger = Ledger::open(&url).await.unwrap();
         // Paused once the database is open (its pool has timeouts of its own).
         tokio::time::pause();
-        let h = AccountHandle::new("a", "l", ledger, None, Some(1000));
+        let h = AccountHandle::new("a", "l", ledger, None, Some(1000), Duration::from_secs(300));
         let t0 = tokio::time::Instant::now();
         // One second's burst, then 1000 bytes a second.
         h.pace(1000).await;

@@ -160,6 +160,7 @@ impl Accounts {
             self.ledger.clone(),
             a.quota,
             a.read_rate,
+            self.upload_idle,
         ));
         let layer = Arc::new(Accounted {
             handle: handle.clone(),
