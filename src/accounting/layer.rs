@@ -284,6 +284,7 @@ impl Accounted {
                 .mutable(&h.link, si, sh)
                 .await
                 .map_err(|e| StorageError::Internal(e.to_string()))?;
+            let created = row.is_none();
             let (owner, before) = row.unwrap_or_else(|| (h.name.clone(), 0));
             let end = tw
                 .write
@@ -298,7 +299,7 @@ impl Accounted {
             if owner == h.name {
                 growth += size.saturating_sub(before);
             }
-            after.push((sh, owner, size));
+            after.push((sh, owner, size, created));
         }
         if growth > 0 {
             if let Some(q) = h.quota() {
@@ -315,17 +316,39 @@ impl Accounted {
                 }
             }
         }
-        let r = Call::ReadTestWrite(req).send(next).await?;
-        if let Reply::ReadTestWrite(res) = &r {
-            h.pace(r.bytes_out()).await;
-            if res.success {
-                for (sh, owner, size) in after {
-                    if let Err(e) = h.ledger.set_mutable(&h.link, si, sh, &owner, size).await {
-                        h.ledger_failed("a mutable share's size", e);
-                    }
+        // A share this write may create is charged `pending` first: a kill after the
+        // write cannot lose the charge (a reconcile settles it).
+        let mut pending = Vec::new();
+        for (sh, owner, size, created) in &after {
+            if *created && *size > 0 {
+                match h
+                    .ledger
+                    .create_mutable(&h.link, si, *sh, owner, *size)
+                    .await
+                {
+                    Ok(true) => pending.push(*sh),
+                    Ok(false) => {}
+                    Err(e) => return Err(StorageError::Internal(e.to_string())),
                 }
             }
         }
+        let r = Call::ReadTestWrite(req).send(next).await;
+        let success = matches!(&r, Ok(Reply::ReadTestWrite(res)) if res.success);
+        if success {
+            for (sh, owner, size, _) in after {
+                if let Err(e) = h.ledger.set_mutable(&h.link, si, sh, &owner, size).await {
+                    h.ledger_failed("a mutable share's size", e);
+                }
+            }
+        } else {
+            for sh in pending {
+                if let Err(e) = h.ledger.release(&h.link, si, sh).await {
+                    h.ledger_failed("a mutable write that failed", e);
+                }
+            }
+        }
+        let r = r?;
+        h.pace(r.bytes_out()).await;
         Ok(r)
     }
 }

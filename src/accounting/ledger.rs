@@ -116,6 +116,7 @@ impl Kind {
 pub struct Pending {
     pub storage_index: StorageIndex,
     pub shnum: ShareNum,
+    pub kind: Kind,
 }
 
 /// A share charged to an account, for reconciliation.
@@ -166,6 +167,13 @@ impl std::fmt::Debug for Ledger {
         f.debug_struct("Ledger")
             .field("sqlite", &self.sqlite)
             .finish()
+    }
+}
+
+fn kind(s: &str) -> Kind {
+    match s {
+        "mutable" => Kind::Mutable,
+        _ => Kind::Immutable,
     }
 }
 
@@ -517,7 +525,7 @@ impl Ledger {
     /// epoch): uploads that should have completed or been aborted by then.
     pub async fn pending(&self, link: &str, before: i64) -> LedgerResult<Vec<Pending>> {
         let rows = sqlx::query(
-            "SELECT storage_index, shnum FROM swampgate_shares
+            "SELECT storage_index, shnum, kind FROM swampgate_shares
              WHERE link = $1 AND state = 'pending' AND updated < $2",
         )
         .bind(link)
@@ -530,6 +538,7 @@ impl Ledger {
                 Some(Pending {
                     storage_index: StorageIndex::from_base32(r.try_get("storage_index").ok()?)?,
                     shnum: ShareNum::try_from(r.try_get::<i64, _>("shnum").ok()?).ok()?,
+                    kind: kind(r.try_get::<String, _>("kind").ok()?.as_str()),
                 })
             })
             .collect())
@@ -560,10 +569,7 @@ impl Ledger {
                 Some(Charged {
                     storage_index: StorageIndex::from_base32(r.try_get("storage_index").ok()?)?,
                     shnum: ShareNum::try_from(r.try_get::<i64, _>("shnum").ok()?).ok()?,
-                    kind: match r.try_get::<String, _>("kind").ok()?.as_str() {
-                        "mutable" => Kind::Mutable,
-                        _ => Kind::Immutable,
-                    },
+                    kind: kind(r.try_get::<String, _>("kind").ok()?.as_str()),
                 })
             })
             .collect())
@@ -604,6 +610,35 @@ impl Ledger {
             .transpose()
     }
 
+    /// Before the write that creates a mutable share: a `pending` row charging
+    /// `creator`, so a kill between the write and [`Ledger::set_mutable`] cannot
+    /// lose the charge (a reconcile settles it). `false` if the share has a row.
+    pub async fn create_mutable(
+        &self,
+        link: &str,
+        si: StorageIndex,
+        sh: ShareNum,
+        creator: &str,
+        size: u64,
+    ) -> LedgerResult<bool> {
+        let r = sqlx::query(
+            "INSERT INTO swampgate_shares
+                (link, storage_index, shnum, kind, account, size, state, updated)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7)
+             ON CONFLICT (link, storage_index, shnum) DO NOTHING",
+        )
+        .bind(link)
+        .bind(si.to_base32())
+        .bind(i64::from(sh))
+        .bind(Kind::Mutable.as_str())
+        .bind(creator)
+        .bind(to_i64(size))
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Record a mutable share's size after a write: charged to `creator` if the
     /// share has no row yet, else to whoever it is charged to. Size 0 (deleted)
     /// removes the row.
@@ -633,7 +668,7 @@ impl Ledger {
                 (link, storage_index, shnum, kind, account, size, state, updated)
              VALUES ($1, $2, $3, $4, $5, $6, 'stored', $7)
              ON CONFLICT (link, storage_index, shnum)
-             DO UPDATE SET size = excluded.size, updated = excluded.updated",
+             DO UPDATE SET size = excluded.size, state = 'stored', updated = excluded.updated",
         )
         .bind(link)
         .bind(si.to_base32())
@@ -749,7 +784,8 @@ mod tests {
             p,
             [Pending {
                 storage_index: si(1),
-                shnum: 2
+                shnum: 2,
+                kind: Kind::Immutable,
             }]
         );
         l.settle("default", &p[0], true).await.unwrap();

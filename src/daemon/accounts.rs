@@ -311,11 +311,11 @@ impl Accounts {
             if self.uploading_here(p.storage_index, p.shnum) {
                 continue;
             }
-            let shares = link
-                .backend
-                .list_immutable_shares(p.storage_index)
-                .await
-                .map_err(|e| format!("cannot list shares upstream: {e}"))?;
+            let shares = match p.kind {
+                Kind::Immutable => link.backend.list_immutable_shares(p.storage_index).await,
+                Kind::Mutable => link.backend.list_mutable_shares(p.storage_index).await,
+            }
+            .map_err(|e| format!("cannot list shares upstream: {e}"))?;
             self.ledger
                 .settle(&link.name, &p, shares.contains(&p.shnum))
                 .await
