@@ -41,7 +41,7 @@ fn settle() {
 
 /// Every share file under `dir` with the size the client allocated (immutable:
 /// the header's data size) or wrote (mutable: the container's data length).
-fn share_files(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, u64> {
+pub(crate) fn share_files(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, u64> {
     let mut out = std::collections::BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

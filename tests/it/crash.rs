@@ -4,7 +4,9 @@
 //! whole, every mutable slot holds its last acknowledged version (or the one in
 //! flight when it was killed), the persisted announcements hold the last
 //! acknowledged publication (or the one in flight), and what was never completed
-//! stays invisible.
+//! stays invisible. The workload runs as an account: after every restart the
+//! account's charges equal the shares the store holds, each once at its size (a
+//! completed upload's charge is never lost, an aborted one never charged).
 //!
 //! `SWAMPGATE_CRASH_KILLS` sets the number of kills (default 200).
 
@@ -192,6 +194,41 @@ async fn workload(api: &GbsClient, intro: &RemoteRef, acked: &std::sync::Mutex<A
     }
 }
 
+/// The account's charges equal the store's shares (count and sizes), once the
+/// startup reconciliation has settled what the killed run left pending.
+fn charges_match_the_store(dir: &Path, round: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let files = crate::accounting::share_files(&dir.join("st/shares/shares"));
+        let mut cmd = swampgate_command();
+        cmd.args([
+            "account",
+            "list",
+            "--json",
+            "--config",
+            "sg.toml",
+            "--state-dir",
+            "st",
+        ])
+        .current_dir(dir);
+        let list: serde_json::Value =
+            serde_json::from_str(&run_ok("swampgate account", cmd, dir, CLI_TIMEOUT)).unwrap();
+        let (shares, stored) = (&list[0]["shares"], &list[0]["bytes_stored"]);
+        let want = (files.len() as u64, files.values().sum::<u64>());
+        if (shares.as_u64(), stored.as_u64()) == (Some(want.0), Some(want.1)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "round {round}: the account is charged {shares} shares, {stored} bytes; \
+             the store holds {} shares, {} bytes",
+            want.0,
+            want.1
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 async fn verify(api: &GbsClient, acked: &Acked, from: usize, dir: &Path) {
     let (done, in_flight) = acked.announced;
     let saved = saved_seqnum(dir);
@@ -271,6 +308,26 @@ fn killed_at_random_points_loses_nothing_acknowledged() {
         )
     };
     let files = url_files(dir);
+    // The workload runs as an account of the link.
+    let mut cmd = swampgate_command();
+    cmd.args([
+        "account",
+        "add",
+        "crash",
+        "--link",
+        "default",
+        "--config",
+        "sg.toml",
+        "--state-dir",
+        "st",
+    ])
+    .current_dir(dir);
+    let out = run_ok("swampgate account", cmd, dir, CLI_TIMEOUT);
+    let account_nurl = last_word(
+        out.lines()
+            .find(|l| l.starts_with("account crash nurl "))
+            .expect("the account's NURL"),
+    );
     first.stop();
     let mut verified = 0;
     let mut rng = rand::thread_rng();
@@ -278,10 +335,18 @@ fn killed_at_random_points_loses_nothing_acknowledged() {
         let (mut p, f, n, intro) = start(dir);
         assert_eq!((&f, &n), (&furl, &nurl), "round {round}: URLs changed");
         assert_eq!(url_files(dir), files, "round {round}: URL files changed");
-        let parsed: Nurl = n.parse().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("st/accounts/crash.nurl"))
+                .unwrap()
+                .trim(),
+            account_nurl,
+            "round {round}: the account's URL changed"
+        );
+        let parsed: Nurl = account_nurl.parse().unwrap();
         let api = GbsClient::new(&parsed, ClientConfig::default()).unwrap();
         let snapshot = acked.lock().unwrap().clone();
         rt.block_on(verify(&api, &snapshot, verified, dir));
+        charges_match_the_store(dir, round);
         verified = acked.lock().unwrap().immutable.len();
         if round == kills {
             // The last start: verify everything once more, then stop cleanly.
