@@ -131,7 +131,10 @@ fn main() -> ExitCode {
                 },
             };
             match admin.as_deref().map(config::parse_addr).transpose() {
-                Ok(Some(a)) => config.admin = Some(a),
+                Ok(Some(a)) => {
+                    config.admin = Some(a);
+                    config.origins.admin = config::Origin::flag("--admin");
+                }
                 Ok(None) => {}
                 Err(e) => return fail(format!("--admin: {e}")),
             }
@@ -187,6 +190,11 @@ fn main() -> ExitCode {
                 Ok(l) => l,
                 Err(e) => return fail(format!("--location: {e}")),
             };
+            let mut origins = config::LinkOrigins::flags();
+            if adopt.is_none() {
+                // Adopted because of the upstream (node:): its errors are the upstream's.
+                origins.adopt = origins.upstream.clone();
+            }
             let adopt = match upstream.adoption(adopt.as_deref()) {
                 Ok(a) => a,
                 Err((field, e)) => return fail(format!("--{field}: {e}")),
@@ -203,12 +211,14 @@ fn main() -> ExitCode {
                     trace: trace.map(|t| std::path::absolute(&t).unwrap_or(t)),
                     listen: None,
                     location: None,
+                    origins,
                 }],
                 limits: config::Limits {
                     upstream_probe_interval_secs: probe_interval,
                     ..defaults
                 },
                 introducer,
+                origins: config::Origins::flags(),
             };
             (config, state_dir)
         }

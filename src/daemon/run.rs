@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::admin::{self, Admin, IntroducerView};
-use super::config::{Config, Limits, LinkConfig, Upstream};
+use super::config::{Config, ConfigError, Limits, LinkConfig, Origin, Upstream};
 use super::limits::ConnLimiter;
 use super::link::{Link, LinkHandles, Shared};
 use super::metrics::{Metrics, ProtocolLabel};
@@ -67,10 +67,19 @@ fn server_config(swissnum: &str, l: &Limits) -> ServerConfig {
 pub enum DaemonError {
     #[error("{0}")]
     State(#[from] StateError),
+    /// A value of the configuration at fault, named by its [`Origin`] (a port that
+    /// cannot be bound is its `listen`'s fault).
     #[error("{field}: {why}")]
     Config { field: String, why: String },
-    #[error("listen {addr}: {why}")]
-    Listen { addr: SocketAddr, why: String },
+}
+
+impl From<ConfigError> for DaemonError {
+    fn from(e: ConfigError) -> Self {
+        DaemonError::Config {
+            field: e.field,
+            why: e.why,
+        }
+    }
 }
 
 pub(super) fn cfg(field: impl Into<String>, why: impl Into<String>) -> DaemonError {
@@ -229,7 +238,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 foolscap_api,
                 gbs_api,
                 mut handles,
-            } = Link::assemble(i, l, identity, (&port.nurl_host, port.nurl_port), &shared).await?;
+            } = Link::assemble(l, identity, (&port.nurl_host, port.nurl_port), &shared).await?;
             let tub = tubs.get(identity)?;
             let furl = tub.furl(&swissnum, port.hints.clone());
             handles.furl_redacted = furl.redacted();
@@ -244,7 +253,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             let furl = furl.to_string();
             let nurl = nurl.to_string();
             if config.introducer.is_some() {
-                adopted_nodes.extend(adopted_announcer(i, l, &furl, &nurl)?);
+                adopted_nodes.extend(adopted_announcer(l, &furl, &nurl)?);
             }
             links.push(LinkUrls {
                 name: l.name.clone(),
@@ -317,7 +326,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 tubid: own.tubid().to_string(),
                 spki_hash: own.spki_hash(),
             });
-            Some(admin::start(addr, view, shutdown.clone()).await?)
+            Some(admin::start(addr, &config.origins.admin, view, shutdown.clone()).await?)
         }
     };
     let mut served = Vec::new();
@@ -381,21 +390,24 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
 /// Refuse to serve URLs no client can dial: a port bound to an unspecified address
 /// (`0.0.0.0`, `::`) needs a location naming the host clients reach.
 fn check_locations(config: &Config) -> Result<(), DaemonError> {
-    let why = |addr: SocketAddr| {
+    let why = |addr: SocketAddr, listen: &Origin| {
         format!(
-            "needed when listening on {addr}: URLs would point clients at {}, which they \
-             cannot dial; name the host they reach, e.g. tcp:HOST:{}",
+            "needed when listening on {addr} ({}): URLs would point clients at {}, which \
+             they cannot dial; name the host they reach, e.g. tcp:HOST:{}",
+            listen.place(),
             addr.ip(),
             addr.port()
         )
     };
+    let o = &config.origins;
     if config.location.is_none() && config.listen.ip().is_unspecified() {
-        return Err(cfg("location (--location)", why(config.listen)));
+        return Err(o.location.error(why(config.listen, &o.listen)).into());
     }
-    for (i, l) in config.links.iter().enumerate() {
+    for l in &config.links {
         if let Some(addr) = l.listen {
             if l.location.is_none() && addr.ip().is_unspecified() {
-                return Err(cfg(format!("link[{i}].location"), why(addr)));
+                let o = &l.origins;
+                return Err(o.location.error(why(addr, &o.listen)).into());
             }
         }
     }
@@ -405,9 +417,9 @@ fn check_locations(config: &Config) -> Result<(), DaemonError> {
 /// `config` with every `node:` upstream replaced by the node's NURL or FURL.
 async fn resolve_node_upstreams(config: &Config) -> Result<Config, DaemonError> {
     let mut config = config.clone();
-    for (i, l) in config.links.iter_mut().enumerate() {
+    for l in config.links.iter_mut() {
         if let Upstream::Node(dir) = &l.upstream {
-            l.upstream = super::node_upstream::resolve(i, &l.name, dir).await?;
+            l.upstream = super::node_upstream::resolve(&l.origins.upstream, &l.name, dir).await?;
         }
     }
     Ok(config)
@@ -419,7 +431,7 @@ fn link_identities(config: &Config, own: &Identity) -> Result<Vec<Identity>, Dae
         .links
         .iter()
         .map(|l| match &l.adopt {
-            Some(dir) => Ok(state::adopt(dir)?.0),
+            Some(dir) => Ok(state::adopt(dir).map_err(|e| l.origins.adopt.error(e))?.0),
             None => Ok(own.clone()),
         })
         .collect()
@@ -429,6 +441,9 @@ fn link_identities(config: &Config, own: &Identity) -> Result<Vec<Identity>, Dae
 struct PortPlan {
     listen: SocketAddr,
     location: Option<Vec<Hint>>,
+    /// Where the address and the location were configured, for errors.
+    listen_origin: Origin,
+    location_origin: Origin,
     /// Indexes of the links served on it.
     links: Vec<usize>,
     /// The identity its TLS (GBS) side serves with: its links' (they share one),
@@ -449,6 +464,8 @@ fn plan_ports(
     let mut plans = vec![PortPlan {
         listen: config.listen,
         location: config.location.clone(),
+        listen_origin: config.origins.listen.clone(),
+        location_origin: config.origins.location.clone(),
         links: Vec::new(),
         identity: own.clone(),
     }];
@@ -467,6 +484,8 @@ fn plan_ports(
                 plans.push(PortPlan {
                     listen,
                     location: None,
+                    listen_origin: l.origins.listen.clone(),
+                    location_origin: l.origins.location.clone(),
                     links: Vec::new(),
                     identity: identities[i].clone(),
                 });
@@ -476,17 +495,18 @@ fn plan_ports(
         let plan = &mut plans[at];
         if let Some(&j) = plan.links.first() {
             if identities[j].tubid() != identities[i].tubid() {
-                return Err(cfg(
-                    format!("link[{i}].listen"),
-                    format!(
+                return Err(l
+                    .origins
+                    .listen
+                    .error(format!(
                         "link {:?} and link {:?} serve different identities ({}) on one \
                          listen address {listen}: HTTP (GBS) clients could not tell them \
                          apart; give one of them a listen address of its own",
                         config.links[j].name,
                         l.name,
                         describe_identities(&config.links[j], l),
-                    ),
-                ));
+                    ))
+                    .into());
             }
         } else {
             plan.identity = identities[i].clone();
@@ -494,19 +514,29 @@ fn plan_ports(
         if let Some(loc) = &l.location {
             match &plan.location {
                 Some(have) if have != loc && at == 0 => {
-                    return Err(cfg(
-                        format!("link[{i}].location"),
-                        "this link listens on the top-level address, whose location is the \
-                         top-level location",
-                    ))
+                    return Err(l
+                        .origins
+                        .location
+                        .error(
+                            "this link listens on the top-level address, whose location is \
+                             the top-level location",
+                        )
+                        .into())
                 }
                 Some(have) if have != loc => {
-                    return Err(cfg(
-                        format!("link[{i}].location"),
-                        format!("another link on {listen} gives a different location"),
-                    ))
+                    return Err(l
+                        .origins
+                        .location
+                        .error(format!(
+                            "another link on {listen} gives a different location ({})",
+                            plan.location_origin.place()
+                        ))
+                        .into())
                 }
-                _ => plan.location = Some(loc.clone()),
+                _ => {
+                    plan.location = Some(loc.clone());
+                    plan.location_origin = l.origins.location.clone();
+                }
             }
         }
         plan.links.push(i);
@@ -578,9 +608,11 @@ struct Port {
 /// Bind one port; the hints FURLs carry (configured, or the bound address) and the
 /// host and port NURLs carry (the first `tcp:` hint).
 async fn bind(plan: PortPlan) -> Result<Port, DaemonError> {
-    let listen_err = |e: std::io::Error| DaemonError::Listen {
-        addr: plan.listen,
-        why: e.to_string(),
+    let listen_err = |e: std::io::Error| {
+        DaemonError::from(
+            plan.listen_origin
+                .error(format!("cannot listen on {}: {e}", plan.listen)),
+        )
     };
     let listener = TcpListener::bind(plan.listen).await.map_err(listen_err)?;
     let local_addr = listener.local_addr().map_err(listen_err)?;
@@ -596,7 +628,9 @@ async fn bind(plan: PortPlan) -> Result<Port, DaemonError> {
             Hint::Tcp { host, port } => Some((host.clone(), *port)),
             Hint::Other(_) => None,
         })
-        .ok_or_else(|| cfg("location", "needs at least one tcp: hint"))?;
+        .ok_or_else(|| {
+            DaemonError::from(plan.location_origin.error("needs at least one tcp: hint"))
+        })?;
     Ok(Port {
         plan,
         listener,
@@ -612,7 +646,6 @@ async fn bind(plan: PortPlan) -> Result<Port, DaemonError> {
 /// For a link that adopts a node, what the introducer relay adds to that node's
 /// announcements: the URL of the protocol the node does not serve itself.
 fn adopted_announcer(
-    i: usize,
     l: &LinkConfig,
     furl: &str,
     nurl: &str,
@@ -626,7 +659,7 @@ fn adopted_announcer(
         Upstream::Local(_) | Upstream::Node(_) => return Ok(None),
     };
     let key = load_tahoe_signing_key(&dir.join("private/node.privkey"))
-        .map_err(|e| cfg(format!("link[{i}].adopt"), e.to_string()))?;
+        .map_err(|e| l.origins.adopt.error(e))?;
     Ok(Some(Adopted { key, endpoint }))
 }
 
@@ -880,6 +913,7 @@ mod tests {
             .iter()
             .map(|(name, adopt, listen)| LinkConfig {
                 name: name.to_string(),
+                origins: crate::daemon::config::LinkOrigins::named(name),
                 adopt: adopt.map(Into::into),
                 listen: listen.map(|l| l.parse().unwrap()),
                 ..template.clone()
@@ -901,7 +935,7 @@ mod tests {
             .err()
             .expect("refused")
             .to_string();
-        assert!(err.starts_with("link[1].listen: "), "{err}");
+        assert!(err.starts_with("link \"new\".listen: "), "{err}");
         assert!(err.contains("\"legacy\" adopts /nodes/a"), "{err}");
         assert!(err.contains("\"new\" swampgate's own"), "{err}");
         // On the top-level address too.
@@ -932,5 +966,134 @@ mod tests {
         let plans = plan_ports(&c, &ids, &own).unwrap();
         let links: Vec<&[usize]> = plans.iter().map(|p| p.links.as_slice()).collect();
         assert_eq!(links, [&[][..], &[0, 1], &[2], &[3]]);
+    }
+
+    /// The error `start` gives for the config `text`, with state in a fresh dir.
+    async fn start_error(text: &str) -> String {
+        let d = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&d.path().join("st")).unwrap();
+        let config = Config::parse(text).unwrap();
+        match start(&config, &state).await {
+            Ok(_) => panic!("started: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_found_at_start_name_the_value_and_say_where() {
+        let link = "[[link]]\nname = \"a\"\nupstream = \"local:x\"\n";
+        // An unspecified address without a location: the location, and the address.
+        let e = start_error(&format!(
+            "listen = \"127.0.0.1:0\"\n{link}listen = \"[::]:0\"\n"
+        ))
+        .await;
+        assert!(
+            e.starts_with(
+                "link \"a\".location: needed when listening on [::]:0 \
+                 (link \"a\".listen at line 5, column 10)"
+            ),
+            "{e}"
+        );
+        assert!(e.ends_with("(not set in the link at line 3)"), "{e}");
+        let e = start_error(&format!("listen = \"0.0.0.0:0\"\n{link}")).await;
+        assert!(
+            e.starts_with(
+                "location: needed when listening on 0.0.0.0:0 (listen at line 1, column 10)"
+            ),
+            "{e}"
+        );
+
+        // Ports taken: the top-level listen, a link's listen, the admin address.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = taken.local_addr().unwrap();
+        let e = start_error(&format!("listen = \"{taken}\"\n{link}")).await;
+        assert!(
+            e.starts_with(&format!("listen: cannot listen on {taken}: ")),
+            "{e}"
+        );
+        assert!(e.ends_with("(line 1, column 10)"), "{e}");
+        let e = start_error(&format!(
+            "listen = \"127.0.0.1:0\"\n{link}listen = \"{taken}\"\n"
+        ))
+        .await;
+        assert!(e.starts_with("link \"a\".listen: cannot listen on "), "{e}");
+        assert!(e.ends_with("(line 5, column 10)"), "{e}");
+        let e = start_error(&format!(
+            "listen = \"127.0.0.1:0\"\nadmin = \"{taken}\"\n{link}"
+        ))
+        .await;
+        assert!(e.starts_with("admin: cannot listen on "), "{e}");
+        assert!(e.ends_with("(line 2, column 9)"), "{e}");
+
+        // Two links, two identities, one address.
+        let d = tempfile::tempdir().unwrap();
+        let (node, _) =
+            crate::nodedir::tests::node_dir(crate::nodedir::tests::CFG, "tcp:127.0.0.1:3457");
+        let furl = "pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:1/yci4erqgi6kgb3ybym4y3qlox2zawafr";
+        let two = format!(
+            "listen = \"127.0.0.1:0\"\n\
+             [[link]]\nname = \"old\"\nupstream = \"{furl}\"\nadopt = \"{}\"\n\
+             [[link]]\nname = \"new\"\nupstream = \"local:x\"\n",
+            node.path().display()
+        );
+        // A node whose secrets every user may read: its adopt.
+        let e = start_error(&two).await;
+        assert!(e.starts_with("link \"old\".adopt: "), "{e}");
+        assert!(e.contains("is readable by every user"), "{e}");
+        assert!(e.ends_with("(line 5, column 9)"), "{e}");
+        use std::os::unix::fs::PermissionsExt;
+        let private = node.path().join("private");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let e = start_error(&two).await;
+        assert!(
+            e.starts_with("link \"new\".listen: link \"old\" and link \"new\""),
+            "{e}"
+        );
+        assert!(e.ends_with("(not set in the link at line 7)"), "{e}");
+        drop(d);
+
+        // A trace file that cannot be opened (a directory), an embedded store that
+        // cannot be (a file).
+        let dir = tempfile::tempdir().unwrap();
+        let e = start_error(&format!(
+            "listen = \"127.0.0.1:0\"\n{link}trace = \"{}\"\n",
+            dir.path().display()
+        ))
+        .await;
+        assert!(e.starts_with("link \"a\".trace: cannot open "), "{e}");
+        assert!(e.ends_with("(line 5, column 9)"), "{e}");
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        let e = start_error(&format!(
+            "listen = \"127.0.0.1:0\"\n[[link]]\nname = \"a\"\nupstream = \"local:{}\"\n",
+            file.display()
+        ))
+        .await;
+        assert!(
+            e.starts_with("link \"a\".upstream: cannot open the embedded store"),
+            "{e}"
+        );
+        assert!(e.ends_with("(line 4, column 12)"), "{e}");
+    }
+
+    /// The quick mode has no file: its errors name the flags.
+    #[tokio::test]
+    async fn quick_mode_errors_name_the_flags() {
+        let d = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&d.path().join("st")).unwrap();
+        let mut c = Config::embedded_default();
+        c.listen = "127.0.0.1:0".parse().unwrap();
+        c.origins = crate::daemon::config::Origins::flags();
+        c.links[0].origins = crate::daemon::config::LinkOrigins::flags();
+        c.links[0].trace = Some(d.path().to_path_buf());
+        let e = start(&c, &state).await.err().unwrap().to_string();
+        assert!(e.starts_with("--trace: cannot open "), "{e}");
+        c.links[0].trace = None;
+        c.listen = "0.0.0.0:0".parse().unwrap();
+        let e = start(&c, &state).await.err().unwrap().to_string();
+        assert!(
+            e.starts_with("--location: needed when listening on 0.0.0.0:0 (--listen)"),
+            "{e}"
+        );
     }
 }
