@@ -24,7 +24,7 @@ use super::admin::{self, Admin, IntroducerView};
 use super::config::{Config, ConfigError, Limits, LinkConfig, Origin, Upstream};
 use super::limits::ConnLimiter;
 use super::link::{Link, LinkHandles, Shared};
-use super::metrics::{Metrics, ProtocolLabel};
+use super::metrics::{self, Metrics, ProtocolLabel};
 use super::sniff::{self, Prefixed, Protocol};
 use super::state::{self, StateDir, StateError};
 use crate::foolscap::furl::Hint;
@@ -212,12 +212,11 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     }
     let local_addr = ports[0].local_addr;
 
-    let metrics = Arc::new(Metrics::new(
-        config
-            .introducer
-            .as_ref()
-            .is_some_and(|i| i.upstream.is_some()),
-    ));
+    let metrics = Arc::new(Metrics::new(match &config.introducer {
+        None => metrics::Introducer::None,
+        Some(i) if i.upstream.is_some() => metrics::Introducer::RelayWithUpstream,
+        Some(_) => metrics::Introducer::Relay,
+    }));
     let mut tubs = Tubs::new(&config.limits);
     let mut links = Vec::new();
     let mut links_served = Vec::new();
@@ -299,6 +298,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 &shutdown,
             )
             .map_err(|e| cfg("introducer", e.to_string()))?;
+            let _ = metrics.relay.set(relay.clone());
             introducer_view = Some(IntroducerView {
                 relay: relay.clone(),
                 furl_redacted: crate::foolscap::Furl::parse(&furl)
