@@ -80,6 +80,7 @@ impl Metrics {
     /// Every family; the introducer's as `introducer` says.
     pub fn new(introducer: Introducer) -> Self {
         let mut root = Registry::default();
+        #[cfg(target_os = "linux")]
         root.register_collector(Box::new(ProcessCollector));
         let registry = root.sub_registry_with_prefix("swampgate");
         let calls = CallMetrics::register(registry);
@@ -270,10 +271,13 @@ impl Collector for RelayCollector {
 }
 
 /// The process's own metrics under Prometheus's standard names, read from `/proc`
-/// at each scrape. A value that cannot be read is left out of that scrape.
+/// at each scrape (Linux only). A value that cannot be read is left out of that
+/// scrape.
+#[cfg(target_os = "linux")]
 #[derive(Debug)]
 struct ProcessCollector;
 
+#[cfg(target_os = "linux")]
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Ok(me) = procfs::process::Process::myself() else {
@@ -340,6 +344,7 @@ mod tests {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn process_metrics_have_their_standard_names() {
         let text = Metrics::default().encode();
