@@ -1052,6 +1052,21 @@ mod tests {
         assert!(e.ends_with("(not set in the link at line 7)"), "{e}");
         drop(d);
 
+        // Two links on one address with different locations.
+        let e = start_error(
+            "listen = \"127.0.0.1:0\"\n\
+             [[link]]\nname = \"a\"\nupstream = \"local:x\"\n\
+             listen = \"127.0.0.1:7799\"\nlocation = \"tcp:a.example:7799\"\n\
+             [[link]]\nname = \"b\"\nupstream = \"local:y\"\n\
+             listen = \"127.0.0.1:7799\"\nlocation = \"tcp:b.example:7799\"\n",
+        )
+        .await;
+        assert_eq!(
+            e,
+            "link \"b\".location: another link on 127.0.0.1:7799 gives a different location \
+             (link \"a\".location at line 6, column 12) (line 11, column 12)"
+        );
+
         // A trace file that cannot be opened (a directory), an embedded store that
         // cannot be (a file).
         let dir = tempfile::tempdir().unwrap();
