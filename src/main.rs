@@ -134,7 +134,10 @@ fn main() -> ExitCode {
                 },
             };
             match admin.as_deref().map(config::parse_addr).transpose() {
-                Ok(Some(a)) => config.admin = Some(a),
+                Ok(Some(a)) => {
+                    config.admin = Some(a);
+                    config.origins.admin = config::Origin::flag("--admin");
+                }
                 Ok(None) => {}
                 Err(e) => return fail(format!("--admin: {e}")),
             }
@@ -190,6 +193,11 @@ fn main() -> ExitCode {
                 Ok(l) => l,
                 Err(e) => return fail(format!("--location: {e}")),
             };
+            let mut origins = config::LinkOrigins::flags();
+            if adopt.is_none() {
+                // Adopted because of the upstream (node:): its errors are the upstream's.
+                origins.adopt = origins.upstream.clone();
+            }
             let adopt = match upstream.adoption(adopt.as_deref()) {
                 Ok(a) => a,
                 Err((field, e)) => return fail(format!("--{field}: {e}")),
@@ -207,6 +215,7 @@ fn main() -> ExitCode {
                     listen: None,
                     location: None,
                     anonymous: true,
+                    origins,
                 }],
                 limits: config::Limits {
                     upstream_probe_interval_secs: probe_interval,
@@ -214,6 +223,7 @@ fn main() -> ExitCode {
                 },
                 introducer,
                 accounting: config::AccountingConfig::default(),
+                origins: config::Origins::flags(),
             };
             (config, state_dir)
         }

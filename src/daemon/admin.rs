@@ -245,14 +245,15 @@ pub fn handle<B>(admin: &Admin, req: &Request<B>) -> Response<Full<Bytes>> {
 
 /// Bind the admin endpoint at `addr` and serve it until `stop` is cancelled; returns
 /// the bound address.
+/// `origin` is where `addr` was configured, for the error if it cannot be bound.
 pub async fn start(
     addr: SocketAddr,
+    origin: &super::config::Origin,
     admin: Arc<Admin>,
     stop: CancellationToken,
 ) -> Result<SocketAddr, super::run::DaemonError> {
-    let listen_err = |e: std::io::Error| super::run::DaemonError::Listen {
-        addr,
-        why: format!("admin: {e}"),
+    let listen_err = |e: std::io::Error| {
+        super::run::DaemonError::from(origin.error(format!("cannot listen on {addr}: {e}")))
     };
     let l = TcpListener::bind(addr).await.map_err(listen_err)?;
     let bound = l.local_addr().map_err(listen_err)?;

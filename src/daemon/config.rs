@@ -75,6 +75,166 @@ fn line_column(text: &str, at: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Where a value of the configuration came from, so that an error found in it —
+/// when the file is read, or at start (a port taken, a trace file that cannot be
+/// opened, an upstream that cannot be built) — names it as the operator wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The field (`listen`, `link "legacy".upstream`, `limits.max_connections`), or
+    /// the flag that gave the value (`--upstream`); from a file, prefixed with its
+    /// path.
+    pub field: String,
+    pub at: At,
+}
+
+/// Where in the config file a value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// Not from a file: a flag, the embedded default.
+    Nowhere,
+    /// The value's line and column (1-based; columns in characters).
+    Value { line: usize, column: usize },
+    /// Not set, in the `[[link]]` whose name is on this line.
+    UnsetInLink { line: usize },
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Nowhere => Ok(()),
+            At::Value { line, column } => write!(f, " (line {line}, column {column})"),
+            At::UnsetInLink { line } => write!(f, " (not set in the link at line {line})"),
+        }
+    }
+}
+
+impl Origin {
+    /// A field not read from a file (the embedded default, a value set by code).
+    pub fn field(field: impl Into<String>) -> Origin {
+        Origin {
+            field: field.into(),
+            at: At::Nowhere,
+        }
+    }
+
+    /// A value given by a command-line flag, e.g. `--upstream`.
+    pub fn flag(flag: &str) -> Origin {
+        Origin::field(flag)
+    }
+
+    /// The value at byte `span` of the config file `text`.
+    fn spanned(field: impl Into<String>, text: &str, span: std::ops::Range<usize>) -> Origin {
+        let (line, column) = line_column(text, span.start);
+        Origin {
+            field: field.into(),
+            at: At::Value { line, column },
+        }
+    }
+
+    /// The error `why` of this value: the field, and where it is.
+    pub fn error(&self, why: impl std::fmt::Display) -> ConfigError {
+        ConfigError {
+            field: self.field.clone(),
+            why: format!("{why}{}", self.at),
+        }
+    }
+
+    /// The value named in another's error: `link "a".listen at line 5, column 10`.
+    pub fn place(&self) -> String {
+        match self.at {
+            At::Value { line, column } => format!("{} at line {line}, column {column}", self.field),
+            At::Nowhere | At::UnsetInLink { .. } => self.field.clone(),
+        }
+    }
+
+    /// The same value, read from the file at `path`.
+    fn in_file(&mut self, path: &Path) {
+        self.field = format!("{}: {}", path.display(), self.field);
+    }
+}
+
+/// Where each top-level value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origins {
+    pub listen: Origin,
+    pub location: Origin,
+    pub admin: Origin,
+    pub introducer_upstream: Origin,
+    pub accounting_database: Origin,
+}
+
+impl Default for Origins {
+    /// The keys' names, from no file.
+    fn default() -> Self {
+        Origins {
+            listen: Origin::field("listen"),
+            location: Origin::field("location"),
+            admin: Origin::field("admin"),
+            introducer_upstream: Origin::field("introducer.upstream"),
+            accounting_database: Origin::field("accounting.database"),
+        }
+    }
+}
+
+impl Origins {
+    /// `bridge`'s flags.
+    pub fn flags() -> Origins {
+        Origins {
+            listen: Origin::flag("--listen"),
+            location: Origin::flag("--location"),
+            admin: Origin::flag("--admin"),
+            introducer_upstream: Origin::flag("--introducer-upstream"),
+            accounting_database: Origin::field("accounting.database"),
+        }
+    }
+}
+
+/// Where each value of a link came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkOrigins {
+    pub upstream: Origin,
+    /// `adopt`, or the upstream when a `node:` upstream implies the adoption.
+    pub adopt: Origin,
+    pub trace: Origin,
+    pub listen: Origin,
+    pub location: Origin,
+}
+
+impl LinkOrigins {
+    /// The fields of link `name` (`link "NAME".upstream`…), from no file.
+    pub fn named(name: &str) -> LinkOrigins {
+        let f = |field: &str| Origin::field(format!("link {name:?}.{field}"));
+        LinkOrigins {
+            upstream: f("upstream"),
+            adopt: f("adopt"),
+            trace: f("trace"),
+            listen: f("listen"),
+            location: f("location"),
+        }
+    }
+
+    /// `bridge`'s link: its values are flags (the link listens on `--listen`).
+    pub fn flags() -> LinkOrigins {
+        LinkOrigins {
+            upstream: Origin::flag("--upstream"),
+            adopt: Origin::flag("--adopt"),
+            trace: Origin::flag("--trace"),
+            listen: Origin::flag("--listen"),
+            location: Origin::flag("--location"),
+        }
+    }
+
+    fn all_mut(&mut self) -> [&mut Origin; 5] {
+        [
+            &mut self.upstream,
+            &mut self.adopt,
+            &mut self.trace,
+            &mut self.listen,
+            &mut self.location,
+        ]
+    }
+}
+
 fn cfg_err(field: impl Into<String>, why: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
@@ -187,9 +347,9 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    listen: Option<String>,
-    location: Option<String>,
-    admin: Option<String>,
+    listen: Option<Spanned<String>>,
+    location: Option<Spanned<String>>,
+    admin: Option<Spanned<String>>,
     #[serde(default, rename = "link")]
     links: Vec<RawLink>,
     #[serde(default)]
@@ -201,8 +361,8 @@ struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAccounting {
-    database: Option<String>,
-    reconcile_secs: Option<u64>,
+    database: Option<Spanned<String>>,
+    reconcile_secs: Option<Spanned<u64>>,
 }
 
 /// `[accounting]`: where accounts and usage live.
@@ -254,7 +414,7 @@ impl AccountingConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawIntroducer {
-    upstream: Option<String>,
+    upstream: Option<Spanned<String>>,
     nickname: Option<String>,
 }
 
@@ -375,8 +535,8 @@ impl Default for Limits {
 
 impl Limits {
     /// Refuse values that would make the daemon unusable (a zero where zero would stop
-    /// all traffic); the error names the key.
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// all traffic); the error names the key, placed by `origin`.
+    fn validate(&self, origin: impl Fn(&str) -> Origin) -> Result<(), ConfigError> {
         let nonzero: [(&str, u64); 15] = [
             ("max_connections", self.max_connections as u64),
             ("max_connections_per_ip", self.max_connections_per_ip as u64),
@@ -402,18 +562,15 @@ impl Limits {
         ];
         for (key, v) in nonzero {
             if v == 0 {
-                return Err(cfg_err(format!("limits.{key}"), "must be at least 1"));
+                return Err(origin(key).error("must be at least 1"));
             }
         }
         if self.max_header_bytes < 8192 {
-            return Err(cfg_err(
-                "limits.max_header_bytes",
-                "must be at least 8192 (Tahoe's requests carry several long headers)",
-            ));
+            return Err(origin("max_header_bytes")
+                .error("must be at least 8192 (Tahoe's requests carry several long headers)"));
         }
         if self.idle_timeout_secs != 0 && self.idle_timeout_secs <= self.keepalive_secs {
-            return Err(cfg_err(
-                "limits.idle_timeout_secs",
+            return Err(origin("idle_timeout_secs").error(
                 "must be 0 (never) or longer than keepalive_secs, or live idle peers are dropped",
             ));
         }
@@ -469,6 +626,8 @@ pub struct LinkConfig {
     /// Whether the link's own swissnum (its own FURL and NURL) still works, or only
     /// its accounts' do.
     pub anonymous: bool,
+    /// Where each value came from, for errors found at start.
+    pub origins: LinkOrigins,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -481,6 +640,8 @@ pub struct Config {
     pub limits: Limits,
     pub introducer: Option<IntroducerConfig>,
     pub accounting: AccountingConfig,
+    /// Where each top-level value came from, for errors found at start.
+    pub origins: Origins,
 }
 
 impl Config {
@@ -499,17 +660,37 @@ impl Config {
                 listen: None,
                 location: None,
                 anonymous: true,
+                origins: LinkOrigins::named("default"),
             }],
             limits: Limits::default(),
             introducer: None,
             accounting: AccountingConfig::default(),
+            origins: Origins::default(),
         }
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| cfg_err(path.display().to_string(), format!("cannot read: {e}")))?;
-        Config::parse(&text).map_err(|e| cfg_err(format!("{}: {}", path.display(), e.field), e.why))
+        let mut config = Config::parse(&text)
+            .map_err(|e| cfg_err(format!("{}: {}", path.display(), e.field), e.why))?;
+        // Errors found at start name the file too, as those found in reading it do.
+        let o = &mut config.origins;
+        for origin in [
+            &mut o.listen,
+            &mut o.location,
+            &mut o.admin,
+            &mut o.introducer_upstream,
+            &mut o.accounting_database,
+        ] {
+            origin.in_file(path);
+        }
+        for l in &mut config.links {
+            for origin in l.origins.all_mut() {
+                origin.in_file(path);
+            }
+        }
+        Ok(config)
     }
 
     /// A file holding only a `[limits]` table (`bridge --config`), validated.
@@ -525,92 +706,108 @@ impl Config {
         let parsed: Result<LimitsOnly, ConfigError> =
             toml::from_str(&text).map_err(|e| toml_error(&text, e));
         parsed
-            .and_then(|l| l.limits.validate().map(|()| l.limits))
+            .and_then(|l| l.limits.validate(limit_origins(&text)).map(|()| l.limits))
             .map_err(|e| cfg_err(format!("{}: {}", path.display(), e.field), e.why))
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(text, e))?;
-        raw.limits.validate()?;
+        raw.limits.validate(limit_origins(text))?;
+        // Each value's origin: its field, and where it is in `text`.
+        let origin = |field: &str, v: &Option<Spanned<String>>| match v {
+            Some(v) => Origin::spanned(field, text, v.span()),
+            None => Origin::field(field),
+        };
+        let origins = Origins {
+            listen: origin("listen", &raw.listen),
+            location: origin("location", &raw.location),
+            admin: origin("admin", &raw.admin),
+            introducer_upstream: origin(
+                "introducer.upstream",
+                &raw.introducer.as_ref().and_then(|i| i.upstream.clone()),
+            ),
+            accounting_database: origin(
+                "accounting.database",
+                &raw.accounting.as_ref().and_then(|a| a.database.clone()),
+            ),
+        };
         let listen = match &raw.listen {
-            Some(l) => parse_addr(l).map_err(|w| cfg_err("listen", w))?,
+            Some(l) => parse_addr(l.get_ref()).map_err(|w| origins.listen.error(w))?,
             None => DEFAULT_LISTEN.parse().expect("a valid address"),
         };
         let location = raw
             .location
-            .as_deref()
-            .map(|l| parse_location(l).map_err(|w| cfg_err("location", w)))
+            .as_ref()
+            .map(|l| parse_location(l.get_ref()).map_err(|w| origins.location.error(w)))
             .transpose()?;
         let admin = raw
             .admin
-            .as_deref()
-            .map(|a| parse_addr(a).map_err(|w| cfg_err("admin", w)))
+            .as_ref()
+            .map(|a| parse_addr(a.get_ref()).map_err(|w| origins.admin.error(w)))
             .transpose()?;
         if raw.links.is_empty() {
             return Err(cfg_err("link", "at least one [[link]] is required"));
         }
         let mut links: Vec<LinkConfig> = Vec::new();
-        // A link's errors name the link and say where in the file the value is.
-        let at = |span: std::ops::Range<usize>, why: String| {
-            let (line, column) = line_column(text, span.start);
-            format!("{why} (line {line}, column {column})")
-        };
         for (i, l) in raw.links.into_iter().enumerate() {
             let name_span = l.name.span();
             let name = l.name.into_inner();
-            validate_name(&name)
-                .map_err(|w| cfg_err(format!("link[{i}].name"), at(name_span.clone(), w)))?;
+            let name_origin = Origin::spanned(format!("link[{i}].name"), text, name_span.clone());
+            validate_name(&name).map_err(|w| name_origin.error(w))?;
             if links.iter().any(|x| x.name == name) {
-                return Err(cfg_err(
-                    format!("link[{i}].name"),
-                    at(name_span, format!("duplicate link name {name:?}")),
-                ));
+                return Err(name_origin.error(format!("duplicate link name {name:?}")));
             }
-            let field = |f: &str| format!("link {name:?}.{f}");
-            let upstream = Upstream::parse(l.upstream.get_ref())
-                .map_err(|w| cfg_err(field("upstream"), at(l.upstream.span(), w)))?;
-            let adopt_span = l.adopt.as_ref().map(|a| a.span());
+            // A link's errors name the link and say where in the file the value is.
+            let (name_line, _) = line_column(text, name_span.start);
+            let field = |f: &str, v: Option<std::ops::Range<usize>>| match v {
+                Some(span) => Origin::spanned(format!("link {name:?}.{f}"), text, span),
+                None => Origin {
+                    field: format!("link {name:?}.{f}"),
+                    at: At::UnsetInLink { line: name_line },
+                },
+            };
+            let mut origins = LinkOrigins {
+                upstream: field("upstream", Some(l.upstream.span())),
+                adopt: field("adopt", l.adopt.as_ref().map(Spanned::span)),
+                trace: field("trace", l.trace.as_ref().map(Spanned::span)),
+                listen: field("listen", l.listen.as_ref().map(Spanned::span)),
+                location: field("location", l.location.as_ref().map(Spanned::span)),
+            };
+            let upstream =
+                Upstream::parse(l.upstream.get_ref()).map_err(|w| origins.upstream.error(w))?;
             let adopt = upstream
                 .adoption(l.adopt.as_ref().map(|a| a.get_ref().as_path()))
-                .map_err(|(f, w)| {
-                    let span = match (f, &adopt_span) {
-                        ("adopt", Some(s)) => s.clone(),
-                        _ => l.upstream.span(),
-                    };
-                    cfg_err(field(f), at(span, w))
+                .map_err(|(f, w)| match (f, &l.adopt) {
+                    ("adopt", Some(_)) => origins.adopt.error(w),
+                    (f, _) => Origin {
+                        field: format!("link {name:?}.{f}"),
+                        at: origins.upstream.at,
+                    }
+                    .error(w),
                 })?;
+            if l.adopt.is_none() && adopt.is_some() {
+                // Adopted because of the upstream (node:): its errors are the upstream's.
+                origins.adopt = origins.upstream.clone();
+            }
             if let Some(t) = &l.trace {
                 if t.get_ref().as_os_str().is_empty() {
-                    return Err(cfg_err(
-                        field("trace"),
-                        at(t.span(), "needs a file name".into()),
-                    ));
+                    return Err(origins.trace.error("needs a file name"));
                 }
             }
             let link_listen = l
                 .listen
                 .as_ref()
-                .map(|a| {
-                    parse_addr(a.get_ref()).map_err(|w| cfg_err(field("listen"), at(a.span(), w)))
-                })
+                .map(|a| parse_addr(a.get_ref()).map_err(|w| origins.listen.error(w)))
                 .transpose()?;
             let link_location = l
                 .location
                 .as_ref()
-                .map(|h| {
-                    parse_location(h.get_ref())
-                        .map_err(|w| cfg_err(field("location"), at(h.span(), w)))
-                })
+                .map(|h| parse_location(h.get_ref()).map_err(|w| origins.location.error(w)))
                 .transpose()?;
-            if let (Some(h), None) = (&l.location, &link_listen) {
-                return Err(cfg_err(
-                    field("location"),
-                    at(
-                        h.span(),
-                        "only with link.listen: a link on the top-level port uses the \
-                         top-level location"
-                            .into(),
-                    ),
+            if l.location.is_some() && link_listen.is_none() {
+                return Err(origins.location.error(
+                    "only with link.listen: a link on the top-level port uses the \
+                     top-level location",
                 ));
             }
             links.push(LinkConfig {
@@ -621,6 +818,7 @@ impl Config {
                 listen: link_listen,
                 location: link_location,
                 anonymous: l.anonymous.unwrap_or(true),
+                origins,
             });
         }
         let introducer = match raw.introducer {
@@ -628,10 +826,10 @@ impl Config {
             Some(i) => Some(IntroducerConfig {
                 upstream: i
                     .upstream
-                    .as_deref()
-                    .map(IntroducerConfig::parse_upstream)
+                    .as_ref()
+                    .map(|u| IntroducerConfig::parse_upstream(u.get_ref()))
                     .transpose()
-                    .map_err(|w| cfg_err("introducer.upstream", w))?,
+                    .map_err(|w| origins.introducer_upstream.error(w))?,
                 nickname: i.nickname.unwrap_or_else(|| "swampgate".into()),
             }),
         };
@@ -640,15 +838,16 @@ impl Config {
             Some(a) => AccountingConfig {
                 database: a
                     .database
-                    .as_deref()
-                    .map(AccountingConfig::parse_database)
+                    .as_ref()
+                    .map(|d| AccountingConfig::parse_database(d.get_ref()))
                     .transpose()
-                    .map_err(|w| cfg_err("accounting.database", w))?,
-                reconcile_secs: match a.reconcile_secs {
-                    Some(0) => {
-                        return Err(cfg_err("accounting.reconcile_secs", "must be at least 1"))
+                    .map_err(|w| origins.accounting_database.error(w))?,
+                reconcile_secs: match &a.reconcile_secs {
+                    Some(n) if *n.get_ref() == 0 => {
+                        return Err(Origin::spanned("accounting.reconcile_secs", text, n.span())
+                            .error("must be at least 1"))
                     }
-                    Some(n) => n,
+                    Some(n) => *n.get_ref(),
                     None => AccountingConfig::default().reconcile_secs,
                 },
             },
@@ -661,7 +860,25 @@ impl Config {
             limits: raw.limits,
             introducer,
             accounting,
+            origins,
         })
+    }
+}
+
+/// Where each key of the `[limits]` table of `text` is: `limits.KEY` at its value's
+/// line and column (a key left out: no place).
+fn limit_origins(text: &str) -> impl Fn(&str) -> Origin + '_ {
+    #[derive(Deserialize)]
+    struct Spans {
+        #[serde(default)]
+        limits: std::collections::BTreeMap<String, Spanned<toml::Value>>,
+    }
+    let spans = toml::from_str::<Spans>(text)
+        .map(|s| s.limits)
+        .unwrap_or_default();
+    move |key: &str| match spans.get(key) {
+        Some(v) => Origin::spanned(format!("limits.{key}"), text, v.span()),
+        None => Origin::field(format!("limits.{key}")),
     }
 }
 
@@ -741,6 +958,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn accounting_settings_are_read_and_checked() {
+        let base = "[[link]]\nname = \"a\"\nupstream = \"local:x\"\n";
+        let c = Config::parse(base).unwrap();
+        assert!(c.links[0].anonymous, "anonymous by default");
+        assert_eq!(c.accounting, AccountingConfig::default());
+        assert_eq!(
+            c.accounting.database_url(Path::new("/st")),
+            "sqlite:///st/accounting.sqlite?mode=rwc"
+        );
+        let c = Config::parse(&format!(
+            "{base}anonymous = false\n[accounting]\ndatabase = \"postgres://sg@127.0.0.1:5/sg\"\nreconcile_secs = 60\n"
+        ))
+        .unwrap();
+        assert!(!c.links[0].anonymous);
+        assert_eq!(c.accounting.reconcile_secs, 60);
+        let e = Config::parse(&format!(
+            "{base}[accounting]\ndatabase = \"mysql://u:secret@h/db\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "accounting.database");
+        assert!(e.why.ends_with("(line 5, column 12)"), "{e}");
+        assert!(!e.why.contains("secret"), "no password in errors: {e}");
+        let e = Config::parse(&format!("{base}[accounting]\nreconcile_secs = 0\n")).unwrap_err();
+        assert_eq!(e.field, "accounting.reconcile_secs");
+        assert!(e.why.ends_with("(line 5, column 18)"), "{e}");
+    }
+
+    #[test]
     fn link_errors_name_the_link_and_say_where() {
         let e = Config::parse(
             "listen = \"127.0.0.1:0\"\n\n[[link]]\nname = \"legacy\"\nupstream = \"http://x\"\n",
@@ -751,6 +996,122 @@ mod tests {
         let e = Config::parse("[[link]]\nname = \"a b\"\nupstream = \"local:x\"\n").unwrap_err();
         assert_eq!(e.field, "link[0].name");
         assert!(e.why.ends_with("(line 2, column 8)"), "{e}");
+    }
+
+    #[test]
+    fn top_level_errors_give_line_and_column() {
+        let link = "[[link]]\nname = \"a\"\nupstream = \"local:x\"\n";
+        let cases = [
+            (format!("listen = \"nope\"\n{link}"), "listen", (1, 10)),
+            (
+                format!("\nlocation = \"tcp:h:x\"\n{link}"),
+                "location",
+                (2, 12),
+            ),
+            (format!("admin =  \"1.2.3.4\"\n{link}"), "admin", (1, 10)),
+            (
+                format!("{link}[introducer]\nupstream = \"http://x\"\n"),
+                "introducer.upstream",
+                (5, 12),
+            ),
+            (
+                format!("{link}[limits]\nmax_connections = 0\n"),
+                "limits.max_connections",
+                (5, 19),
+            ),
+            (
+                format!("[limits]\nsniff_timeout_secs = 2\nmax_header_bytes = 100\n{link}"),
+                "limits.max_header_bytes",
+                (3, 20),
+            ),
+        ];
+        for (text, field, (line, column)) in cases {
+            let e = Config::parse(&text).unwrap_err();
+            assert_eq!(e.field, field, "{text:?}: {e}");
+            let at = format!("(line {line}, column {column})");
+            assert!(e.why.ends_with(&at), "{text:?}: {e} (want {at})");
+        }
+        // A limit that is wrong only with another's default: no place to give.
+        let e = Config::parse(&format!("{link}[limits]\nkeepalive_secs = 1000\n")).unwrap_err();
+        assert_eq!(e.field, "limits.idle_timeout_secs");
+        assert!(e.why.ends_with("dropped"), "{e}");
+        // bridge --config's limits file too.
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("limits.toml");
+        std::fs::write(&path, "[limits]\n\nmax_connections = 0\n").unwrap();
+        let e = Config::load_limits(&path).unwrap_err();
+        assert_eq!(
+            e.field,
+            format!("{}: limits.max_connections", path.display())
+        );
+        assert!(e.why.ends_with("(line 3, column 19)"), "{e}");
+    }
+
+    #[test]
+    fn a_config_remembers_where_each_value_is() {
+        let c = Config::parse(
+            "listen = \"127.0.0.1:0\"\n\
+             [[link]]\nname = \"a\"\nupstream = \"local:x\"\ntrace = \"t\"\n\
+             listen = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        let o = &c.links[0].origins;
+        assert_eq!(o.upstream.field, "link \"a\".upstream");
+        assert_eq!(
+            o.upstream.at,
+            At::Value {
+                line: 4,
+                column: 12
+            }
+        );
+        assert_eq!(o.trace.at, At::Value { line: 5, column: 9 });
+        assert_eq!(
+            o.listen.at,
+            At::Value {
+                line: 6,
+                column: 10
+            }
+        );
+        assert_eq!(o.location.at, At::UnsetInLink { line: 3 });
+        assert_eq!(
+            o.location.error("why").why,
+            "why (not set in the link at line 3)"
+        );
+        assert_eq!(o.listen.place(), "link \"a\".listen at line 6, column 10");
+        assert_eq!(
+            c.origins.listen.at,
+            At::Value {
+                line: 1,
+                column: 10
+            }
+        );
+        assert_eq!(c.origins.admin, Origin::field("admin"));
+        // From a file, the fields name it too.
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("sg.toml");
+        std::fs::write(&path, "[[link]]\nname = \"a\"\nupstream = \"local:x\"\n").unwrap();
+        let c = Config::load(&path).unwrap();
+        let e = c.links[0].origins.upstream.error("no");
+        assert_eq!(e.field, format!("{}: link \"a\".upstream", path.display()));
+        assert_eq!(e.why, "no (line 3, column 12)");
+        assert_eq!(
+            c.origins.listen.field,
+            format!("{}: listen", path.display())
+        );
+        // Without a file: the embedded default names its fields, bridge its flags.
+        let d = Config::embedded_default();
+        assert_eq!(
+            d.links[0].origins.trace.error("no").to_string(),
+            "link \"default\".trace: no"
+        );
+        assert_eq!(
+            LinkOrigins::flags().trace.error("no").to_string(),
+            "--trace: no"
+        );
+        assert_eq!(
+            Origins::flags().listen.error("no").to_string(),
+            "--listen: no"
+        );
     }
 
     #[test]
@@ -931,6 +1292,8 @@ mod tests {
         let c = link("").unwrap();
         assert_eq!(c.links[0].upstream, Upstream::Node(node.path().into()));
         assert_eq!(c.links[0].adopt.as_deref(), Some(node.path()));
+        // The adoption is the upstream's doing: its errors (at start) name the upstream.
+        assert_eq!(c.links[0].origins.adopt, c.links[0].origins.upstream);
         // The same dir, spelled differently, is fine.
         let c = link(&format!("adopt = \"{dir}/.\"")).unwrap();
         assert!(c.links[0].adopt.is_some());

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use super::config::{Limits, LinkConfig, Upstream};
 use super::metrics::Metrics;
-use super::run::{cfg, DaemonError};
+use super::run::DaemonError;
 use super::state::{self, StateDir, StateError};
 use crate::foolscap::storage::backend::FoolscapBackend;
 use crate::foolscap::Tub;
@@ -82,22 +82,21 @@ pub struct Link {
 }
 
 impl Link {
-    /// Assemble `links[i]`, served with `identity`, its NURL pointing at `nurl_at`
-    /// (host, port).
+    /// Assemble link `l`, served with `identity`, its NURL pointing at `nurl_at`
+    /// (host, port). Its errors name the value at fault as `l.origins` says.
     pub async fn assemble(
-        i: usize,
         l: &LinkConfig,
         identity: &Identity,
         nurl_at: (&str, u16),
         on: &Shared<'_>,
     ) -> Result<Link, DaemonError> {
         let swissnum = match &l.adopt {
-            Some(dir) => state::adopt(dir)?.1,
+            Some(dir) => state::adopt(dir).map_err(|e| l.origins.adopt.error(e))?.1,
             None => on.state.swissnum(&l.name)?,
         };
         let backend = backend(&l.upstream, on.state, identity, on.client_tub, on.limits)
             .await
-            .map_err(|why| cfg(format!("link[{i}].upstream"), why))?;
+            .map_err(|why| l.origins.upstream.error(why))?;
         let label = LinkLabel {
             link: l.name.clone(),
         };
@@ -153,10 +152,9 @@ impl Link {
             Some(path) => {
                 let path = on.state.resolve(path);
                 let sink = TraceSink::open(&path).map_err(|e| {
-                    cfg(
-                        format!("link[{i}].trace"),
-                        format!("cannot open {}: {e}", path.display()),
-                    )
+                    l.origins
+                        .trace
+                        .error(format!("cannot open {}: {e}", path.display()))
                 })?;
                 let upstream = upstream_protocol(&l.upstream);
                 let traced = |front| {

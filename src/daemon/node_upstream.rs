@@ -6,23 +6,19 @@ use std::path::Path;
 
 use tracing::{info, warn};
 
-use super::config::Upstream;
-use super::run::{cfg, DaemonError};
+use super::config::{Origin, Upstream};
+use super::run::DaemonError;
 use crate::foolscap::furl::Furl;
 use crate::nodedir::NodeDir;
 
-/// The upstream for link `i` (`name`), bridging the node in `dir`, with the
-/// protocol chosen and the reason logged.
-pub async fn resolve(i: usize, name: &str, dir: &Path) -> Result<Upstream, DaemonError> {
-    let field = format!("link[{i}].upstream");
-    let node = NodeDir::load(dir).map_err(|e| cfg(&field, e.to_string()))?;
+/// The upstream for link `name`, bridging the node in `dir`, with the protocol
+/// chosen and the reason logged. Errors name the link's upstream as `origin` says.
+pub async fn resolve(origin: &Origin, name: &str, dir: &Path) -> Result<Upstream, DaemonError> {
+    let node = NodeDir::load(dir).map_err(|e| origin.error(e))?;
     for w in &node.warnings {
         warn!(link = %name, node = %dir.display(), "{w}");
     }
-    let serving = node
-        .serving()
-        .await
-        .map_err(|e| cfg(&field, e.to_string()))?;
+    let serving = node.serving().await.map_err(|e| origin.error(e))?;
     let (upstream, protocol, url) = match serving.gbs {
         Some(nurl) => {
             let url = nurl.redacted();
@@ -30,7 +26,7 @@ pub async fn resolve(i: usize, name: &str, dir: &Path) -> Result<Upstream, Daemo
         }
         None => {
             let furl = Furl::parse(&node.furl())
-                .map_err(|e| cfg(&field, format!("the node's FURL: {e}")))?;
+                .map_err(|e| origin.error(format!("the node's FURL: {e}")))?;
             let url = furl.redacted();
             (Upstream::Foolscap(furl), "Foolscap", url)
         }
@@ -91,7 +87,10 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let (d, id) = node_at(port, "");
         serve_tls(&id, l);
-        match resolve(0, "a", d.path()).await.unwrap() {
+        match resolve(&Origin::field("link \"a\".upstream"), "a", d.path())
+            .await
+            .unwrap()
+        {
             Upstream::Gbs(n) => {
                 assert_eq!(n.port, port);
                 assert_eq!(n.spki_hash, id.spki_hash());
@@ -101,7 +100,10 @@ mod tests {
         // Another key on the node's port: refused, not bridged.
         let port = tls_port(&Identity::generate().unwrap()).await;
         let (d, _) = node_at(port, "");
-        let e = resolve(0, "a", d.path()).await.unwrap_err().to_string();
+        let e = resolve(&Origin::field("link \"a\".upstream"), "a", d.path())
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("serves a certificate other than"), "{e}");
     }
 
@@ -119,7 +121,10 @@ mod tests {
             }
         });
         let (d, id) = node_at(port, "");
-        match resolve(0, "a", d.path()).await.unwrap() {
+        match resolve(&Origin::field("link \"a\".upstream"), "a", d.path())
+            .await
+            .unwrap()
+        {
             Upstream::Foolscap(f) => {
                 assert_eq!(f.tubid, id.tubid());
                 assert_eq!(f.hints.len(), 1);
@@ -137,20 +142,30 @@ mod tests {
         };
         let (d, _) = node_at(port, "");
         assert!(matches!(
-            resolve(0, "a", d.path()).await.unwrap(),
+            resolve(&Origin::field("link \"a\".upstream"), "a", d.path())
+                .await
+                .unwrap(),
             Upstream::Gbs(_)
         ));
         let (d, _) = node_at(port, "force_foolscap = true\n");
         assert!(matches!(
-            resolve(0, "a", d.path()).await.unwrap(),
+            resolve(&Origin::field("link \"a\".upstream"), "a", d.path())
+                .await
+                .unwrap(),
             Upstream::Foolscap(_)
         ));
-        let e = resolve(3, "a", Path::new("/nonexistent"))
+        let origin = Origin {
+            field: "link \"a\".upstream".into(),
+            at: crate::daemon::config::At::Value {
+                line: 3,
+                column: 12,
+            },
+        };
+        let e = resolve(&origin, "a", Path::new("/nonexistent"))
             .await
-            .unwrap_err();
-        assert!(
-            e.to_string().starts_with("link[3].upstream: /nonexistent"),
-            "{e}"
-        );
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("link \"a\".upstream: /nonexistent"), "{e}");
+        assert!(e.ends_with(" (line 3, column 12)"), "{e}");
     }
 }

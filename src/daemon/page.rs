@@ -254,6 +254,8 @@ mod tests {
                     upstream_connected: false,
                     announcements: 2,
                     subscribers: 1,
+                    foolscap_subscribers: 1,
+                    ..Default::default()
                 },
                 upstream: Some("pb://u@tcp:h:2/<swissnum>".into()),
                 upstream_state: Some(link("x", "down", Some("refused")).upstream_state),

@@ -22,10 +22,10 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::accounts::{AccountLink, AccountRoutes, Accounts, Revocation};
 use super::admin::{self, Admin, IntroducerView};
-use super::config::{Config, Limits, LinkConfig, Upstream};
+use super::config::{Config, ConfigError, Limits, LinkConfig, Origin, Upstream};
 use super::limits::ConnLimiter;
 use super::link::{Link, LinkHandles, Shared};
-use super::metrics::{Metrics, ProtocolLabel};
+use super::metrics::{self, Metrics, ProtocolLabel};
 use super::sniff::{self, Prefixed, Protocol};
 use super::state::{self, StateDir, StateError};
 use crate::foolscap::furl::Hint;
@@ -68,10 +68,19 @@ fn server_config(swissnum: &str, l: &Limits) -> ServerConfig {
 pub enum DaemonError {
     #[error("{0}")]
     State(#[from] StateError),
+    /// A value of the configuration at fault, named by its [`Origin`] (a port that
+    /// cannot be bound is its `listen`'s fault).
     #[error("{field}: {why}")]
     Config { field: String, why: String },
-    #[error("listen {addr}: {why}")]
-    Listen { addr: SocketAddr, why: String },
+}
+
+impl From<ConfigError> for DaemonError {
+    fn from(e: ConfigError) -> Self {
+        DaemonError::Config {
+            field: e.field,
+            why: e.why,
+        }
+    }
 }
 
 pub(super) fn cfg(field: impl Into<String>, why: impl Into<String>) -> DaemonError {
@@ -213,12 +222,11 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     }
     let local_addr = ports[0].local_addr;
 
-    let metrics = Arc::new(Metrics::new(
-        config
-            .introducer
-            .as_ref()
-            .is_some_and(|i| i.upstream.is_some()),
-    ));
+    let metrics = Arc::new(Metrics::new(match &config.introducer {
+        None => metrics::Introducer::None,
+        Some(i) if i.upstream.is_some() => metrics::Introducer::RelayWithUpstream,
+        Some(_) => metrics::Introducer::Relay,
+    }));
     let mut tubs = Tubs::new(&config.limits);
     let mut links = Vec::new();
     let mut links_served = Vec::new();
@@ -240,7 +248,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 foolscap_api,
                 gbs_api,
                 mut handles,
-            } = Link::assemble(i, l, identity, (&port.nurl_host, port.nurl_port), &shared).await?;
+            } = Link::assemble(l, identity, (&port.nurl_host, port.nurl_port), &shared).await?;
             let tub = tubs.get(identity)?;
             let furl = tub.furl(&swissnum, port.hints.clone());
             handles.furl_redacted = furl.redacted();
@@ -269,7 +277,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             let furl = furl.to_string();
             let nurl = nurl.to_string();
             if config.introducer.is_some() {
-                adopted_nodes.extend(adopted_announcer(i, l, &furl, &nurl)?);
+                adopted_nodes.extend(adopted_announcer(l, &furl, &nurl)?);
             }
             links.push(LinkUrls {
                 name: l.name.clone(),
@@ -315,6 +323,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 &shutdown,
             )
             .map_err(|e| cfg("introducer", e.to_string()))?;
+            let _ = metrics.relay.set(relay.clone());
             introducer_view = Some(IntroducerView {
                 relay: relay.clone(),
                 furl_redacted: crate::foolscap::Furl::parse(&furl)
@@ -342,7 +351,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 tubid: own.tubid().to_string(),
                 spki_hash: own.spki_hash(),
             });
-            Some(admin::start(addr, view, shutdown.clone()).await?)
+            Some(admin::start(addr, &config.origins.admin, view, shutdown.clone()).await?)
         }
     };
     let mut served = Vec::new();
@@ -367,7 +376,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     let db = config.accounting.database_url(state.root());
     let ledger = crate::accounting::Ledger::open(&db)
         .await
-        .map_err(|e| cfg("accounting.database", e.to_string()))?;
+        .map_err(|e| config.origins.accounting_database.error(e))?;
     let accounts = Arc::new(Accounts::new(
         ledger,
         state.clone(),
@@ -378,7 +387,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
     accounts
         .refresh()
         .await
-        .map_err(|e| cfg("accounting.database", e.to_string()))?;
+        .map_err(|e| config.origins.accounting_database.error(e))?;
     let accounts_task = tokio::spawn(accounts.run(
         Duration::from_secs(config.accounting.reconcile_secs),
         shutdown.clone(),
@@ -427,21 +436,24 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
 /// Refuse to serve URLs no client can dial: a port bound to an unspecified address
 /// (`0.0.0.0`, `::`) needs a location naming the host clients reach.
 fn check_locations(config: &Config) -> Result<(), DaemonError> {
-    let why = |addr: SocketAddr| {
+    let why = |addr: SocketAddr, listen: &Origin| {
         format!(
-            "needed when listening on {addr}: URLs would point clients at {}, which they \
-             cannot dial; name the host they reach, e.g. tcp:HOST:{}",
+            "needed when listening on {addr} ({}): URLs would point clients at {}, which \
+             they cannot dial; name the host they reach, e.g. tcp:HOST:{}",
+            listen.place(),
             addr.ip(),
             addr.port()
         )
     };
+    let o = &config.origins;
     if config.location.is_none() && config.listen.ip().is_unspecified() {
-        return Err(cfg("location (--location)", why(config.listen)));
+        return Err(o.location.error(why(config.listen, &o.listen)).into());
     }
-    for (i, l) in config.links.iter().enumerate() {
+    for l in &config.links {
         if let Some(addr) = l.listen {
             if l.location.is_none() && addr.ip().is_unspecified() {
-                return Err(cfg(format!("link[{i}].location"), why(addr)));
+                let o = &l.origins;
+                return Err(o.location.error(why(addr, &o.listen)).into());
             }
         }
     }
@@ -451,9 +463,9 @@ fn check_locations(config: &Config) -> Result<(), DaemonError> {
 /// `config` with every `node:` upstream replaced by the node's NURL or FURL.
 async fn resolve_node_upstreams(config: &Config) -> Result<Config, DaemonError> {
     let mut config = config.clone();
-    for (i, l) in config.links.iter_mut().enumerate() {
+    for l in config.links.iter_mut() {
         if let Upstream::Node(dir) = &l.upstream {
-            l.upstream = super::node_upstream::resolve(i, &l.name, dir).await?;
+            l.upstream = super::node_upstream::resolve(&l.origins.upstream, &l.name, dir).await?;
         }
     }
     Ok(config)
@@ -465,7 +477,7 @@ fn link_identities(config: &Config, own: &Identity) -> Result<Vec<Identity>, Dae
         .links
         .iter()
         .map(|l| match &l.adopt {
-            Some(dir) => Ok(state::adopt(dir)?.0),
+            Some(dir) => Ok(state::adopt(dir).map_err(|e| l.origins.adopt.error(e))?.0),
             None => Ok(own.clone()),
         })
         .collect()
@@ -475,6 +487,9 @@ fn link_identities(config: &Config, own: &Identity) -> Result<Vec<Identity>, Dae
 struct PortPlan {
     listen: SocketAddr,
     location: Option<Vec<Hint>>,
+    /// Where the address and the location were configured, for errors.
+    listen_origin: Origin,
+    location_origin: Origin,
     /// Indexes of the links served on it.
     links: Vec<usize>,
     /// The identity its TLS (GBS) side serves with: its links' (they share one),
@@ -495,6 +510,8 @@ fn plan_ports(
     let mut plans = vec![PortPlan {
         listen: config.listen,
         location: config.location.clone(),
+        listen_origin: config.origins.listen.clone(),
+        location_origin: config.origins.location.clone(),
         links: Vec::new(),
         identity: own.clone(),
     }];
@@ -513,6 +530,8 @@ fn plan_ports(
                 plans.push(PortPlan {
                     listen,
                     location: None,
+                    listen_origin: l.origins.listen.clone(),
+                    location_origin: l.origins.location.clone(),
                     links: Vec::new(),
                     identity: identities[i].clone(),
                 });
@@ -522,17 +541,18 @@ fn plan_ports(
         let plan = &mut plans[at];
         if let Some(&j) = plan.links.first() {
             if identities[j].tubid() != identities[i].tubid() {
-                return Err(cfg(
-                    format!("link[{i}].listen"),
-                    format!(
+                return Err(l
+                    .origins
+                    .listen
+                    .error(format!(
                         "link {:?} and link {:?} serve different identities ({}) on one \
                          listen address {listen}: HTTP (GBS) clients could not tell them \
                          apart; give one of them a listen address of its own",
                         config.links[j].name,
                         l.name,
                         describe_identities(&config.links[j], l),
-                    ),
-                ));
+                    ))
+                    .into());
             }
         } else {
             plan.identity = identities[i].clone();
@@ -540,19 +560,29 @@ fn plan_ports(
         if let Some(loc) = &l.location {
             match &plan.location {
                 Some(have) if have != loc && at == 0 => {
-                    return Err(cfg(
-                        format!("link[{i}].location"),
-                        "this link listens on the top-level address, whose location is the \
-                         top-level location",
-                    ))
+                    return Err(l
+                        .origins
+                        .location
+                        .error(
+                            "this link listens on the top-level address, whose location is \
+                             the top-level location",
+                        )
+                        .into())
                 }
                 Some(have) if have != loc => {
-                    return Err(cfg(
-                        format!("link[{i}].location"),
-                        format!("another link on {listen} gives a different location"),
-                    ))
+                    return Err(l
+                        .origins
+                        .location
+                        .error(format!(
+                            "another link on {listen} gives a different location ({})",
+                            plan.location_origin.place()
+                        ))
+                        .into())
                 }
-                _ => plan.location = Some(loc.clone()),
+                _ => {
+                    plan.location = Some(loc.clone());
+                    plan.location_origin = l.origins.location.clone();
+                }
             }
         }
         plan.links.push(i);
@@ -625,9 +655,11 @@ struct Port {
 /// Bind one port; the hints FURLs carry (configured, or the bound address) and the
 /// host and port NURLs carry (the first `tcp:` hint).
 async fn bind(plan: PortPlan) -> Result<Port, DaemonError> {
-    let listen_err = |e: std::io::Error| DaemonError::Listen {
-        addr: plan.listen,
-        why: e.to_string(),
+    let listen_err = |e: std::io::Error| {
+        DaemonError::from(
+            plan.listen_origin
+                .error(format!("cannot listen on {}: {e}", plan.listen)),
+        )
     };
     let listener = TcpListener::bind(plan.listen).await.map_err(listen_err)?;
     let local_addr = listener.local_addr().map_err(listen_err)?;
@@ -643,7 +675,9 @@ async fn bind(plan: PortPlan) -> Result<Port, DaemonError> {
             Hint::Tcp { host, port } => Some((host.clone(), *port)),
             Hint::Other(_) => None,
         })
-        .ok_or_else(|| cfg("location", "needs at least one tcp: hint"))?;
+        .ok_or_else(|| {
+            DaemonError::from(plan.location_origin.error("needs at least one tcp: hint"))
+        })?;
     Ok(Port {
         plan,
         listener,
@@ -660,7 +694,6 @@ async fn bind(plan: PortPlan) -> Result<Port, DaemonError> {
 /// For a link that adopts a node, what the introducer relay adds to that node's
 /// announcements: the URL of the protocol the node does not serve itself.
 fn adopted_announcer(
-    i: usize,
     l: &LinkConfig,
     furl: &str,
     nurl: &str,
@@ -674,7 +707,7 @@ fn adopted_announcer(
         Upstream::Local(_) | Upstream::Node(_) => return Ok(None),
     };
     let key = load_tahoe_signing_key(&dir.join("private/node.privkey"))
-        .map_err(|e| cfg(format!("link[{i}].adopt"), e.to_string()))?;
+        .map_err(|e| l.origins.adopt.error(e))?;
     Ok(Some(Adopted { key, endpoint }))
 }
 
@@ -965,6 +998,7 @@ mod tests {
             .iter()
             .map(|(name, adopt, listen)| LinkConfig {
                 name: name.to_string(),
+                origins: crate::daemon::config::LinkOrigins::named(name),
                 adopt: adopt.map(Into::into),
                 listen: listen.map(|l| l.parse().unwrap()),
                 ..template.clone()
@@ -986,7 +1020,7 @@ mod tests {
             .err()
             .expect("refused")
             .to_string();
-        assert!(err.starts_with("link[1].listen: "), "{err}");
+        assert!(err.starts_with("link \"new\".listen: "), "{err}");
         assert!(err.contains("\"legacy\" adopts /nodes/a"), "{err}");
         assert!(err.contains("\"new\" swampgate's own"), "{err}");
         // On the top-level address too.
@@ -1017,5 +1051,149 @@ mod tests {
         let plans = plan_ports(&c, &ids, &own).unwrap();
         let links: Vec<&[usize]> = plans.iter().map(|p| p.links.as_slice()).collect();
         assert_eq!(links, [&[][..], &[0, 1], &[2], &[3]]);
+    }
+
+    /// The error `start` gives for the config `text`, with state in a fresh dir.
+    async fn start_error(text: &str) -> String {
+        let d = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&d.path().join("st")).unwrap();
+        let config = Config::parse(text).unwrap();
+        match start(&config, &state).await {
+            Ok(_) => panic!("started: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_found_at_start_name_the_value_and_say_where() {
+        let link = "[[link]]\nname = \"a\"\nupstream = \"local:x\"\n";
+        // An unspecified address without a location: the location, and the address.
+        let e = start_error(&format!(
+            "listen = \"127.0.0.1:0\"\n{link}listen = \"[::]:0\"\n"
+        ))
+        .await;
+        assert!(
+            e.starts_with(
+                "link \"a\".location: needed when listening on [::]:0 \
+                 (link \"a\".listen at line 5, column 10)"
+            ),
+            "{e}"
+        );
+        assert!(e.ends_with("(not set in the link at line 3)"), "{e}");
+        let e = start_error(&format!("listen = \"0.0.0.0:0\"\n{link}")).await;
+        assert!(
+            e.starts_with(
+                "location: needed when listening on 0.0.0.0:0 (listen at line 1, column 10)"
+            ),
+            "{e}"
+        );
+
+        // Ports taken: the top-level listen, a link's listen, the admin address.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = taken.local_addr().unwrap();
+        let e = start_error(&format!("listen = \"{taken}\"\n{link}")).await;
+        assert!(
+            e.starts_with(&format!("listen: cannot listen on {taken}: ")),
+            "{e}"
+        );
+        assert!(e.ends_with("(line 1, column 10)"), "{e}");
+        let e = start_error(&format!(
+            "listen = \"127.0.0.1:0\"\n{link}listen = \"{taken}\"\n"
+        ))
+        .await;
+        assert!(e.starts_with("link \"a\".listen: cannot listen on "), "{e}");
+        assert!(e.ends_with("(line 5, column 10)"), "{e}");
+        let e = start_error(&format!(
+            "listen = \"127.0.0.1:0\"\nadmin = \"{taken}\"\n{link}"
+        ))
+        .await;
+        assert!(e.starts_with("admin: cannot listen on "), "{e}");
+        assert!(e.ends_with("(line 2, column 9)"), "{e}");
+
+        // Two links, two identities, one address.
+        let d = tempfile::tempdir().unwrap();
+        let (node, _) =
+            crate::nodedir::tests::node_dir(crate::nodedir::tests::CFG, "tcp:127.0.0.1:3457");
+        let furl = "pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:1/yci4erqgi6kgb3ybym4y3qlox2zawafr";
+        let two = format!(
+            "listen = \"127.0.0.1:0\"\n\
+             [[link]]\nname = \"old\"\nupstream = \"{furl}\"\nadopt = \"{}\"\n\
+             [[link]]\nname = \"new\"\nupstream = \"local:x\"\n",
+            node.path().display()
+        );
+        // A node whose secrets every user may read: its adopt.
+        let e = start_error(&two).await;
+        assert!(e.starts_with("link \"old\".adopt: "), "{e}");
+        assert!(e.contains("is readable by every user"), "{e}");
+        assert!(e.ends_with("(line 5, column 9)"), "{e}");
+        use std::os::unix::fs::PermissionsExt;
+        let private = node.path().join("private");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let e = start_error(&two).await;
+        assert!(
+            e.starts_with("link \"new\".listen: link \"old\" and link \"new\""),
+            "{e}"
+        );
+        assert!(e.ends_with("(not set in the link at line 7)"), "{e}");
+        drop(d);
+
+        // Two links on one address with different locations.
+        let e = start_error(
+            "listen = \"127.0.0.1:0\"\n\
+             [[link]]\nname = \"a\"\nupstream = \"local:x\"\n\
+             listen = \"127.0.0.1:7799\"\nlocation = \"tcp:a.example:7799\"\n\
+             [[link]]\nname = \"b\"\nupstream = \"local:y\"\n\
+             listen = \"127.0.0.1:7799\"\nlocation = \"tcp:b.example:7799\"\n",
+        )
+        .await;
+        assert_eq!(
+            e,
+            "link \"b\".location: another link on 127.0.0.1:7799 gives a different location \
+             (link \"a\".location at line 6, column 12) (line 11, column 12)"
+        );
+
+        // A trace file that cannot be opened (a directory), an embedded store that
+        // cannot be (a file).
+        let dir = tempfile::tempdir().unwrap();
+        let e = start_error(&format!(
+            "listen = \"127.0.0.1:0\"\n{link}trace = \"{}\"\n",
+            dir.path().display()
+        ))
+        .await;
+        assert!(e.starts_with("link \"a\".trace: cannot open "), "{e}");
+        assert!(e.ends_with("(line 5, column 9)"), "{e}");
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        let e = start_error(&format!(
+            "listen = \"127.0.0.1:0\"\n[[link]]\nname = \"a\"\nupstream = \"local:{}\"\n",
+            file.display()
+        ))
+        .await;
+        assert!(
+            e.starts_with("link \"a\".upstream: cannot open the embedded store"),
+            "{e}"
+        );
+        assert!(e.ends_with("(line 4, column 12)"), "{e}");
+    }
+
+    /// The quick mode has no file: its errors name the flags.
+    #[tokio::test]
+    async fn quick_mode_errors_name_the_flags() {
+        let d = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&d.path().join("st")).unwrap();
+        let mut c = Config::embedded_default();
+        c.listen = "127.0.0.1:0".parse().unwrap();
+        c.origins = crate::daemon::config::Origins::flags();
+        c.links[0].origins = crate::daemon::config::LinkOrigins::flags();
+        c.links[0].trace = Some(d.path().to_path_buf());
+        let e = start(&c, &state).await.err().unwrap().to_string();
+        assert!(e.starts_with("--trace: cannot open "), "{e}");
+        c.links[0].trace = None;
+        c.listen = "0.0.0.0:0".parse().unwrap();
+        let e = start(&c, &state).await.err().unwrap().to_string();
+        assert!(
+            e.starts_with("--location: needed when listening on 0.0.0.0:0 (--listen)"),
+            "{e}"
+        );
     }
 }

@@ -124,10 +124,15 @@ impl AnnouncementApi {
     }
 
     async fn publish(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        // Refused before the relay sees it: counted here (the relay counts the rest).
+        let refused = |status, why: String| {
+            self.relay.publish_received(false);
+            error(status, why)
+        };
         let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                return error(
+                return refused(
                     StatusCode::BAD_REQUEST,
                     format!("body unreadable or larger than {MAX_BODY} bytes: {e}"),
                 )
@@ -135,13 +140,13 @@ impl AnnouncementApi {
         };
         let json: serde_json::Value = match serde_json::from_slice(&body) {
             Ok(j) => j,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
+            Err(e) => return refused(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
         };
         let signed = match SignedAnnouncement::from_envelope(&json) {
             Ok(s) => s,
             Err(e) => {
                 warn!(from = "http", "publication refused: {e}");
-                return error(StatusCode::BAD_REQUEST, e.to_string());
+                return refused(StatusCode::BAD_REQUEST, e.to_string());
             }
         };
         match self
@@ -179,6 +184,7 @@ impl AnnouncementApi {
         // Subscribe before answering, so nothing published meanwhile is missed.
         let changes = self.relay.changes();
         let current = self.relay.announcements(&service);
+        let relay = self.relay.clone();
         tokio::spawn(async move {
             let upgraded = match hyper::upgrade::on(req).await {
                 Ok(u) => u,
@@ -191,6 +197,7 @@ impl AnnouncementApi {
             )
             .await;
             info!(%service, current = current.len(), "WebSocket subscriber added");
+            let _counted = relay.websocket_subscription();
             serve_subscriber(ws, service, current, changes).await;
         });
         let body = Full::new(Bytes::new())

@@ -16,6 +16,7 @@
 //!   [`Augment`]).
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,6 +99,11 @@ struct Inner {
     /// With persistence: the generation last written to disk. Publishers are
     /// answered only once their announcement is in it.
     saved: Option<tokio::sync::watch::Sender<u64>>,
+    /// Publications received from publishers connected to us, by their answer.
+    publishes_accepted: AtomicU64,
+    publishes_rejected: AtomicU64,
+    /// WebSocket subscriptions open now (the HTTP API's).
+    websocket_subscribers: AtomicUsize,
 }
 
 /// How long a publisher waits for its announcement to reach the disk before it is
@@ -110,12 +116,35 @@ pub struct Relay {
     inner: Arc<Inner>,
 }
 
-/// A snapshot for status displays.
-#[derive(Clone, Debug, serde::Serialize)]
+/// A snapshot for status displays and metrics.
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RelayStatus {
     pub upstream_connected: bool,
+    /// Announcements held (every service, local and upstream ones).
     pub announcements: usize,
+    /// Subscriptions open now: Foolscap ones (`subscribe_v2` of a connected
+    /// subscriber) and WebSocket ones together.
     pub subscribers: usize,
+    pub foolscap_subscribers: usize,
+    pub websocket_subscribers: usize,
+    /// Publications from publishers connected to us (Foolscap `publish_v2`, HTTP
+    /// `publish`) answered with success (a duplicate or stale one included), and
+    /// answered with an error (unreadable, unsigned, badly signed, relay full, not
+    /// saved in time).
+    pub publishes_accepted: u64,
+    pub publishes_rejected: u64,
+}
+
+/// Counts a WebSocket subscription while it lives.
+pub struct WebSocketSubscription(Relay);
+
+impl Drop for WebSocketSubscription {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .websocket_subscribers
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Relay {
@@ -141,6 +170,9 @@ impl Relay {
                 changes: broadcast::channel(1024).0,
                 canary: Arc::new(Canary),
                 saved: persisted.then(|| tokio::sync::watch::channel(0).0),
+                publishes_accepted: AtomicU64::new(0),
+                publishes_rejected: AtomicU64::new(0),
+                websocket_subscribers: AtomicUsize::new(0),
             }),
         }
     }
@@ -169,11 +201,39 @@ impl Relay {
 
     pub fn status(&self) -> RelayStatus {
         let st = self.inner.state.lock().expect("relay state");
+        let foolscap_subscribers = st
+            .subscribers
+            .iter()
+            .filter(|s| s.rref.is_connected())
+            .count();
+        let websocket_subscribers = self.inner.websocket_subscribers.load(Ordering::Relaxed);
         RelayStatus {
             upstream_connected: st.upstream.as_ref().is_some_and(|r| r.is_connected()),
             announcements: st.announcements.len(),
-            subscribers: st.subscribers.len(),
+            subscribers: foolscap_subscribers + websocket_subscribers,
+            foolscap_subscribers,
+            websocket_subscribers,
+            publishes_accepted: self.inner.publishes_accepted.load(Ordering::Relaxed),
+            publishes_rejected: self.inner.publishes_rejected.load(Ordering::Relaxed),
         }
+    }
+
+    /// A publication from a publisher connected to us was answered: with success
+    /// (`accepted`) or an error.
+    pub fn publish_received(&self, accepted: bool) {
+        let counter = match accepted {
+            true => &self.inner.publishes_accepted,
+            false => &self.inner.publishes_rejected,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A WebSocket subscription opened; it counts until the value is dropped.
+    pub fn websocket_subscription(&self) -> WebSocketSubscription {
+        self.inner
+            .websocket_subscribers
+            .fetch_add(1, Ordering::Relaxed);
+        WebSocketSubscription(self.clone())
     }
 
     /// Every announcement held, for persisting: a local publication as it was
@@ -208,6 +268,19 @@ impl Relay {
     /// [`SAVE_TIMEOUT`] is still served, but its publisher gets an error, so it
     /// publishes again.
     pub async fn accept_saved(
+        &self,
+        signed: &SignedAnnouncement,
+        origin: Origin,
+        from: &str,
+    ) -> Result<(), AcceptError> {
+        let r = self.accept_and_save(signed, origin, from).await;
+        if origin == Origin::Local {
+            self.publish_received(r.is_ok());
+        }
+        r
+    }
+
+    async fn accept_and_save(
         &self,
         signed: &SignedAnnouncement,
         origin: Origin,
@@ -602,6 +675,7 @@ impl RemoteObject for ServiceObject {
             "publish_v2" => {
                 let signed = SignedAnnouncement::from_value(&args[0]).map_err(|e| {
                     warn!(peer = %conn.peer_tubid(), "publication refused: {e}");
+                    self.relay.publish_received(false);
                     Failure::violation(e.to_string())
                 })?;
                 self.relay

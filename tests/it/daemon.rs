@@ -103,7 +103,7 @@ fn bad_input_is_refused_with_the_field_named() {
     fails_with(
         &["run", "--config", "any.toml", "--state-dir", "st0"],
         p,
-        "link[0].location: needed when listening on [::]:0",
+        "link \"a\".location: needed when listening on [::]:0 (any.toml: link \"a\".listen at line 5, column 10)",
     );
     // A start that fails late (the admin port is taken) leaves no URL files.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -17,18 +17,6 @@ const PROBE_INTERVAL_SECS: u64 = 1;
 /// (5 s at least), and slack for a busy host.
 const CHANGE_SHOWN_WITHIN: Duration = Duration::from_secs(PROBE_INTERVAL_SECS + 5 + 10);
 
-/// The port of an `admin http://127.0.0.1:PORT/` line.
-fn admin_port(p: &mut Process) -> u16 {
-    let line = p.wait_for_line("admin ", STARTUP_TIMEOUT);
-    last_word(&line)
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// `swampgate bridge --upstream UPSTREAM` on a free port with an admin endpoint,
 /// probing every [`PROBE_INTERVAL_SECS`]; returns it and its admin port.
 fn gateway(name: &str, upstream: &str, dir: &Path) -> (Process, u16) {
@@ -92,13 +80,6 @@ fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Result
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
-}
-
-/// The value of the sample line `name{labels} VALUE` in `/metrics`.
-fn metric(port: u16, sample: &str) -> Option<f64> {
-    let (_, text) = get(port, "/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
 }
 
 fn healthz_is(port: u16, status: u16, needle: &str) -> Result<String, String> {
@@ -432,4 +413,139 @@ fn the_relays_upstream_introducer_is_watched() {
     });
     assert_eq!(metric(admin, intro_up), Some(1.0));
     drop(announcer);
+}
+
+/// Every metric of README's metrics table is on `/metrics` as soon as the admin
+/// endpoint answers, before any call, publication or subscription, with its series
+/// at zero — but for the two whose series are a call's labels (an error kind; a
+/// method's latency), which appear with the first such call: one is made, and then
+/// they are there. The gateway has an introducer relay with an upstream (down), so
+/// the relay's are there too.
+#[test]
+fn every_documented_metric_exists_at_start() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let documented: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .filter(|n| n.starts_with("swampgate_") || n.starts_with("process_"))
+        .collect();
+    for name in [
+        "swampgate_build_info",
+        "swampgate_faults_total",
+        "swampgate_connections_refused_total",
+        "swampgate_introducer_announcements",
+        "swampgate_introducer_subscribers",
+        "swampgate_introducer_publishes_total",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "process_threads",
+    ] {
+        assert!(
+            documented.contains(&name),
+            "{name} is not in README's table"
+        );
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let dead = free_port();
+    let absent =
+        format!("pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:{dead}/yci4erqgi6kgb3ybym4y3qlox2zawafr");
+    let mut cmd = swampgate_command();
+    cmd.args([
+        "bridge",
+        "--upstream",
+        "local:shares",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--introducer-upstream",
+        &absent,
+        "--state-dir",
+        "st",
+    ])
+    .current_dir(p);
+    let mut sg = Process::spawn("swampgate", cmd, p);
+    let nurl = last_word(&sg.wait_for_line("link default nurl ", STARTUP_TIMEOUT));
+    let admin = admin_port(&mut sg);
+    let text = http_get(admin, "/metrics").unwrap();
+    let has_series = |text: &str, name: &str| {
+        text.lines().any(|l| {
+            l.strip_prefix(name).is_some_and(|rest| {
+                rest.starts_with('{') || rest.starts_with(' ') || rest.starts_with("_count{")
+            })
+        })
+    };
+    let with_first_call = ["swampgate_errors_total", "swampgate_call_duration_seconds"];
+    for &name in &documented {
+        if !with_first_call.contains(&name) {
+            assert!(
+                has_series(&text, name),
+                "{name} has no series at start:\n{text}"
+            );
+        }
+    }
+    // One call that fails (a share that is not there): its error and its latency.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let e = rt.block_on(async {
+        use swampgate::storage::StorageApi;
+        let nurl: swampgate::gbs::nurl::Nurl = nurl.parse().unwrap();
+        let c = swampgate::gbs::client::GbsClient::new(&nurl, Default::default()).unwrap();
+        c.immutable_share_length(swampgate::storage::StorageIndex([9; 16]), 0)
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(e.kind().as_str(), "not_found", "{e}");
+    let text = http_get(admin, "/metrics").unwrap();
+    for name in with_first_call {
+        assert!(
+            has_series(&text, name),
+            "{name} has no series after a call:\n{text}"
+        );
+    }
+    // (Over GBS a share's length is asked for with a read.)
+    let labels = "link=\"default\",method=\"read_immutable\"";
+    assert_eq!(
+        metric(
+            admin,
+            &format!("swampgate_errors_total{{{labels},kind=\"not_found\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            admin,
+            &format!("swampgate_call_duration_seconds_count{{{labels}}}")
+        ),
+        Some(1.0)
+    );
+    // At zero: nothing has happened yet.
+    for sample in [
+        "swampgate_introducer_announcements",
+        "swampgate_introducer_subscribers{protocol=\"foolscap\"}",
+        "swampgate_introducer_subscribers{protocol=\"websocket\"}",
+        "swampgate_introducer_publishes_total{result=\"accepted\"}",
+        "swampgate_introducer_publishes_total{result=\"rejected\"}",
+        "swampgate_faults_total{link=\"default\",kind=\"unavailable\"}",
+        "swampgate_connections_refused_total{reason=\"max_connections\"}",
+    ] {
+        assert_eq!(metric(admin, sample), Some(0.0), "{sample}");
+    }
+    assert!(metric(admin, "process_resident_memory_bytes").unwrap() > 1e6);
+    assert!(metric(admin, "process_open_fds").unwrap() >= 3.0);
+    let start = metric(admin, "process_start_time_seconds").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - 120.0..=now + 1.0).contains(&start),
+        "started at {start}, now {now}"
+    );
+    assert!(metric(admin, "process_max_fds").unwrap() >= 64.0);
+    drop(sg);
 }

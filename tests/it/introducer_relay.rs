@@ -14,7 +14,8 @@ fn relay(upstream: &str, dir: &Path) -> (Process, String) {
     (p, furl)
 }
 
-/// As [`relay`], plus the `HOST:PORT` of its one port (from the link's NURL).
+/// As [`relay`], plus the `HOST:PORT` of its one port (from the link's NURL). It
+/// serves an admin endpoint too ([`admin_port`]).
 pub(crate) fn relay_with_port(upstream: &str, dir: &Path) -> (Process, String, String) {
     let mut cmd = swampgate_command();
     cmd.args([
@@ -25,6 +26,8 @@ pub(crate) fn relay_with_port(upstream: &str, dir: &Path) -> (Process, String, S
         "127.0.0.1:0",
         "--introducer-upstream",
         upstream,
+        "--admin",
+        "127.0.0.1:0",
         "--state-dir",
     ])
     .arg(dir.join("state"))
@@ -303,14 +306,37 @@ fn lines(p: &Process) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Poll the relay metric `sample` on the admin endpoint `port` until `ok` holds.
+fn relay_metric_until(port: u16, sample: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        let v = metric(port, sample).unwrap_or_else(|| panic!("no {sample} in /metrics"));
+        if ok(v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{sample} stays at {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The announcement API on the GBS port: a WebSocket subscriber gets a real node's
 /// announcement and verifies it with Tahoe's code; HTTP publication of a signed
 /// announcement reaches the upstream, a tampered one is refused with 400 and does not.
+/// The relay's metrics follow: the subscriptions, the publications by answer, the
+/// announcements held.
 #[test]
 fn announcements_over_websocket_and_http() {
     let upstream = introducer_node();
     let dir = tempfile::tempdir().unwrap();
-    let (gate, gate_furl, hostport) = relay_with_port(upstream.furl(), dir.path());
+    let (mut gate, gate_furl, hostport) = relay_with_port(upstream.furl(), dir.path());
+    let admin = admin_port(&mut gate);
+    let accepted = "swampgate_introducer_publishes_total{result=\"accepted\"}";
+    let rejected = "swampgate_introducer_publishes_total{result=\"rejected\"}";
+    let websocket = "swampgate_introducer_subscribers{protocol=\"websocket\"}";
+    let foolscap = "swampgate_introducer_subscribers{protocol=\"foolscap\"}";
+    for sample in [accepted, rejected, websocket, foolscap] {
+        assert_eq!(metric(admin, sample), Some(0.0), "{sample} at start");
+    }
     let swissnum = gate_furl.rsplit('/').next().unwrap().to_string();
     let http = |args: &[&str]| -> serde_json::Value {
         let out = run_python_script("introducer_http.py", args, dir.path());
@@ -324,6 +350,7 @@ fn announcements_over_websocket_and_http() {
     );
     let hs = sub.wait_for_line("{\"handshake\"", STARTUP_TIMEOUT);
     assert!(hs.contains(" 101 "), "{hs}");
+    relay_metric_until(admin, websocket, |v| v == 1.0);
 
     let (node, client_direct) = join(
         || storage("storage-ws", &gate_furl),
@@ -433,4 +460,15 @@ fn announcements_over_websocket_and_http() {
         log.contains("publication refused") || log.contains("announcement refused"),
         "{log}"
     );
+
+    // The node's publication (Foolscap) and the fresh one (HTTP) accepted, the
+    // tampered one rejected (the wrong swissnum never reached the relay); the node
+    // subscribed over Foolscap; both announcements held.
+    relay_metric_until(admin, accepted, |v| v >= 2.0);
+    assert_eq!(metric(admin, rejected), Some(1.0));
+    relay_metric_until(admin, foolscap, |v| v >= 1.0);
+    relay_metric_until(admin, "swampgate_introducer_announcements", |v| v >= 2.0);
+    // The subscriber gone, its subscription is no longer counted.
+    drop(sub);
+    relay_metric_until(admin, websocket, |v| v == 0.0);
 }

@@ -15,6 +15,7 @@
 //! - [`python_script`], [`run_python_script`]: the helpers in `tests/interop/`.
 //! - [`listening_tcp_addrs`], [`pid_exists`], [`process_group_exists`]: for
 //!   asserting what a process listens on and that it is gone.
+//! - [`admin_port`], [`metric`]: a swampgate's admin endpoint and its `/metrics`.
 //!
 //! ```ignore
 //! use crate::kit::*;
@@ -64,6 +65,27 @@ pub fn swampgate_command() -> Command {
 /// `link NAME furl URL`.
 pub fn last_word(line: &str) -> String {
     line.rsplit(' ').next().unwrap().to_string()
+}
+
+/// The port of swampgate's `admin http://127.0.0.1:PORT/` stdout line (with
+/// `--admin 127.0.0.1:0`).
+pub fn admin_port(p: &mut Process) -> u16 {
+    let line = p.wait_for_line("admin ", STARTUP_TIMEOUT);
+    last_word(&line)
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The value of the sample line `name{labels} VALUE` in the `/metrics` of the
+/// admin endpoint on `port`.
+pub fn metric(port: u16, sample: &str) -> Option<f64> {
+    let text = http_get(port, "/metrics").unwrap_or_else(|e| panic!("{e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// A free TCP port on 127.0.0.1, never the same twice in one test process.
