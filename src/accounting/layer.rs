@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::ledger::{Counts, Ledger};
+use super::metrics::AccountSeries;
 use crate::storage::layer::Layer;
 use crate::storage::{
     Call, Reply, ShareNum, StorageApi, StorageError, StorageIndex, StorageResult,
@@ -57,6 +58,7 @@ pub struct AccountHandle {
     /// complete or abort, or go idle (the upload sessions abort those upstream).
     uploading: Mutex<HashMap<(StorageIndex, ShareNum), Upload>>,
     upload_idle: Duration,
+    series: AccountSeries,
 }
 
 /// An upload in progress here: its allocated size and its last call.
@@ -100,9 +102,20 @@ impl AccountHandle {
             revoked: CancellationToken::new(),
             uploading: Mutex::new(HashMap::new()),
             upload_idle,
+            series: AccountSeries::default(),
         };
         h.set_limits(quota, read_rate);
         h
+    }
+
+    /// Count into these metric series.
+    pub fn with_series(mut self, series: AccountSeries) -> AccountHandle {
+        self.series = series;
+        self
+    }
+
+    pub fn series(&self) -> &AccountSeries {
+        &self.series
     }
 
     /// Take new limits (a running daemon sees `account set` this way).
@@ -149,6 +162,8 @@ impl AccountHandle {
     }
 
     fn count(&self, written: u64) {
+        self.series.calls.inc();
+        self.series.written_bytes.inc_by(written);
         let mut c = self.counts.lock().expect("counts");
         c.calls += 1;
         c.bytes_written += written;
@@ -157,6 +172,7 @@ impl AccountHandle {
 
     /// Wait until the read rate allows `n` more bytes.
     async fn pace(&self, n: u64) {
+        self.series.read_bytes.inc_by(n);
         {
             self.counts.lock().expect("counts").bytes_read += n;
         }
@@ -194,6 +210,13 @@ impl AccountHandle {
     fn touch(&self, si: StorageIndex, sh: ShareNum) {
         if let Some(u) = self.uploading.lock().expect("uploading").get_mut(&(si, sh)) {
             u.touched = Instant::now();
+        }
+    }
+
+    fn forget_uploads(&self, si: StorageIndex, shares: &[ShareNum]) {
+        let mut up = self.uploading.lock().expect("uploading");
+        for &sh in shares {
+            up.remove(&(si, sh));
         }
     }
 
@@ -235,30 +258,45 @@ impl Accounted {
         let h = &*self.handle;
         let si = req.storage_index;
         let wanted: Vec<_> = req.share_numbers.iter().copied().collect();
-        let granted = {
-            let _one = h.reserving.lock().await;
-            h.ledger
-                .reserve(&h.name, &h.link, si, &wanted, req.allocated_size, h.quota())
-                .await
-                .map_err(|e| StorageError::Internal(e.to_string()))?
-        };
-        req.share_numbers = granted.iter().copied().collect();
         let size = req.allocated_size;
-        let r = Call::AllocateBuckets(req).send(next).await;
-        let allocated: BTreeSet<_> = match &r {
-            Ok(Reply::Allocated(a)) => a.allocated.clone(),
-            _ => BTreeSet::new(),
-        };
+        // In progress here before the pending charges exist: a reconcile running
+        // meanwhile leaves them alone.
         {
             let mut up = h.uploading.lock().expect("uploading");
             // Uploads abandoned here were aborted upstream by the sessions' reaper;
             // a reconcile settles their charges.
             up.retain(|_, u| u.touched.elapsed() < h.upload_idle);
             let touched = Instant::now();
-            for &sh in &allocated {
-                up.insert((si, sh), Upload { size, touched });
+            for &sh in &wanted {
+                up.entry((si, sh)).or_insert(Upload { size, touched });
             }
         }
+        let reserved = {
+            let _one = h.reserving.lock().await;
+            h.ledger
+                .reserve(&h.name, &h.link, si, &wanted, size, h.quota())
+                .await
+        };
+        let (granted, refused) = match reserved {
+            Ok(x) => x,
+            Err(e) => {
+                h.forget_uploads(si, &wanted);
+                return Err(StorageError::Internal(e.to_string()));
+            }
+        };
+        h.series.refused_shares.inc_by(refused as u64);
+        req.share_numbers = granted.iter().copied().collect();
+        let r = Call::AllocateBuckets(req).send(next).await;
+        let allocated: BTreeSet<_> = match &r {
+            Ok(Reply::Allocated(a)) => a.allocated.clone(),
+            _ => BTreeSet::new(),
+        };
+        let not_allocated: Vec<_> = wanted
+            .iter()
+            .copied()
+            .filter(|s| !allocated.contains(s))
+            .collect();
+        h.forget_uploads(si, &not_allocated);
         for &sh in granted.iter().filter(|s| !allocated.contains(s)) {
             h.aborted(si, sh).await;
         }

@@ -406,9 +406,9 @@ impl Ledger {
     }
 
     /// Charge `account` for the first shares of `shnums` (in order) that fit in
-    /// `quota` at `size` bytes each, as `pending` rows; the shares granted. A share
-    /// that already has a row (another upload of it, or stored) is not charged
-    /// again, and not granted.
+    /// `quota` at `size` bytes each, as `pending` rows; the shares granted, and how
+    /// many the quota left out. A share that already has a row (another upload of
+    /// it, or stored) is not charged again, and not granted.
     pub async fn reserve(
         &self,
         account: &str,
@@ -417,7 +417,7 @@ impl Ledger {
         shnums: &[ShareNum],
         size: u64,
         quota: Option<u64>,
-    ) -> LedgerResult<Vec<ShareNum>> {
+    ) -> LedgerResult<(Vec<ShareNum>, usize)> {
         let mut tx = self.pool.begin().await?;
         let mut room = match quota {
             None => u64::MAX,
@@ -434,9 +434,11 @@ impl Ledger {
         };
         let mut granted = Vec::new();
         let si_text = si.to_base32();
+        let mut refused = 0;
         for &sh in shnums {
             if room < size {
-                break;
+                refused += 1;
+                continue;
             }
             let r = sqlx::query(
                 "INSERT INTO swampgate_shares
@@ -458,7 +460,7 @@ impl Ledger {
             }
         }
         tx.commit().await?;
-        Ok(granted)
+        Ok((granted, refused))
     }
 
     /// A pending immutable share completed: it now counts as stored. With
@@ -767,14 +769,14 @@ mod tests {
             .reserve("alice", "default", si(1), &[0, 1, 2], 100, Some(250))
             .await
             .unwrap();
-        assert_eq!(got, [0, 1]);
+        assert_eq!(got, (vec![0, 1], 1));
         assert_eq!(l.stored("alice").await.unwrap(), 200);
         // A share with a row is granted to nobody else.
         let got = l
             .reserve("bob", "default", si(1), &[1, 2], 100, None)
             .await
             .unwrap();
-        assert_eq!(got, [2]);
+        assert_eq!(got, (vec![2], 0));
         l.complete("default", si(1), 0, None).await.unwrap();
         l.release("default", si(1), 1).await.unwrap();
         assert_eq!(l.stored("alice").await.unwrap(), 100);

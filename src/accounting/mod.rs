@@ -10,6 +10,7 @@
 
 pub mod layer;
 pub mod ledger;
+pub mod metrics;
 
 pub use layer::{AccountHandle, Accounted};
 pub use ledger::{Account, Ledger, LedgerError};

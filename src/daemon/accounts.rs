@@ -19,17 +19,22 @@ use tracing::{info, warn};
 
 use super::state::StateDir;
 use crate::accounting::ledger::{now, Account, Kind};
+use crate::accounting::metrics::AccountMetrics;
 use crate::accounting::{AccountHandle, Accounted, Ledger};
 use crate::foolscap::furl::Hint;
 use crate::foolscap::storage::front::StorageServerObject;
 use crate::foolscap::Tub;
 use crate::gbs::nurl::Nurl;
 use crate::gbs::server::{GbsServer, ServerConfig};
+use crate::storage::layer::trace::{TraceSink, Traced};
 use crate::storage::layer::wrap;
 use crate::storage::StorageApi;
 
 /// How often the daemon reads the accounts, and writes its counters.
 pub const REFRESH: Duration = Duration::from_millis(500);
+
+/// The usage gauges are read from the ledger every this many [`REFRESH`]es (5 s).
+const USAGE_EVERY: u64 = 10;
 
 /// The GBS servers of a port's accounts, by the `Authorization` header they
 /// answer to (its SHA-256: the lookup compares no secret byte by byte).
@@ -87,9 +92,11 @@ pub struct AccountLink {
     pub hints: Vec<Hint>,
     /// The link's NURL (its swissnum replaced per account).
     pub nurl: Nurl,
-    /// The link's stacks, below the account layer.
-    pub foolscap_api: Arc<dyn StorageApi>,
-    pub gbs_api: Arc<dyn StorageApi>,
+    /// The link's stack below the fronts' trace layers.
+    pub api: Arc<dyn StorageApi>,
+    /// The link's trace, if any, and the protocol its backend speaks: an
+    /// account's calls are traced with its name.
+    pub trace: Option<(Arc<TraceSink>, &'static str)>,
     /// The backend itself, which reconciliation asks.
     pub backend: Arc<dyn StorageApi>,
     pub routes: Arc<AccountRoutes>,
@@ -112,6 +119,7 @@ pub struct Accounts {
     /// Accounts of links this process does not serve, already logged.
     elsewhere: Mutex<std::collections::BTreeSet<String>>,
     upload_idle: Duration,
+    metrics: AccountMetrics,
 }
 
 /// An account's URLs.
@@ -126,6 +134,7 @@ impl Accounts {
         state: StateDir,
         links: Vec<AccountLink>,
         upload_idle: Duration,
+        metrics: AccountMetrics,
     ) -> Accounts {
         Accounts {
             ledger,
@@ -134,6 +143,7 @@ impl Accounts {
             live: Mutex::new(BTreeMap::new()),
             elsewhere: Default::default(),
             upload_idle,
+            metrics,
         }
     }
 
@@ -154,22 +164,38 @@ impl Accounts {
 
     /// Serve `a` (enabled, on a served link).
     fn serve(&self, link: &AccountLink, a: &Account) -> Live {
-        let handle = Arc::new(AccountHandle::new(
-            &a.name,
-            &a.link,
-            self.ledger.clone(),
-            a.quota,
-            a.read_rate,
-            self.upload_idle,
-        ));
+        let handle = Arc::new(
+            AccountHandle::new(
+                &a.name,
+                &a.link,
+                self.ledger.clone(),
+                a.quota,
+                a.read_rate,
+                self.upload_idle,
+            )
+            .with_series(self.metrics.series(&a.link, &a.name)),
+        );
         let layer = Arc::new(Accounted {
             handle: handle.clone(),
         });
+        // The fronts' views: traced (with the account's name) if the link is.
+        let traced = |front| match &link.trace {
+            None => link.api.clone(),
+            Some((sink, upstream)) => wrap(
+                Arc::new(
+                    Traced::new(&link.name, front, upstream, sink.clone()).for_account(&a.name),
+                ),
+                link.api.clone(),
+            ),
+        };
         let revoked = handle.revoked().clone();
         link.tub.publish(
             &a.swissnum,
             StorageServerObject::revocable(
-                wrap(layer.clone(), link.foolscap_api.clone()),
+                wrap(
+                    layer.clone(),
+                    traced(crate::foolscap::storage::front::TRACE_FRONT),
+                ),
                 revoked.clone(),
             ),
         );
@@ -177,7 +203,7 @@ impl Accounts {
         config.swissnum = a.swissnum.clone();
         link.routes.add(
             &a.swissnum,
-            GbsServer::new(wrap(layer, link.gbs_api.clone()), config),
+            GbsServer::new(wrap(layer, traced(crate::gbs::server::TRACE_FRONT)), config),
             revoked,
         );
         let urls = Self::urls(link, &a.swissnum);
@@ -282,6 +308,23 @@ impl Accounts {
         }
     }
 
+    /// Set the served accounts' usage gauges from the ledger.
+    async fn read_usage(&self) {
+        let usage = match self.ledger.usage().await {
+            Ok(u) => u,
+            Err(e) => return warn!("accounting: cannot read usage: {e}"),
+        };
+        let live = self.live.lock().expect("accounts");
+        for u in usage {
+            if let Some(l) = live.get(&u.name) {
+                let s = l.handle.series();
+                s.stored_bytes
+                    .set(i64::try_from(u.bytes_stored).unwrap_or(i64::MAX));
+                s.shares.set(i64::try_from(u.shares).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
     fn uploading_here(&self, si: crate::storage::StorageIndex, sh: u16) -> bool {
         self.live
             .lock()
@@ -365,14 +408,18 @@ impl Accounts {
     /// `reconcile` (the first time at once: for SQLite, whose only writer this
     /// process is, every upload left pending by an earlier run), until `stop`.
     pub async fn run(self: Arc<Self>, reconcile: Duration, stop: CancellationToken) {
-        let started = now();
+        // SQLite has one writer, this process: every pending row but those of its
+        // own uploads (skipped) was left by an earlier run. PostgreSQL may be shared
+        // with processes uploading now: only rows idle past the upload timeout.
         let first_before = if self.ledger.is_sqlite() {
-            started
+            i64::MAX
         } else {
-            started - self.upload_idle.as_secs() as i64
+            now() - self.upload_idle.as_secs() as i64
         };
         self.reconcile(first_before).await;
+        self.read_usage().await;
         let mut tick = tokio::time::interval(REFRESH);
+        let mut ticks = 0u64;
         let mut next_reconcile = tokio::time::Instant::now() + reconcile;
         loop {
             tokio::select! {
@@ -383,6 +430,10 @@ impl Accounts {
                 warn!("accounting: cannot read the accounts: {e}");
             }
             self.flush().await;
+            ticks += 1;
+            if ticks.is_multiple_of(USAGE_EVERY) {
+                self.read_usage().await;
+            }
             if tokio::time::Instant::now() >= next_reconcile {
                 next_reconcile = tokio::time::Instant::now() + reconcile;
                 self.reconcile(now() - self.upload_idle.as_secs() as i64)

@@ -74,6 +74,11 @@ pub struct LinkHandles {
 pub struct Link {
     pub swissnum: String,
     pub nurl: Nurl,
+    /// The link's stack below the fronts' trace layers (accounts build their own
+    /// fronts' views on it).
+    pub api: Arc<dyn StorageApi>,
+    /// Where the link's trace goes, and the protocol its backend speaks.
+    pub trace: Option<(Arc<TraceSink>, &'static str)>,
     /// What the Foolscap front calls.
     pub foolscap_api: Arc<dyn StorageApi>,
     /// What the GBS front calls.
@@ -147,8 +152,9 @@ impl Link {
         }
         let sessions = Arc::new(sessions);
         let api = wrap(sessions.clone(), below_sessions);
+        let mut trace = None;
         let (foolscap_api, gbs_api) = match &l.trace {
-            None => (api.clone(), api),
+            None => (api.clone(), api.clone()),
             Some(path) => {
                 let path = on.state.resolve(path);
                 let sink = TraceSink::open(&path).map_err(|e| {
@@ -157,6 +163,7 @@ impl Link {
                         .error(format!("cannot open {}: {e}", path.display()))
                 })?;
                 let upstream = upstream_protocol(&l.upstream);
+                trace = Some((sink.clone(), upstream));
                 let traced = |front| {
                     let layer = Traced::new(&l.name, front, upstream, sink.clone());
                     wrap(Arc::new(layer), api.clone())
@@ -178,6 +185,8 @@ impl Link {
         Ok(Link {
             swissnum,
             nurl,
+            api,
+            trace,
             foolscap_api,
             gbs_api,
             handles: LinkHandles {

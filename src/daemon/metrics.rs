@@ -57,6 +57,8 @@ pub struct Metrics {
     /// The introducer relay, once started, read at each scrape (its metrics are
     /// registered, at zero until then, only when the daemon has a relay).
     pub relay: Arc<OnceLock<Relay>>,
+    /// Per account: calls, bytes, quota refusals, usage.
+    pub accounts: crate::accounting::metrics::AccountMetrics,
 }
 
 impl Default for Metrics {
@@ -140,6 +142,7 @@ impl Metrics {
             "When the link's upstream last answered a probe (Unix seconds; 0: never)",
             upstream_last_success.clone(),
         );
+        let accounts = crate::accounting::metrics::AccountMetrics::register(registry);
         let relay = Arc::new(OnceLock::new());
         if introducer != Introducer::None {
             registry.register_collector(Box::new(RelayCollector(relay.clone())));
@@ -170,6 +173,7 @@ impl Metrics {
             upstream_last_success,
             introducer_upstream,
             relay,
+            accounts,
         }
     }
 

@@ -245,6 +245,8 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             let Link {
                 swissnum,
                 nurl,
+                api,
+                trace,
                 foolscap_api,
                 gbs_api,
                 mut handles,
@@ -258,8 +260,8 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
                 tub: tub.clone(),
                 hints: port.hints.clone(),
                 nurl: nurl.clone(),
-                foolscap_api: foolscap_api.clone(),
-                gbs_api: gbs_api.clone(),
+                api,
+                trace,
                 backend: handles.backend.clone(),
                 routes: port.accounts.clone(),
                 server_config: server_config(&swissnum, &config.limits),
@@ -382,6 +384,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
         state.clone(),
         account_links,
         Duration::from_secs(config.limits.upload_idle_timeout_secs),
+        metrics.accounts.clone(),
     ));
     // The accounts are served before the first connection is accepted.
     accounts

@@ -61,6 +61,9 @@ pub struct TraceLine {
     /// Seconds since the Unix epoch, when the call started.
     pub time: f64,
     pub link: String,
+    /// The account whose URL the client used (none: the link's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// `FRONT->UPSTREAM`, e.g. `gbs->foolscap`.
     pub direction: String,
     /// The protocol the client spoke (`foolscap` or `gbs`).
@@ -110,6 +113,7 @@ pub struct Front {
 /// The trace layer of one front of one link.
 pub struct Traced {
     link: String,
+    account: Option<String>,
     front: Front,
     /// `FRONT->UPSTREAM`.
     direction: String,
@@ -122,10 +126,17 @@ impl Traced {
     pub fn new(link: &str, front: Front, upstream: &str, sink: Arc<TraceSink>) -> Traced {
         Traced {
             link: link.to_string(),
+            account: None,
             front,
             direction: format!("{}->{upstream}", front.protocol),
             sink,
         }
+    }
+
+    /// The same, for the calls of one account of the link.
+    pub fn for_account(mut self, account: &str) -> Traced {
+        self.account = Some(account.to_string());
+        self
     }
 
     fn line(&self, call: &Call<'_>) -> TraceLine {
@@ -136,6 +147,7 @@ impl Traced {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
             link: self.link.clone(),
+            account: self.account.clone(),
             direction: self.direction.clone(),
             protocol: self.front.protocol.into(),
             method: call.method().as_str().into(),
