@@ -292,6 +292,21 @@ pub struct Limits {
     /// fails after `max(this, 5)` seconds without an answer (at most
     /// `upstream_timeout_secs`); the introducer relay reconnects at least this often.
     pub upstream_probe_interval_secs: u64,
+    /// Seconds a Foolscap call swampgate places (on an upstream storage server, an
+    /// upstream introducer, a subscriber) may take from sending to its answer
+    /// (foolscap: forever). Past it the call fails as the upstream unavailable (a
+    /// fault) and the connection stays open; a late answer is dropped. Real Tahoe
+    /// calls answer in milliseconds to seconds; the default is far past any.
+    pub foolscap_call_timeout_secs: u64,
+    /// Seconds a write to a peer may make no progress (the peer's TCP window stays
+    /// shut: it stopped reading) before the connection is closed: every Foolscap
+    /// connection, accepted or dialled, and every GBS connection swampgate serves.
+    /// A peer that keeps reading, however slowly, is never cut off by it.
+    pub write_stall_timeout_secs: u64,
+    /// The largest WebSocket frame, and message, an announcement subscriber may
+    /// send; past it the subscription is closed with status 1009. Subscribers send
+    /// nothing but control frames (at most 125 bytes).
+    pub max_websocket_message_bytes: usize,
 }
 
 impl Default for Limits {
@@ -315,6 +330,9 @@ impl Default for Limits {
             max_upstream_connections: 64,
             upstream_timeout_secs: 60,
             upstream_probe_interval_secs: 10,
+            foolscap_call_timeout_secs: 300,
+            write_stall_timeout_secs: 60,
+            max_websocket_message_bytes: 64 << 10,
         }
     }
 }
@@ -323,7 +341,7 @@ impl Limits {
     /// Refuse values that would make the daemon unusable (a zero where zero would stop
     /// all traffic); the error names the key.
     fn validate(&self) -> Result<(), ConfigError> {
-        let nonzero: [(&str, u64); 15] = [
+        let nonzero: [(&str, u64); 18] = [
             ("max_connections", self.max_connections as u64),
             ("max_connections_per_ip", self.max_connections_per_ip as u64),
             ("sniff_timeout_secs", self.sniff_timeout_secs),
@@ -345,6 +363,15 @@ impl Limits {
                 "max_upstream_connections",
                 self.max_upstream_connections as u64,
             ),
+            (
+                "foolscap_call_timeout_secs",
+                self.foolscap_call_timeout_secs,
+            ),
+            ("write_stall_timeout_secs", self.write_stall_timeout_secs),
+            (
+                "max_websocket_message_bytes",
+                self.max_websocket_message_bytes as u64,
+            ),
         ];
         for (key, v) in nonzero {
             if v == 0 {
@@ -357,6 +384,12 @@ impl Limits {
                 "must be at least 8192 (Tahoe's requests carry several long headers)",
             ));
         }
+        if self.max_websocket_message_bytes < 125 {
+            return Err(cfg_err(
+                "limits.max_websocket_message_bytes",
+                "must be at least 125 (a control frame's largest payload: pings and closes would be refused)",
+            ));
+        }
         if self.idle_timeout_secs != 0 && self.idle_timeout_secs <= self.keepalive_secs {
             return Err(cfg_err(
                 "limits.idle_timeout_secs",
@@ -364,6 +397,11 @@ impl Limits {
             ));
         }
         Ok(())
+    }
+
+    /// How long a write may make no progress ([`Limits::write_stall_timeout_secs`]).
+    pub fn write_stall(&self) -> Duration {
+        Duration::from_secs(self.write_stall_timeout_secs)
     }
 
     /// Between two probes of an upstream.

@@ -85,6 +85,11 @@ pub enum CallError {
     /// The connection was lost before the answer arrived.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
+    /// No answer within the call deadline ([`BrokerConfig::call_timeout`]). The
+    /// connection stays open if the call was sent whole (a late answer is dropped);
+    /// one cut short mid-message is closed.
+    #[error("no answer within {} s (the call deadline, foolscap_call_timeout_secs){}", .0.as_secs_f64(), if *.1 { "; the connection was closed mid-write" } else { "" })]
+    Timeout(Duration, bool),
 }
 
 /// Limits and timers of one connection.
@@ -100,6 +105,9 @@ pub struct BrokerConfig {
     /// The most inbound calls in flight at once; past it the connection stops reading
     /// until one finishes (back-pressure, not an error).
     pub max_inflight_calls: usize,
+    /// How long a call we place may take, from queueing its message to its answer
+    /// (foolscap: forever). Past it the call fails with [`CallError::Timeout`].
+    pub call_timeout: Option<Duration>,
 }
 
 impl Default for BrokerConfig {
@@ -110,6 +118,7 @@ impl Default for BrokerConfig {
             keepalive: Some(Duration::from_secs(240)),
             disconnect_after: None,
             max_inflight_calls: 256,
+            call_timeout: None,
         }
     }
 }
@@ -364,13 +373,62 @@ impl Connection {
         }
     }
 
-    /// Place a call on the peer's object `clid` and wait for its answer.
+    /// Place a call on the peer's object `clid` and wait for its answer, at most
+    /// [`BrokerConfig::call_timeout`].
     pub async fn call_kw(
         &self,
         clid: i64,
         method: &str,
         args: &[Value],
         kwargs: &[(&str, Value)],
+    ) -> Result<Value, CallError> {
+        let Some(limit) = self.inner.config.call_timeout else {
+            return self
+                .call_kw_unbounded(clid, method, args, kwargs, &mut None)
+                .await;
+        };
+        // Which reqID is waiting, and whether its message is part-way out.
+        let mut progress = None;
+        let r = tokio::time::timeout(
+            limit,
+            self.call_kw_unbounded(clid, method, args, kwargs, &mut progress),
+        )
+        .await;
+        match r {
+            Ok(r) => r,
+            Err(_) => {
+                let mid_write = match progress {
+                    Some((reqid, writing)) => {
+                        self.inner
+                            .state
+                            .lock()
+                            .expect("broker state")
+                            .pending
+                            .remove(&reqid);
+                        writing
+                    }
+                    None => false,
+                };
+                if mid_write {
+                    // Part of a message is on the wire: nothing else can follow it.
+                    close(
+                        &self.inner,
+                        &format!("call {method} cut off mid-write by its deadline"),
+                    );
+                }
+                warn!(peer = %self.inner.peer_tubid, method, "no answer within {limit:?}: call failed");
+                Err(CallError::Timeout(limit, mid_write))
+            }
+        }
+    }
+
+    async fn call_kw_unbounded(
+        &self,
+        clid: i64,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(&str, Value)],
+        progress: &mut Option<(u64, bool)>,
     ) -> Result<Value, CallError> {
         let (tx, rx) = oneshot::channel();
         let reqid = {
@@ -383,6 +441,7 @@ impl Connection {
             st.pending.insert(r, tx);
             r
         };
+        *progress = Some((reqid, false));
         let mut out = Encoded::new();
         let sent = {
             let mut w = self.inner.writer.lock().await;
@@ -391,7 +450,10 @@ impl Connection {
                 let Writer { enc, .. } = &mut *w;
                 enc.call(reqid, clid, method, args, kwargs, &mut *st, &mut out);
             }
-            write_out(&self.inner, &mut w, out.into_buf()).await
+            *progress = Some((reqid, true));
+            let r = write_out(&self.inner, &mut w, out.into_buf()).await;
+            *progress = Some((reqid, false));
+            r
         };
         if let Err(e) = sent {
             self.inner
@@ -456,6 +518,11 @@ impl Connection {
 /// Writes a message (a vectored write when it has spliced bodies) and flushes;
 /// a failure closes the connection.
 async fn write_out(inner: &Arc<Inner>, w: &mut Writer, mut bytes: impl Buf) -> Result<(), String> {
+    if let Some(r) = &inner.state.lock().expect("broker state").closed {
+        // Closed while this writer waited for the lock (perhaps after a message cut
+        // short): nothing more goes out.
+        return Err(r.clone());
+    }
     let r = async {
         w.io.write_all_buf(&mut bytes).await?;
         w.io.flush().await
@@ -618,6 +685,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     close(&inner, &reason);
     let mut w = inner.writer.lock().await;
     let _ = w.io.shutdown().await;
+    // Let go of the socket's write half now, not when the last handle on this
+    // connection goes, so the socket is closed with the read half.
+    w.io = Box::new(tokio::io::sink());
 }
 
 /// Decode and route everything complete in `buf`. `Ok(Some(reason))` ends the

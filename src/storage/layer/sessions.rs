@@ -225,6 +225,29 @@ impl UploadSessions {
         gone.len()
     }
 
+    /// A write to an unfinished upload failed upstream: forget the upload and abort
+    /// it upstream, in the background (an upstream that stopped answering makes
+    /// the abort wait for its own deadline; the client need not).
+    fn abort_failed(&self, si: StorageIndex, sh: ShareNum, e: &StorageError) {
+        let gone = {
+            let mut u = self.uploads.lock().expect("uploads");
+            let gone = u.remove(&(si, sh));
+            self.gauge.set(u.len() as i64);
+            gone
+        };
+        let Some(p) = gone else { return };
+        if let Some(j) = &self.journal {
+            j.finished(si, sh);
+        }
+        tracing::info!(link = %self.link, %si, sh, "a write failed ({e}): aborting the upload upstream");
+        let (backend, link) = (self.backend.clone(), self.link.clone());
+        tokio::spawn(async move {
+            if let Err(e) = backend.abort_immutable(si, sh, &p.secret).await {
+                tracing::debug!(%link, %si, sh, "abort after a failed write failed: {e}");
+            }
+        });
+    }
+
     /// Note a write to an unfinished upload (it is not idle).
     fn touch(&self, si: StorageIndex, sh: ShareNum) {
         if let Some(p) = self.uploads.lock().expect("uploads").get_mut(&(si, sh)) {
@@ -287,10 +310,14 @@ impl Layer for UploadSessions {
                 self.touch(si, shnum);
                 let r = call.send(next).await;
                 self.touch(si, shnum);
-                if let Ok(Reply::Written(p)) = &r {
-                    if p.complete() {
-                        self.finish_upload(si, shnum);
-                    }
+                match &r {
+                    Ok(Reply::Written(p)) if p.complete() => self.finish_upload(si, shnum),
+                    // Gone below (lost with a Foolscap upstream's connection).
+                    Err(e) if e.kind() == ErrorKind::NotFound => self.finish_upload(si, shnum),
+                    // The upstream did not take the write (cut off, no answer in
+                    // time): the share is unusable, and must not stay open upstream.
+                    Err(e) if e.is_fault() => self.abort_failed(si, shnum, e),
+                    _ => {}
                 }
                 r
             }
