@@ -284,7 +284,8 @@ pub struct Limits {
     /// each piece of a response body (Tahoe's HTTP client: 60); connecting gets at
     /// most 30 of them. Past it the call fails as the upstream unavailable. It bounds
     /// a stalled GBS upstream, which Tahoe's Foolscap clients would wait for forever;
-    /// a stalled Foolscap upstream is bounded by `idle_timeout_secs`.
+    /// a call to a stalled Foolscap upstream is bounded by `foolscap_call_timeout_secs`
+    /// (and the connection by `idle_timeout_secs`).
     pub upstream_timeout_secs: u64,
     /// Seconds between two probes (`get_version`) of each upstream: a link's
     /// storage server, and the introducer relay's upstream while connected. A call
