@@ -28,6 +28,7 @@ use crate::kit::*;
 /// A running `swampgate run` with one link `default` and an admin port.
 struct Gate {
     p: Process,
+    furl: String,
     nurl: String,
     admin: u16,
 }
@@ -47,8 +48,14 @@ fn gateway(dir: &Path, upstream: &str, limits: &str) -> Gate {
         .args(["--log", "swampgate=debug"])
         .current_dir(dir);
     let mut p = Process::spawn("swampgate", cmd, &dir.join("logs"));
+    let furl = last_word(&p.wait_for_line("link default furl ", STARTUP_TIMEOUT));
     let nurl = last_word(&p.wait_for_line("link default nurl ", STARTUP_TIMEOUT));
-    Gate { p, nurl, admin }
+    Gate {
+        p,
+        furl,
+        nurl,
+        admin,
+    }
 }
 
 impl Gate {
@@ -284,20 +291,15 @@ fn an_upstream_that_stops_reading_a_large_request_is_cut_off() {
     assert_eq!(gate.inflight_uploads(), 0);
 }
 
-/// A client that asks for a 24 MiB share over GBS and stops reading is cut off
-/// after `write_stall_timeout_secs`: it gets less than the share, then the end
-/// of the connection, while another client is served meanwhile.
-#[test]
-fn a_gbs_client_that_stops_reading_a_large_body_is_cut_off() {
-    let dir = tempfile::tempdir().unwrap();
+/// A gateway on the embedded store holding one 24 MiB share, and that share.
+fn gateway_with_a_big_share(dir: &Path) -> (Gate, StorageIndex, bytes::Bytes) {
     let limits = format!("[limits]\n{QUIET}write_stall_timeout_secs = 3\n");
-    let gate = gateway(dir.path(), "local:shares", &limits);
-    let rt = rt();
+    let gate = gateway(dir, "local:shares", &limits);
     let api = gate.client();
     let s = si(5, 1);
     let share = data(24 << 20, 5);
     let secret = Secret(vec![5; 32]);
-    rt.block_on(async {
+    rt().block_on(async {
         api.allocate_buckets(AllocateRequest {
             storage_index: s,
             lease: lease(1),
@@ -311,6 +313,57 @@ fn a_gbs_client_that_stops_reading_a_large_body_is_cut_off() {
             .await
             .unwrap();
     });
+    (gate, s, share)
+}
+
+/// A Foolscap client (foolscap 24.9 with Tahoe's interfaces) that calls `read` for
+/// a 24 MiB share and stops reading the answer (its transport paused) is cut off
+/// after `write_stall_timeout_secs`: when it reads again, the call has failed with
+/// the connection lost, while another client was served meanwhile.
+#[test]
+fn a_foolscap_client_that_stops_reading_a_large_answer_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, s, share) = gateway_with_a_big_share(dir.path());
+    let reader = python_script(
+        "stalled_foolscap_reader.py",
+        [
+            gate.furl.as_str(),
+            &s.to_string(),
+            "0",
+            &share.len().to_string(),
+            "10",
+        ],
+        dir.path(),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let back = rt()
+        .block_on(gate.client().read_immutable(s, 0, 0, 4096))
+        .expect("another client served during the stall");
+    assert_eq!(back, share.slice(..4096));
+    let mut reader = reader;
+    reader
+        .wait_timeout(Duration::from_secs(120))
+        .expect("the reader ends");
+    let out = reader.stdout();
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("{e}: {out}: {}", reader.log_tail()));
+    eprintln!("foolscap reader: {v}");
+    assert_eq!(
+        v["outcome"], "lost",
+        "the stalled Foolscap reader was not cut off: {v}"
+    );
+    assert!(gate.log().contains("write stalled"), "{}", gate.log());
+}
+
+/// A client that asks for a 24 MiB share over GBS and stops reading is cut off
+/// after `write_stall_timeout_secs`: it gets less than the share, then the end
+/// of the connection, while another client is served meanwhile.
+#[test]
+fn a_gbs_client_that_stops_reading_a_large_body_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, s, share) = gateway_with_a_big_share(dir.path());
+    let rt = rt();
+    let api = gate.client();
     let nurl: swampgate::gbs::nurl::Nurl = gate.nurl.parse().unwrap();
     let hostport = gate
         .nurl
