@@ -775,9 +775,22 @@ mod tests {
              sniff_timeout_secs = 2\nidle_timeout_secs = 0\nmax_inflight_uploads = 1\n\
              max_inflight_upload_bytes = 0\nmax_upstream_connections = 1\n\
              upload_idle_timeout_secs = 5\nupstream_timeout_secs = 7\n\
-             upstream_probe_interval_secs = 2\n"
+             upstream_probe_interval_secs = 2\nfoolscap_call_timeout_secs = 9\n\
+             write_stall_timeout_secs = 4\nmax_websocket_message_bytes = 125\n"
         ))
         .unwrap();
+        assert_eq!(c.limits.foolscap_call_timeout_secs, 9);
+        assert_eq!(c.limits.write_stall(), Duration::from_secs(4));
+        assert_eq!(c.limits.max_websocket_message_bytes, 125);
+        let d = Limits::default();
+        assert_eq!(
+            (
+                d.foolscap_call_timeout_secs,
+                d.write_stall_timeout_secs,
+                d.max_websocket_message_bytes
+            ),
+            (300, 60, 64 << 10)
+        );
         assert_eq!(c.limits.max_connections, 7);
         assert_eq!(c.limits.max_connections_per_ip, 3);
         assert_eq!(c.limits.sniff_timeout_secs, 2);
@@ -827,6 +840,18 @@ mod tests {
                 "limits.upstream_probe_interval_secs",
             ),
             ("max_header_bytes = 100", "limits.max_header_bytes"),
+            (
+                "foolscap_call_timeout_secs = 0",
+                "limits.foolscap_call_timeout_secs",
+            ),
+            (
+                "write_stall_timeout_secs = 0",
+                "limits.write_stall_timeout_secs",
+            ),
+            (
+                "max_websocket_message_bytes = 124",
+                "limits.max_websocket_message_bytes",
+            ),
             ("idle_timeout_secs = 10", "limits.idle_timeout_secs"),
             ("max_connections = \"many\"", "limits.max_connections"),
             ("max_connections = -1", "limits.max_connections"),

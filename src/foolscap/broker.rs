@@ -1003,3 +1003,53 @@ fn broker_call(
         _ => unreachable!("schema::check_call admits only RIBroker methods"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(io: tokio::io::DuplexStream, call_timeout: Option<Duration>) -> Connection {
+        let config = BrokerConfig {
+            keepalive: None,
+            call_timeout,
+            ..BrokerConfig::default()
+        };
+        let vocab = VocabTable::by_index(0).expect("table 0");
+        let nothing: Lookup = Arc::new(|_| None);
+        start(io, BytesMut::new(), vocab, "peer".into(), config, nothing)
+    }
+
+    /// The peer reads the call but never answers: the call fails at its deadline,
+    /// and the connection, whose byte stream is intact, stays open.
+    #[tokio::test]
+    async fn a_call_without_an_answer_fails_at_its_deadline_and_the_connection_stays_open() {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let mut sink = vec![0; 4096];
+            while matches!(theirs.read(&mut sink).await, Ok(n) if n > 0) {}
+        });
+        let conn = connection(ours, Some(Duration::from_millis(200)));
+        let started = Instant::now();
+        let e = conn.call_kw(1, "get_version", &[], &[]).await.unwrap_err();
+        assert!(matches!(e, CallError::Timeout(_, false)), "{e:?}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(e.to_string().contains("call deadline"), "{e}");
+        assert!(!conn.is_closed());
+        assert!(conn.inner.state.lock().unwrap().pending.is_empty());
+    }
+
+    /// The peer reads nothing: the deadline passes while the call's message is
+    /// part-way out, and the connection is closed (nothing can follow half a
+    /// message); later calls fail at once.
+    #[tokio::test]
+    async fn a_call_cut_off_mid_write_closes_the_connection() {
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let conn = connection(ours, Some(Duration::from_millis(200)));
+        let big = Value::bytes(vec![0u8; 256 * 1024]);
+        let e = conn.call_kw(1, "write", &[big], &[]).await.unwrap_err();
+        assert!(matches!(e, CallError::Timeout(_, true)), "{e:?}");
+        assert!(conn.is_closed());
+        let e = conn.call_kw(1, "get_version", &[], &[]).await.unwrap_err();
+        assert!(matches!(e, CallError::ConnectionLost(_)), "{e:?}");
+    }
+}
