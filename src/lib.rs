@@ -30,6 +30,8 @@
 //!   together.
 //! - [`nodedir`]: a Tahoe storage node's directory, read: its identity, server id,
 //!   FURL and NURLs as the node announces them (`node:` upstreams, `node-info`).
+//! - [`stall`]: the bound on writes to a peer that keeps its TCP window shut,
+//!   below TLS on every connection of either protocol.
 //! - [`check`]: the conformance suite behind `swampgate check`.
 //! - [`health`]: whether an upstream answers, as periodic probes find it (links and
 //!   the introducer relay).
@@ -48,4 +50,5 @@ pub mod health;
 pub mod identity;
 pub mod introducer;
 pub mod nodedir;
+pub mod stall;
 pub mod storage;

@@ -82,6 +82,7 @@ fn call_outcome(r: &Result<Value, CallError>) -> String {
         Err(CallError::Remote(f)) => format!("remote failure {}", f.kind),
         Err(CallError::Violation(_)) => "violation in the answer".into(),
         Err(CallError::ConnectionLost(_)) => "connection lost".into(),
+        Err(CallError::Timeout(..)) => "no answer in time".into(),
     }
 }
 

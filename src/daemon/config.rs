@@ -498,7 +498,8 @@ pub struct Limits {
     /// each piece of a response body (Tahoe's HTTP client: 60); connecting gets at
     /// most 30 of them. Past it the call fails as the upstream unavailable. It bounds
     /// a stalled GBS upstream, which Tahoe's Foolscap clients would wait for forever;
-    /// a stalled Foolscap upstream is bounded by `idle_timeout_secs`.
+    /// a call to a stalled Foolscap upstream is bounded by `foolscap_call_timeout_secs`
+    /// (and the connection by `idle_timeout_secs`).
     pub upstream_timeout_secs: u64,
     /// Seconds between two probes (`get_version`) of each upstream: a link's
     /// storage server, and the introducer relay's upstream while connected. A call
@@ -506,6 +507,21 @@ pub struct Limits {
     /// fails after `max(this, 5)` seconds without an answer (at most
     /// `upstream_timeout_secs`); the introducer relay reconnects at least this often.
     pub upstream_probe_interval_secs: u64,
+    /// Seconds a Foolscap call swampgate places (on an upstream storage server, an
+    /// upstream introducer, a subscriber) may take from sending to its answer
+    /// (foolscap: forever). Past it the call fails as the upstream unavailable (a
+    /// fault) and the connection stays open; a late answer is dropped. Real Tahoe
+    /// calls answer in milliseconds to seconds; the default is far past any.
+    pub foolscap_call_timeout_secs: u64,
+    /// Seconds a write to a peer may make no progress (the peer's TCP window stays
+    /// shut: it stopped reading) before the connection is closed: every Foolscap
+    /// connection, accepted or dialled, and every GBS connection swampgate serves.
+    /// A peer that keeps reading, however slowly, is never cut off by it.
+    pub write_stall_timeout_secs: u64,
+    /// The largest WebSocket frame, and message, an announcement subscriber may
+    /// send; past it the subscription is closed with status 1009. Subscribers send
+    /// nothing but control frames (at most 125 bytes).
+    pub max_websocket_message_bytes: usize,
 }
 
 impl Default for Limits {
@@ -529,6 +545,9 @@ impl Default for Limits {
             max_upstream_connections: 64,
             upstream_timeout_secs: 60,
             upstream_probe_interval_secs: 10,
+            foolscap_call_timeout_secs: 300,
+            write_stall_timeout_secs: 60,
+            max_websocket_message_bytes: 64 << 10,
         }
     }
 }
@@ -537,7 +556,7 @@ impl Limits {
     /// Refuse values that would make the daemon unusable (a zero where zero would stop
     /// all traffic); the error names the key, placed by `origin`.
     fn validate(&self, origin: impl Fn(&str) -> Origin) -> Result<(), ConfigError> {
-        let nonzero: [(&str, u64); 15] = [
+        let nonzero: [(&str, u64); 18] = [
             ("max_connections", self.max_connections as u64),
             ("max_connections_per_ip", self.max_connections_per_ip as u64),
             ("sniff_timeout_secs", self.sniff_timeout_secs),
@@ -559,6 +578,15 @@ impl Limits {
                 "max_upstream_connections",
                 self.max_upstream_connections as u64,
             ),
+            (
+                "foolscap_call_timeout_secs",
+                self.foolscap_call_timeout_secs,
+            ),
+            ("write_stall_timeout_secs", self.write_stall_timeout_secs),
+            (
+                "max_websocket_message_bytes",
+                self.max_websocket_message_bytes as u64,
+            ),
         ];
         for (key, v) in nonzero {
             if v == 0 {
@@ -569,12 +597,22 @@ impl Limits {
             return Err(origin("max_header_bytes")
                 .error("must be at least 8192 (Tahoe's requests carry several long headers)"));
         }
+        if self.max_websocket_message_bytes < 125 {
+            return Err(origin("max_websocket_message_bytes").error(
+                "must be at least 125 (a control frame's largest payload: pings and closes would be refused)",
+            ));
+        }
         if self.idle_timeout_secs != 0 && self.idle_timeout_secs <= self.keepalive_secs {
             return Err(origin("idle_timeout_secs").error(
                 "must be 0 (never) or longer than keepalive_secs, or live idle peers are dropped",
             ));
         }
         Ok(())
+    }
+
+    /// How long a write may make no progress ([`Limits::write_stall_timeout_secs`]).
+    pub fn write_stall(&self) -> Duration {
+        Duration::from_secs(self.write_stall_timeout_secs)
     }
 
     /// Between two probes of an upstream.
@@ -1178,9 +1216,22 @@ mod tests {
              sniff_timeout_secs = 2\nidle_timeout_secs = 0\nmax_inflight_uploads = 1\n\
              max_inflight_upload_bytes = 0\nmax_upstream_connections = 1\n\
              upload_idle_timeout_secs = 5\nupstream_timeout_secs = 7\n\
-             upstream_probe_interval_secs = 2\n"
+             upstream_probe_interval_secs = 2\nfoolscap_call_timeout_secs = 9\n\
+             write_stall_timeout_secs = 4\nmax_websocket_message_bytes = 125\n"
         ))
         .unwrap();
+        assert_eq!(c.limits.foolscap_call_timeout_secs, 9);
+        assert_eq!(c.limits.write_stall(), Duration::from_secs(4));
+        assert_eq!(c.limits.max_websocket_message_bytes, 125);
+        let d = Limits::default();
+        assert_eq!(
+            (
+                d.foolscap_call_timeout_secs,
+                d.write_stall_timeout_secs,
+                d.max_websocket_message_bytes
+            ),
+            (300, 60, 64 << 10)
+        );
         assert_eq!(c.limits.max_connections, 7);
         assert_eq!(c.limits.max_connections_per_ip, 3);
         assert_eq!(c.limits.sniff_timeout_secs, 2);
@@ -1230,6 +1281,18 @@ mod tests {
                 "limits.upstream_probe_interval_secs",
             ),
             ("max_header_bytes = 100", "limits.max_header_bytes"),
+            (
+                "foolscap_call_timeout_secs = 0",
+                "limits.foolscap_call_timeout_secs",
+            ),
+            (
+                "write_stall_timeout_secs = 0",
+                "limits.write_stall_timeout_secs",
+            ),
+            (
+                "max_websocket_message_bytes = 124",
+                "limits.max_websocket_message_bytes",
+            ),
             ("idle_timeout_secs = 10", "limits.idle_timeout_secs"),
             ("max_connections = \"many\"", "limits.max_connections"),
             ("max_connections = -1", "limits.max_connections"),

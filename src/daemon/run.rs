@@ -37,6 +37,7 @@ use crate::health::Health;
 use crate::identity::Identity;
 use crate::introducer::announcement::load_tahoe_signing_key;
 use crate::introducer::augment::{Adopted, Endpoint};
+use crate::stall::WriteStall;
 
 /// The Tub settings the `[limits]` table asks for (both the served Tub and the one
 /// that dials Foolscap upstreams: an upstream is no more trusted than a client).
@@ -51,6 +52,8 @@ fn tub_config(l: &Limits) -> TubConfig {
     t.broker.disconnect_after =
         (l.idle_timeout_secs > 0).then(|| Duration::from_secs(l.idle_timeout_secs));
     t.broker.max_inflight_calls = l.max_inflight_calls;
+    t.broker.call_timeout = Some(Duration::from_secs(l.foolscap_call_timeout_secs));
+    t.write_stall_timeout = Some(l.write_stall());
     t
 }
 
@@ -326,6 +329,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             )
             .map_err(|e| cfg("introducer", e.to_string()))?;
             let _ = metrics.relay.set(relay.clone());
+            let api = api.with_max_client_message(config.limits.max_websocket_message_bytes);
             introducer_view = Some(IntroducerView {
                 relay: relay.clone(),
                 furl_redacted: crate::foolscap::Furl::parse(&furl)
@@ -417,6 +421,7 @@ pub async fn start(config: &Config, state: &StateDir) -> Result<Running, DaemonE
             Admission {
                 limiter: limiter.clone(),
                 sniff_timeout,
+                write_stall: config.limits.write_stall(),
             },
             shutdown.clone(),
         ));
@@ -784,6 +789,8 @@ impl Drop for ConnGauge {
 struct Admission {
     limiter: ConnLimiter,
     sniff_timeout: Duration,
+    /// How long a write to the peer may make no progress ([`WriteStall`]).
+    write_stall: Duration,
 }
 
 async fn accept_loop(
@@ -824,6 +831,8 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
+        // Below TLS, so it sees the socket: a peer that stops reading is cut off.
+        let tcp = WriteStall::new(tcp, Some(admission.write_stall));
         let tubs = tubs.clone();
         let routes = routes.clone();
         let metrics = metrics.clone();
@@ -849,7 +858,7 @@ async fn accept_loop(
 /// hand it to the GBS server. It counts as identified (never shed) once its
 /// Foolscap negotiation or TLS handshake is done.
 async fn serve_connection(
-    mut tcp: tokio::net::TcpStream,
+    mut tcp: WriteStall<tokio::net::TcpStream>,
     permit: &super::limits::ConnPermit,
     sniff_timeout: Duration,
     tubs: &[Tub],

@@ -91,6 +91,11 @@ pub enum CallError {
     /// The connection was lost before the answer arrived.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
+    /// No answer within the call deadline ([`BrokerConfig::call_timeout`]). The
+    /// connection stays open if the call was sent whole (a late answer is dropped);
+    /// one cut short mid-message is closed.
+    #[error("no answer within {} s (the call deadline, foolscap_call_timeout_secs){}", .0.as_secs_f64(), if *.1 { "; the connection was closed mid-write" } else { "" })]
+    Timeout(Duration, bool),
 }
 
 /// Limits and timers of one connection.
@@ -106,6 +111,9 @@ pub struct BrokerConfig {
     /// The most inbound calls in flight at once; past it the connection stops reading
     /// until one finishes (back-pressure, not an error).
     pub max_inflight_calls: usize,
+    /// How long a call we place may take, from queueing its message to its answer
+    /// (foolscap: forever). Past it the call fails with [`CallError::Timeout`].
+    pub call_timeout: Option<Duration>,
 }
 
 impl Default for BrokerConfig {
@@ -116,6 +124,7 @@ impl Default for BrokerConfig {
             keepalive: Some(Duration::from_secs(240)),
             disconnect_after: None,
             max_inflight_calls: 256,
+            call_timeout: None,
         }
     }
 }
@@ -370,13 +379,62 @@ impl Connection {
         }
     }
 
-    /// Place a call on the peer's object `clid` and wait for its answer.
+    /// Place a call on the peer's object `clid` and wait for its answer, at most
+    /// [`BrokerConfig::call_timeout`].
     pub async fn call_kw(
         &self,
         clid: i64,
         method: &str,
         args: &[Value],
         kwargs: &[(&str, Value)],
+    ) -> Result<Value, CallError> {
+        let Some(limit) = self.inner.config.call_timeout else {
+            return self
+                .call_kw_unbounded(clid, method, args, kwargs, &mut None)
+                .await;
+        };
+        // Which reqID is waiting, and whether its message is part-way out.
+        let mut progress = None;
+        let r = tokio::time::timeout(
+            limit,
+            self.call_kw_unbounded(clid, method, args, kwargs, &mut progress),
+        )
+        .await;
+        match r {
+            Ok(r) => r,
+            Err(_) => {
+                let mid_write = match progress {
+                    Some((reqid, writing)) => {
+                        self.inner
+                            .state
+                            .lock()
+                            .expect("broker state")
+                            .pending
+                            .remove(&reqid);
+                        writing
+                    }
+                    None => false,
+                };
+                if mid_write {
+                    // Part of a message is on the wire: nothing else can follow it.
+                    close(
+                        &self.inner,
+                        &format!("call {method} cut off mid-write by its deadline"),
+                    );
+                }
+                warn!(peer = %self.inner.peer_tubid, method, "no answer within {limit:?}: call failed");
+                Err(CallError::Timeout(limit, mid_write))
+            }
+        }
+    }
+
+    async fn call_kw_unbounded(
+        &self,
+        clid: i64,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(&str, Value)],
+        progress: &mut Option<(u64, bool)>,
     ) -> Result<Value, CallError> {
         let (tx, rx) = oneshot::channel();
         let reqid = {
@@ -389,6 +447,7 @@ impl Connection {
             st.pending.insert(r, tx);
             r
         };
+        *progress = Some((reqid, false));
         let mut out = Encoded::new();
         let sent = {
             let mut w = self.inner.writer.lock().await;
@@ -397,7 +456,10 @@ impl Connection {
                 let Writer { enc, .. } = &mut *w;
                 enc.call(reqid, clid, method, args, kwargs, &mut *st, &mut out);
             }
-            write_out(&self.inner, &mut w, out.into_buf()).await
+            *progress = Some((reqid, true));
+            let r = write_out(&self.inner, &mut w, out.into_buf()).await;
+            *progress = Some((reqid, false));
+            r
         };
         if let Err(e) = sent {
             self.inner
@@ -462,6 +524,11 @@ impl Connection {
 /// Writes a message (a vectored write when it has spliced bodies) and flushes;
 /// a failure closes the connection.
 async fn write_out(inner: &Arc<Inner>, w: &mut Writer, mut bytes: impl Buf) -> Result<(), String> {
+    if let Some(r) = &inner.state.lock().expect("broker state").closed {
+        // Closed while this writer waited for the lock (perhaps after a message cut
+        // short): nothing more goes out.
+        return Err(r.clone());
+    }
     let r = async {
         w.io.write_all_buf(&mut bytes).await?;
         w.io.flush().await
@@ -624,6 +691,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     close(&inner, &reason);
     let mut w = inner.writer.lock().await;
     let _ = w.io.shutdown().await;
+    // Let go of the socket's write half now, not when the last handle on this
+    // connection goes, so the socket is closed with the read half.
+    w.io = Box::new(tokio::io::sink());
 }
 
 /// Decode and route everything complete in `buf`. `Ok(Some(reason))` ends the
@@ -948,5 +1018,55 @@ fn broker_call(
         }
         "decgift" => Ok(Value::None),
         _ => unreachable!("schema::check_call admits only RIBroker methods"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(io: tokio::io::DuplexStream, call_timeout: Option<Duration>) -> Connection {
+        let config = BrokerConfig {
+            keepalive: None,
+            call_timeout,
+            ..BrokerConfig::default()
+        };
+        let vocab = VocabTable::by_index(0).expect("table 0");
+        let nothing: Lookup = Arc::new(|_| None);
+        start(io, BytesMut::new(), vocab, "peer".into(), config, nothing)
+    }
+
+    /// The peer reads the call but never answers: the call fails at its deadline,
+    /// and the connection, whose byte stream is intact, stays open.
+    #[tokio::test]
+    async fn a_call_without_an_answer_fails_at_its_deadline_and_the_connection_stays_open() {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let mut sink = vec![0; 4096];
+            while matches!(theirs.read(&mut sink).await, Ok(n) if n > 0) {}
+        });
+        let conn = connection(ours, Some(Duration::from_millis(200)));
+        let started = Instant::now();
+        let e = conn.call_kw(1, "get_version", &[], &[]).await.unwrap_err();
+        assert!(matches!(e, CallError::Timeout(_, false)), "{e:?}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(e.to_string().contains("call deadline"), "{e}");
+        assert!(!conn.is_closed());
+        assert!(conn.inner.state.lock().unwrap().pending.is_empty());
+    }
+
+    /// The peer reads nothing: the deadline passes while the call's message is
+    /// part-way out, and the connection is closed (nothing can follow half a
+    /// message); later calls fail at once.
+    #[tokio::test]
+    async fn a_call_cut_off_mid_write_closes_the_connection() {
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let conn = connection(ours, Some(Duration::from_millis(200)));
+        let big = Value::bytes(vec![0u8; 256 * 1024]);
+        let e = conn.call_kw(1, "write", &[big], &[]).await.unwrap_err();
+        assert!(matches!(e, CallError::Timeout(_, true)), "{e:?}");
+        assert!(conn.is_closed());
+        let e = conn.call_kw(1, "get_version", &[], &[]).await.unwrap_err();
+        assert!(matches!(e, CallError::ConnectionLost(_)), "{e:?}");
     }
 }

@@ -25,6 +25,10 @@ pub struct TubConfig {
     pub broker: BrokerConfig,
     /// From TCP accept (or connect) to the end of negotiation: foolscap's 120 s.
     pub negotiation_timeout: Duration,
+    /// How long a write on a connection we dial may make no progress before the
+    /// connection fails ([`crate::stall::WriteStall`]); accepted connections get
+    /// theirs from whoever hands them over (the daemon wraps its sockets).
+    pub write_stall_timeout: Option<Duration>,
 }
 
 impl Default for TubConfig {
@@ -32,6 +36,7 @@ impl Default for TubConfig {
         TubConfig {
             broker: BrokerConfig::default(),
             negotiation_timeout: Duration::from_secs(120),
+            write_stall_timeout: None,
         }
     }
 }
@@ -207,8 +212,9 @@ impl Tub {
 
     async fn dial(&self, tubid: &str, host: &str, port: u16) -> Result<Connection, TubError> {
         let io = |e: std::io::Error| TubError::Io(e.to_string());
-        let mut tcp = TcpStream::connect((host, port)).await.map_err(io)?;
+        let tcp = TcpStream::connect((host, port)).await.map_err(io)?;
         tcp.set_nodelay(true).map_err(io)?;
+        let mut tcp = crate::stall::WriteStall::new(tcp, self.inner.config.write_stall_timeout);
         tcp.write_all(&neg::upgrade_request(tubid, host))
             .await
             .map_err(io)?;
@@ -323,6 +329,7 @@ impl Tub {
                 }
             };
             let _ = tcp.set_nodelay(true);
+            let tcp = crate::stall::WriteStall::new(tcp, self.inner.config.write_stall_timeout);
             let tub = self.clone();
             tokio::spawn(
                 async move {

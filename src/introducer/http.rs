@@ -17,7 +17,8 @@
 //! frames must be masked, fragments are reassembled, pings get pongs, a close frame
 //! is answered and the connection closed. A protocol violation fails the connection
 //! with close status 1002, a text message that is not UTF-8 with 1007, a frame or
-//! message from the subscriber larger than [`MAX_CLIENT_MESSAGE`] with 1009, a
+//! message from the subscriber larger than its limit (`[limits]`
+//! `max_websocket_message_bytes`, by default [`MAX_CLIENT_MESSAGE`]) with 1009, a
 //! subscriber too slow to keep up with 1008.
 
 use bytes::Bytes;
@@ -46,7 +47,8 @@ pub const PREFIX: &str = "/introducer/v1/";
 /// The most bytes a published envelope may have.
 pub const MAX_BODY: usize = 128 * 1024;
 
-/// The largest frame, and the largest message, a WebSocket subscriber may send;
+/// The default of the largest frame, and the largest message, a WebSocket
+/// subscriber may send (`[limits]` `max_websocket_message_bytes`);
 /// a bigger one is refused (close status 1009) once its header is read, before
 /// its payload is buffered. Subscribers have nothing to say: data messages from
 /// them are ignored, and the control frames they need (ping, close) carry at most
@@ -60,6 +62,8 @@ pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 pub struct AnnouncementApi {
     relay: Relay,
     auth: SwissnumCheck,
+    /// The largest frame and message a subscriber may send.
+    max_client_message: usize,
 }
 
 fn respond(status: StatusCode, body: serde_json::Value) -> Response<ResponseBody> {
@@ -82,7 +86,14 @@ impl AnnouncementApi {
         AnnouncementApi {
             relay,
             auth: SwissnumCheck::new(swissnum.as_bytes()),
+            max_client_message: MAX_CLIENT_MESSAGE,
         }
+    }
+
+    /// Refuse subscriber frames and messages larger than `bytes` (close 1009).
+    pub fn with_max_client_message(mut self, bytes: usize) -> AnnouncementApi {
+        self.max_client_message = bytes;
+        self
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
@@ -183,6 +194,7 @@ impl AnnouncementApi {
         let accept = derive_accept_key(key.trim().as_bytes());
         // Subscribe before answering, so nothing published meanwhile is missed.
         let changes = self.relay.changes();
+        let max_message = self.max_client_message;
         let current = self.relay.announcements(&service);
         let relay = self.relay.clone();
         tokio::spawn(async move {
@@ -193,7 +205,7 @@ impl AnnouncementApi {
             let ws = WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),
                 Role::Server,
-                Some(ws_config()),
+                Some(ws_config(max_message)),
             )
             .await;
             info!(%service, current = current.len(), "WebSocket subscriber added");
@@ -214,11 +226,11 @@ impl AnnouncementApi {
 }
 
 /// The limits of a subscription's WebSocket: frames and messages from the
-/// subscriber at most [`MAX_CLIENT_MESSAGE`], unmasked client frames refused.
-fn ws_config() -> WebSocketConfig {
+/// subscriber at most `max_message` bytes, unmasked client frames refused.
+fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_frame_size(Some(MAX_CLIENT_MESSAGE))
-        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .max_frame_size(Some(max_message))
+        .max_message_size(Some(max_message))
         .accept_unmasked_frames(false)
 }
 
@@ -284,16 +296,38 @@ async fn serve_subscriber<S>(
     }
 }
 
-/// Send a close frame with `code` (best effort: the connection is dropped next).
+/// How long a failed subscription's connection is drained after its close frame.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Fail the connection: send a close frame with `code`, then close our side and
+/// read (and discard) what the subscriber still sends, for at most [`LINGER`],
+/// before the connection is dropped. Dropped at once, the socket would answer the
+/// subscriber's unread bytes (the rest of an oversized message, its close reply)
+/// with a reset, and a reset can destroy the close frame before the subscriber
+/// reads it: it would see an abnormal closure (1006) instead of the status.
 async fn close<S>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let frame = CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),
     };
-    let _ = ws.close(Some(frame)).await;
+    if ws.close(Some(frame)).await.is_err() {
+        return;
+    }
+    let io = ws.get_mut();
+    let _ = tokio::time::timeout(LINGER, async {
+        let _ = io.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = io.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn valid_service(s: &str) -> bool {

@@ -34,5 +34,7 @@ mod node_info;
 mod security;
 mod service;
 mod soak;
+mod stalls;
 mod store;
 mod trace;
+mod websocket;

@@ -47,6 +47,7 @@ pub fn storage_to_failure(e: &StorageError) -> Failure {
 pub fn call_to_storage(e: CallError) -> StorageError {
     match e {
         CallError::ConnectionLost(m) => StorageError::Unavailable(m),
+        e @ CallError::Timeout(..) => StorageError::Unavailable(e.to_string()),
         CallError::Violation(m) => {
             StorageError::Internal(format!("upstream answer violated its schema: {m}"))
         }

@@ -225,6 +225,29 @@ impl UploadSessions {
         gone.len()
     }
 
+    /// A write to an unfinished upload failed upstream: forget the upload and abort
+    /// it upstream, in the background (an upstream that stopped answering makes
+    /// the abort wait for its own deadline; the client need not).
+    fn abort_failed(&self, si: StorageIndex, sh: ShareNum, e: &StorageError) {
+        let gone = {
+            let mut u = self.uploads.lock().expect("uploads");
+            let gone = u.remove(&(si, sh));
+            self.gauge.set(u.len() as i64);
+            gone
+        };
+        let Some(p) = gone else { return };
+        if let Some(j) = &self.journal {
+            j.finished(si, sh);
+        }
+        tracing::info!(link = %self.link, %si, sh, "a write failed ({e}): aborting the upload upstream");
+        let (backend, link) = (self.backend.clone(), self.link.clone());
+        tokio::spawn(async move {
+            if let Err(e) = backend.abort_immutable(si, sh, &p.secret).await {
+                tracing::debug!(%link, %si, sh, "abort after a failed write failed: {e}");
+            }
+        });
+    }
+
     /// Note a write to an unfinished upload (it is not idle).
     fn touch(&self, si: StorageIndex, sh: ShareNum) {
         if let Some(p) = self.uploads.lock().expect("uploads").get_mut(&(si, sh)) {
@@ -287,10 +310,14 @@ impl Layer for UploadSessions {
                 self.touch(si, shnum);
                 let r = call.send(next).await;
                 self.touch(si, shnum);
-                if let Ok(Reply::Written(p)) = &r {
-                    if p.complete() {
-                        self.finish_upload(si, shnum);
-                    }
+                match &r {
+                    Ok(Reply::Written(p)) if p.complete() => self.finish_upload(si, shnum),
+                    // Gone below (lost with a Foolscap upstream's connection).
+                    Err(e) if e.kind() == ErrorKind::NotFound => self.finish_upload(si, shnum),
+                    // The upstream did not take the write (cut off, no answer in
+                    // time): the share is unusable, and must not stay open upstream.
+                    Err(e) if e.is_fault() => self.abort_failed(si, shnum, e),
+                    _ => {}
                 }
                 r
             }
@@ -518,6 +545,66 @@ mod tests {
         drop(l);
         let (_, left) = UploadJournal::open(&path).unwrap();
         assert!(left.is_empty(), "the journal is empty again");
+    }
+
+    /// Fails every immutable write with its error (an upstream cut off, or one
+    /// that lost the upload) and counts the aborts that pass through.
+    struct FailingWrites(StorageError, std::sync::atomic::AtomicUsize);
+
+    impl Layer for FailingWrites {
+        async fn call<'a>(
+            &'a self,
+            call: Call<'a>,
+            next: &'a dyn StorageApi,
+        ) -> StorageResult<Reply> {
+            match call {
+                Call::WriteImmutable { .. } => Err(self.0.clone()),
+                call => {
+                    if matches!(call, Call::AbortImmutable { .. }) {
+                        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    call.send(next).await
+                }
+            }
+        }
+    }
+
+    /// A write that fails as a fault (the upstream cut off or not answering) leaves
+    /// an upload nobody can finish: it is aborted upstream at once and forgotten;
+    /// one the backend lost (not found) is forgotten; after a client's error it is
+    /// neither.
+    #[tokio::test]
+    async fn a_write_that_fails_as_a_fault_aborts_its_upload_upstream() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        for (error, aborts, forgotten) in [
+            (StorageError::Unavailable("write stalled".into()), 1, true),
+            (
+                StorageError::NotFound("lost with the connection".into()),
+                0,
+                true,
+            ),
+            (StorageError::ConflictingWrite("x".into()), 0, false),
+        ] {
+            let store: Arc<dyn StorageApi> = Arc::new(MemoryStorage::new(1 << 30));
+            let layer = Arc::new(FailingWrites(error.clone(), AtomicUsize::new(0)));
+            let below = wrap(layer.clone(), store);
+            let l = L::over(below.clone(), sessions(&below));
+            l.allocate_buckets(alloc(1, &[0], 10)).await.unwrap();
+            let si = StorageIndex([1; 16]);
+            let e = l
+                .write_immutable(si, 0, &Secret(vec![1; 32]), 0, Bytes::from_static(b"x"))
+                .await
+                .unwrap_err();
+            assert_eq!(e, error);
+            assert_eq!(l.inflight_uploads(), usize::from(!forgotten), "{error}");
+            // The abort runs in the background.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while layer.1.load(Ordering::SeqCst) < aborts && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(layer.1.load(Ordering::SeqCst), aborts, "{error}: aborts");
+        }
     }
 
     #[tokio::test]
