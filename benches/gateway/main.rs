@@ -249,6 +249,34 @@ pub fn gateway(name: &str, dir: &Path, upstream: &str, adopt: Option<&Path>) -> 
     }
 }
 
+/// Adds an account (no quota, no read rate) to gateway `name`'s link; its FURL and
+/// NURL, once the daemon serves it.
+pub fn account(name: &str, dir: &Path) -> (String, String) {
+    let out = swampgate_command()
+        .args(["account", "add", "bench", "--link", "default", "--config"])
+        .arg(dir.join(format!("{name}.toml")))
+        .arg("--state-dir")
+        .arg(dir.join(format!("{name}-state")))
+        .output()
+        .expect("swampgate account add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let url = |kind: &str| {
+        let prefix = format!("account bench {kind} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {kind} in {text}"))
+            .to_string()
+    };
+    // The daemon reads the accounts every 500 ms.
+    std::thread::sleep(Duration::from_millis(1200));
+    (url("furl"), url("nurl"))
+}
+
 /// Starts the TLS relay in front of `upstream_nurl`'s server; returns it and the NURL
 /// a client uses to go through it (the relay's address and pin, the upstream's
 /// swissnum).

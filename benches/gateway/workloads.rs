@@ -19,7 +19,7 @@ use swampgate::storage::*;
 use crate::kit::*;
 use crate::report::{quantile, Report};
 use crate::sys::{fd_count, group_cpu_secs, rss_kib};
-use crate::{gateway, relay, settle, Plan, MIB};
+use crate::{account, gateway, relay, settle, Plan, MIB};
 
 /// Tahoe-sized transfers: ~1 MiB per write (a PATCH body / remote_write), ~350 KiB
 /// per read.
@@ -184,6 +184,9 @@ pub fn embedded(plan: &Plan, report: &mut Report) {
     let fh = gateway("f-to-h", d, &up.nurl, None);
     let hf = gateway("h-to-f", d, &up.furl, None);
     let (relay_proc, relay_nurl) = relay(d, &up.nurl);
+    // The same bridges, through an account (accounting's cost).
+    let (fh_account, _) = account("f-to-h", d);
+    let (_, hf_account) = account("h-to-f", d);
     let rt = runtime();
     let _g = rt.enter();
     let cases = [
@@ -211,6 +214,16 @@ pub fn embedded(plan: &Plan, report: &mut Report) {
             name: "TLS relay (HTTP)",
             client: gbs_client(&relay_nurl),
             middle: Some(relay_proc.pid()),
+        },
+        Case {
+            name: ACCOUNTED_FH,
+            client: foolscap_client(&fh_account),
+            middle: Some(fh.pid()),
+        },
+        Case {
+            name: ACCOUNTED_HF,
+            client: gbs_client(&hf_account),
+            middle: Some(hf.pid()),
         },
     ];
     // Connect every client before measuring.
@@ -289,6 +302,10 @@ impl Op {
 
 /// Small calls one at a time: p50 and p99 per case and, for the bridges, the latency
 /// they add over the same client going directly.
+/// The bridges' cases through an account.
+const ACCOUNTED_FH: &str = "F→H bridge, account";
+const ACCOUNTED_HF: &str = "H→F bridge, account";
+
 fn latency(plan: &Plan, report: &mut Report, rt: &tokio::runtime::Runtime, cases: &[Case]) {
     let imm = random_si();
     let mutable = random_si();
@@ -361,6 +378,8 @@ fn latency(plan: &Plan, report: &mut Report, rt: &tokio::runtime::Runtime, cases
     let bridged = [
         ("F→H bridge", "direct Foolscap"),
         ("H→F bridge", "direct HTTP"),
+        (ACCOUNTED_FH, "F→H bridge"),
+        (ACCOUNTED_HF, "H→F bridge"),
     ];
     for rep in 0..plan.reps {
         for op in [Op::Version, Op::Readv, Op::AddLease] {
@@ -773,7 +792,27 @@ pub fn verdicts(plan: &Plan, r: &mut Report) {
             );
         }
     }
+    if plan.runs("bulk") {
+        for (a, b) in [(ACCOUNTED_FH, "F→H bridge"), (ACCOUNTED_HF, "H→F bridge")] {
+            let (va, vb) = (g(r, "bulk", a, "up+down"), g(r, "bulk", b, "up+down"));
+            r.verdict(
+                &format!("{a}: accounting costs ≤ 5% of bridged throughput"),
+                format!("{va:.0} vs {vb:.0} MB/s = {:.1}%", 100.0 * va / vb),
+                va >= 0.95 * vb,
+            );
+        }
+    }
     if plan.runs("latency") {
+        for a in [ACCOUNTED_FH, ACCOUNTED_HF] {
+            for op in ["get_version", "slot_readv 100 B", "add_lease"] {
+                let p50 = g(r, "latency", a, &format!("{op} added p50"));
+                r.verdict(
+                    &format!("{a} {op}: accounting adds ≤ 20 µs p50"),
+                    format!("{p50:.1} µs"),
+                    p50 <= 20.0,
+                );
+            }
+        }
         for b in ["F→H bridge", "H→F bridge"] {
             for op in ["get_version", "slot_readv 100 B", "add_lease"] {
                 let p50 = g(r, "latency", b, &format!("{op} added p50"));

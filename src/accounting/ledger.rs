@@ -209,6 +209,14 @@ impl Ledger {
             why: e.to_string(),
         };
         let sqlite = url.starts_with("sqlite:");
+        if let Some(path) = sqlite_path(url) {
+            // The accounts' swissnums are secrets: the file (and its WAL and shared
+            // memory files, which SQLite creates with the same mode) is 0600.
+            private_file(path).map_err(|e| LedgerError::Open {
+                url: shown.clone(),
+                why: format!("{path}: {e}"),
+            })?;
+        }
         let options = AnyPoolOptions::new()
             // SQLite has one writer: one connection serialises this process's
             // statements instead of making them wait on each other's locks.
@@ -685,6 +693,24 @@ impl Ledger {
     }
 }
 
+/// The file of a `sqlite://PATH[?options]` URL (not `:memory:`).
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://")?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// Create `path` if missing, and make it readable by its owner only.
+fn private_file(path: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 /// `url` without a password, for messages.
 pub fn redact(url: &str) -> String {
     match url.split_once("://") {
@@ -731,6 +757,12 @@ mod tests {
     async fn accounts_are_added_changed_and_removed() {
         let dir = tempfile::tempdir().unwrap();
         let l = ledger(&dir).await;
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("a.sqlite"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the swissnums' file is private");
         l.add(&acct("alice", Some(100))).await.unwrap();
         assert!(matches!(
             l.add(&acct("alice", None)).await,

@@ -369,7 +369,7 @@ struct RawAccounting {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountingConfig {
     /// `sqlite://PATH` or `postgres://…`; `None`: SQLite in the state dir
-    /// (`STATE/accounting.sqlite`).
+    /// (`STATE/private/accounting.sqlite`, mode 0600: it holds the accounts' swissnums).
     pub database: Option<String>,
     /// Seconds between two reconciliations of the charged shares against the
     /// backend's own share lists (shares gone by lease expiry or deletion stop
@@ -391,7 +391,7 @@ impl AccountingConfig {
     pub fn database_url(&self, state_root: &Path) -> String {
         match &self.database {
             Some(url) => url.clone(),
-            None => crate::accounting::sqlite_url(&state_root.join("accounting.sqlite")),
+            None => crate::accounting::sqlite_url(&state_root.join("private/accounting.sqlite")),
         }
     }
 
@@ -1003,7 +1003,7 @@ mod tests {
         assert_eq!(c.accounting, AccountingConfig::default());
         assert_eq!(
             c.accounting.database_url(Path::new("/st")),
-            "sqlite:///st/accounting.sqlite?mode=rwc"
+            "sqlite:///st/private/accounting.sqlite?mode=rwc"
         );
         let c = Config::parse(&format!(
             "{base}anonymous = false\n[accounting]\ndatabase = \"postgres://sg@127.0.0.1:5/sg\"\nreconcile_secs = 60\n"

@@ -8,7 +8,7 @@
 //! STATE/private/uploads/NAME.journal a GBS-upstream link's unfinished uploads
 //! STATE/links/NAME.furl, NAME.nurl  the URLs clients use
 //! STATE/accounts/NAME.furl, NAME.nurl an account's URLs
-//! STATE/accounting.sqlite           accounts and usage (unless [accounting] database)
+//! STATE/private/accounting.sqlite   accounts (their swissnums) and usage (unless [accounting] database)
 //! STATE/introducer/announcements.json the relay's announcements (with [introducer])
 //! STATE/shares/                     the embedded store of `local:shares`
 //! ```

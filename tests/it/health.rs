@@ -481,8 +481,9 @@ fn every_documented_metric_exists_at_start() {
         })
     };
     let with_first_call = ["swampgate_errors_total", "swampgate_call_duration_seconds"];
+    let with_first_account = |name: &str| name.starts_with("swampgate_account_");
     for &name in &documented {
-        if !with_first_call.contains(&name) {
+        if !with_first_call.contains(&name) && !with_first_account(name) {
             assert!(
                 has_series(&text, name),
                 "{name} has no series at start:\n{text}"
@@ -547,5 +548,30 @@ fn every_documented_metric_exists_at_start() {
         "started at {start}, now {now}"
     );
     assert!(metric(admin, "process_max_fds").unwrap() >= 64.0);
+    // An account's series, at zero, once it is added to the running daemon.
+    let mut cmd = swampgate_command();
+    cmd.args([
+        "account",
+        "add",
+        "ops",
+        "--link",
+        "default",
+        "--state-dir",
+        "st",
+    ])
+    .current_dir(p);
+    run_ok("swampgate account", cmd, p, CLI_TIMEOUT);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let text = http_get(admin, "/metrics").unwrap();
+    let account_metrics: Vec<&str> = documented
+        .iter()
+        .copied()
+        .filter(|n| with_first_account(n))
+        .collect();
+    assert_eq!(account_metrics.len(), 6, "{account_metrics:?}");
+    for name in account_metrics {
+        let sample = format!("{name}{{link=\"default\",account=\"ops\"}}");
+        assert_eq!(metric(admin, &sample), Some(0.0), "{sample}:\n{text}");
+    }
     drop(sg);
 }
