@@ -518,6 +518,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn concurrent_allocations_of_one_account_never_overshoot_its_quota() {
+        let (_d, ledger, api) = setup(Some(50)).await;
+        let calls = (0..20u8).map(|i| {
+            let api = api.clone();
+            async move { api.allocate_buckets(alloc(100 + i, &[0], 10)).await }
+        });
+        let granted: usize = futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().allocated.len())
+            .sum();
+        assert_eq!(granted, 5, "50 bytes hold five shares of 10, and no more");
+        assert_eq!(ledger.stored("alice").await.unwrap(), 50);
+    }
+
+    #[tokio::test]
     async fn a_mutable_write_past_the_quota_is_refused() {
         let (_d, ledger, api) = setup(Some(100)).await;
         let si = StorageIndex([5; 16]);

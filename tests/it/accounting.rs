@@ -109,7 +109,7 @@ fn accounts_charge_what_they_store_enforce_quotas_revoke_and_pace_reads() {
     std::fs::write(
         w.join("gate.toml"),
         format!(
-            "listen = \"127.0.0.1:0\"\n\n[[link]]\nname = \"grid\"\nupstream = \"{}\"\nanonymous = false\n",
+            "listen = \"127.0.0.1:0\"\n\n[[link]]\nname = \"grid\"\nupstream = \"{}\"\nanonymous = false\n\n[accounting]\nreconcile_secs = 2\n",
             node.furl()
         ),
     )
@@ -312,6 +312,25 @@ fn accounts_charge_what_they_store_enforce_quotas_revoke_and_pace_reads() {
         (90_000.0..=110_000.0).contains(&rate),
         "read {read} bytes in {took:.1} s: {rate:.0} B/s against a limit of 100000"
     );
+    // A share that disappears upstream (as when its lease expires) stops counting
+    // at the next reconcile.
+    let before = usage(w, "alice");
+    let (gone, size) = alices.iter().next().unwrap();
+    std::fs::remove_file(gone).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = usage(w, "alice");
+        if now["shares"] == before["shares"].as_u64().unwrap() - 1 {
+            assert_eq!(
+                now["bytes_stored"],
+                before["bytes_stored"].as_u64().unwrap() - size,
+                "{now}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reconciled: {now}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     // The daemon names accounts in its log, never a swissnum.
     let log = gate.stderr();
     let swiss = |u: &str| u.rsplit('/').next().unwrap().to_string();
