@@ -5,7 +5,8 @@
 //! through one of them, is served by both within a second. Two Tahoe clients on
 //! the account's URLs (one HTTP, one Foolscap) upload through HAProxy; the
 //! swampgate they reached is killed (SIGKILL); their next uploads and downloads go
-//! through the other, and the account's usage equals what the node stores.
+//! through the other, and the account's usage equals what the node stores (the
+//! upload it was killed in the middle of is not charged).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,7 +33,8 @@ impl Gate {
             dir.join("gate.toml"),
             format!(
                 "listen = \"127.0.0.1:{port}\"\nlocation = \"tcp:127.0.0.1:{proxy}\"\n\
-                 admin = \"127.0.0.1:{admin}\"\n\n[accounting]\ndatabase = \"{database}\"\n\n\
+                 admin = \"127.0.0.1:{admin}\"\n\n[limits]\nupload_idle_timeout_secs = 5\n\n\
+                 [accounting]\ndatabase = \"{database}\"\nreconcile_secs = 1\n\n\
                  [[link]]\nname = \"grid\"\nupstream = \"{}\"\nadopt = \"{}\"\nanonymous = false\n",
                 node.furl(),
                 node.dir().display()
@@ -205,6 +207,19 @@ fn two_swampgates_behind_haproxy_on_one_postgresql_survive_losing_one() {
         [0, c] if c > 0 => (1, 0),
         _ => panic!("one swampgate should have served every call: {calls:?}"),
     };
+    // It is killed in the middle of an upload: the upload fails as with any lost
+    // server, and its pending charge is settled by the other (below).
+    let (big, _) = write(w, "big", 20_000_000, 7);
+    let mut cut = web.spawn_tahoe(["put".as_ref(), big.as_os_str()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while gates[dead].metric("swampgate_inflight_uploads{") == 0 {
+        assert!(
+            Instant::now() < deadline && cut.try_status().is_none(),
+            "no upload in flight to cut\n{}",
+            cut.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     gates[dead].process.signal(libc::SIGKILL);
     assert!(
         gates[dead]
@@ -214,6 +229,16 @@ fn two_swampgates_behind_haproxy_on_one_postgresql_survive_losing_one() {
         "SIGKILL"
     );
     let killed = Instant::now();
+    assert_ne!(
+        pg.psql("SELECT count(*) FROM swampgate_shares WHERE state = 'pending'")
+            .trim(),
+        "0",
+        "the cut upload's charge is pending"
+    );
+    let cut = cut
+        .wait_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("the cut upload did not end\n{}", cut.log_tail()));
+    assert!(!cut.success(), "the upload was cut");
 
     // The HTTP client's next requests reach the other at once.
     let (h2, d2) = write(w, "h2", 90_000, 4);
@@ -246,8 +271,29 @@ fn two_swampgates_behind_haproxy_on_one_postgresql_survive_losing_one() {
     assert_eq!(get(&legacy, &cap_m, w, "m.legacy"), dm2);
     assert!(gates[alive].calls() > 0, "the other one served them");
 
-    // Usage: every share the node holds, once, at its allocated size; none pending.
+    // Usage: every share the node holds, once, at its allocated size; none pending:
+    // the cut upload's charge, left pending by the killed process, is settled by
+    // the other's reconciliation (every second here, for uploads idle 5 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg
+        .psql("SELECT count(*) FROM swampgate_shares WHERE state <> 'stored'")
+        .trim()
+        != "0"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the cut upload's charge is still pending\n{}",
+            gates[alive].process.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        std::fs::read_dir(node.incoming_dir())
+            .map(|d| d.flatten().all(|e| e.path().is_dir()))
+            .unwrap_or(true),
+        "the cut upload is not left open on the node"
+    );
     let shares = share_files(&node.shares_dir());
     assert_eq!(shares.len(), 5, "4 immutable files and 1 mutable, 1-of-1");
     let list: Value = serde_json::from_str(&gates[alive].account(&["list", "--json"])).unwrap();
@@ -259,12 +305,6 @@ fn two_swampgates_behind_haproxy_on_one_postgresql_survive_losing_one() {
         "{alice}"
     );
     assert_eq!(alice["shares"], shares.len(), "{alice}");
-    assert_eq!(
-        pg.psql("SELECT count(*) FROM swampgate_shares WHERE state <> 'stored'")
-            .trim(),
-        "0",
-        "nothing left pending"
-    );
     assert!(alice["bytes_read"].as_u64().unwrap() >= 300_000, "{alice}");
     eprintln!(
         "both served the new account after {seen:?}; the HTTP client's operations after \
