@@ -115,6 +115,17 @@ pub fn postgres(database: &str) -> Postgres {
     let user = unprivileged();
     if let Some((uid, gid)) = user {
         std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
+        // nobody must reach its dir: every directory above it searchable by others.
+        use std::os::unix::fs::PermissionsExt;
+        for up in dir.path().ancestors().skip(1) {
+            let mode = std::fs::metadata(up).map_or(0, |m| m.permissions().mode());
+            assert!(
+                mode & 0o001 != 0,
+                "{} is not searchable by nobody, who runs PostgreSQL when the tests run \
+                 as root: point TMPDIR elsewhere (e.g. /tmp)",
+                up.display()
+            );
+        }
     }
     let logs = dir.path().join("logs");
     let data = dir.path().join("data");
