@@ -323,7 +323,7 @@ fn scenario(database: Option<&str>) {
 /// The ledger's statements, run directly on a real PostgreSQL: four processes'
 /// worth of ledgers opening one fresh database at once (their CREATE TABLEs race),
 /// then every kind of statement, with the values read back as on SQLite (sums and
-/// counts as BIGINT, not NUMERIC).
+/// counts as BIGINT, not NUMERIC), and two ledgers reserving against one quota.
 #[test]
 fn ledger_statements_work_on_postgresql() {
     use swampgate::accounting::ledger::{now, Counts, Kind};
@@ -405,6 +405,30 @@ fn ledger_statements_work_on_postgresql() {
         assert_eq!(l.get("bob").await.unwrap().read_rate, Some(1000));
         l.remove("alice").await.unwrap();
         assert_eq!(l.accounts().await.unwrap().len(), 1);
+
+        // Two processes' ledgers reserving for one account at once, each one
+        // allocation at a time (as a process does): the quota is overshot by at
+        // most one allocation in flight per process.
+        l.add(&acct("carol", Some(1000))).await.unwrap();
+        let procs = [
+            Ledger::open(&url).await.unwrap(),
+            Ledger::open(&url).await.unwrap(),
+        ];
+        let run = |p: usize| {
+            let ledger = procs[p].clone();
+            async move {
+                for i in 0..15u8 {
+                    let si = StorageIndex([100 + 20 * p as u8 + i; 16]);
+                    ledger
+                        .reserve("carol", "grid", si, &[0], 100, Some(1000))
+                        .await
+                        .unwrap();
+                }
+            }
+        };
+        tokio::join!(run(0), run(1));
+        let carol = l.stored("carol").await.unwrap();
+        assert!((1000..=1000 + 2 * 100).contains(&carol), "carol: {carol}");
         l.close().await;
     });
 }
