@@ -65,7 +65,7 @@ pub struct Postgres {
     port: u16,
     database: String,
     // Dropped after the process: the server's files go once it is stopped.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Postgres {
@@ -88,7 +88,7 @@ impl Postgres {
     }
 
     fn log_dir(&self) -> PathBuf {
-        self._dir.path().join("logs")
+        self.dir.path().join("logs")
     }
 }
 
@@ -170,7 +170,7 @@ pub fn postgres(database: &str) -> Postgres {
         process,
         port,
         database: database.to_string(),
-        _dir: dir,
+        dir,
     }
 }
 
