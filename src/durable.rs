@@ -18,7 +18,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> io::Result<()> {
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?
         .to_os_string();
-    name.push(".tmp");
+    // A temp name of this writer's own: two writers of one file (the daemon and an
+    // `account` command writing an account's URLs at once) must not rename each
+    // other's temp file away.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    name.push(format!(".{}.{seq}.tmp", std::process::id()));
     let tmp = dir.join(name);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -68,5 +73,27 @@ mod tests {
             let mode = std::fs::metadata(&p2).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_file_all_succeed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.furl");
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let p = &p;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        write_atomic(p, &[b'a' + t], true).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(std::fs::read(&p).unwrap().len(), 1);
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp left"
+        );
     }
 }

@@ -235,13 +235,29 @@ impl Ledger {
                         ] {
                             sqlx::query(p).execute(&mut *conn).await?;
                         }
+                    } else {
+                        // No NOTICEs ("relation … already exists, skipping" at
+                        // every start): sqlx would log each at INFO.
+                        sqlx::query("SET client_min_messages = warning")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
             });
         let pool = options.connect(url).await.map_err(open_err)?;
         for s in SCHEMA {
-            sqlx::query(s).execute(&pool).await.map_err(open_err)?;
+            // Two processes starting at once on one PostgreSQL database race in
+            // CREATE TABLE IF NOT EXISTS (one fails on a unique index of the
+            // catalog); a retry then finds the table.
+            let mut tries = 0;
+            while let Err(e) = sqlx::query(s).execute(&pool).await {
+                tries += 1;
+                if tries == 5 {
+                    return Err(open_err(e));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+            }
         }
         Ok(Ledger { pool, sqlite })
     }
@@ -346,7 +362,8 @@ impl Ledger {
         let rows = sqlx::query(
             "SELECT a.name, a.link, a.enabled, a.quota, a.read_rate, a.bytes_read,
                     a.bytes_written, a.calls, a.last_seen,
-                    COALESCE(SUM(s.size), 0) AS stored, COUNT(s.shnum) AS shares
+                    CAST(COALESCE(SUM(s.size), 0) AS BIGINT) AS stored,
+                    CAST(COUNT(s.shnum) AS BIGINT) AS shares
              FROM swampgate_accounts a LEFT JOIN swampgate_shares s ON s.account = a.name
              GROUP BY a.name, a.link, a.enabled, a.quota, a.read_rate, a.bytes_read,
                       a.bytes_written, a.calls, a.last_seen
@@ -405,7 +422,7 @@ impl Ledger {
     /// Bytes charged to `account` (stored and pending).
     pub async fn stored(&self, account: &str) -> LedgerResult<u64> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(size), 0) AS stored FROM swampgate_shares WHERE account = $1",
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS stored FROM swampgate_shares WHERE account = $1",
         )
         .bind(account)
         .fetch_one(&self.pool)
@@ -431,7 +448,7 @@ impl Ledger {
             None => u64::MAX,
             Some(q) => {
                 let row = sqlx::query(
-                    "SELECT COALESCE(SUM(size), 0) AS stored FROM swampgate_shares \
+                    "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS stored FROM swampgate_shares \
                      WHERE account = $1",
                 )
                 .bind(account)

@@ -7,6 +7,18 @@
 //! stored in SQL (SQLite by default, PostgreSQL to share them between processes);
 //! [`layer`] is the storage layer around one account's calls. The daemon serves
 //! accounts (`daemon::accounts`) and `swampgate account` edits them.
+//!
+//! DESIGN: several processes, one PostgreSQL ledger. Everything a process needs to
+//! serve an account is in the database (polled every 500 ms), and every charge is
+//! written there when it is made, so any process can serve any account. What is
+//! not shared is a session: an immutable upload's bucket writers live in the
+//! process that granted the allocation (over an H→F link, in its own Foolscap
+//! session with the node). A load balancer in front must therefore keep each client
+//! on one process; since a Tahoe client makes all its connections from one address,
+//! source affinity does (HAProxy `balance source`, tested in `tests/it/scaleout.rs`).
+//! A quota is checked in the reserving transaction against the committed charges of
+//! all processes, with reservations serialised per account within a process, so
+//! concurrent uploads overshoot by at most one allocation in flight per process.
 
 pub mod layer;
 pub mod ledger;

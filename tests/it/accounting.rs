@@ -1,5 +1,5 @@
-//! Accounting with real Tahoe-LAFS 1.20 clients and a real storage node, on the
-//! default SQLite ledger: two clients on two accounts of one link (no anonymous
+//! Accounting with real Tahoe-LAFS 1.20 clients and a real storage node, once on
+//! the default SQLite ledger and once on a throwaway PostgreSQL: two clients on two accounts of one link (no anonymous
 //! access), one speaking Foolscap, one HTTP. Usage is checked against the node's
 //! own share files; a quota stops an upload as a full server would and raising it
 //! live lets it through; a disabled account's client loses the server at once and
@@ -37,32 +37,6 @@ fn usage(w: &Path, name: &str) -> Value {
 /// Waits past one flush of the daemon's counters and one poll of the accounts.
 fn settle() {
     std::thread::sleep(Duration::from_millis(1500));
-}
-
-/// Every share file under `dir` with the size the client allocated (immutable:
-/// the header's data size) or wrote (mutable: the container's data length).
-pub(crate) fn share_files(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, u64> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                if e.file_name() != "incoming" {
-                    stack.push(p);
-                }
-                continue;
-            }
-            let bytes = std::fs::read(&p).unwrap();
-            let size = if bytes.starts_with(b"Tahoe mutable container v") {
-                u64::from_be_bytes(bytes[84..92].try_into().unwrap())
-            } else {
-                u64::from(u32::from_be_bytes(bytes[4..8].try_into().unwrap()))
-            };
-            out.insert(p, size);
-        }
-    }
-    out
 }
 
 fn sum(m: &std::collections::BTreeMap<std::path::PathBuf, u64>) -> u64 {
@@ -103,13 +77,34 @@ fn wait_connected(c: &ClientNode, want: bool, within: Duration) {
 
 #[test]
 fn accounts_charge_what_they_store_enforce_quotas_revoke_and_pace_reads() {
+    scenario(None);
+}
+
+#[test]
+fn accounts_on_postgresql_charge_enforce_revoke_and_pace_alike() {
+    let pg = postgres("swampgate");
+    scenario(Some(&pg.url()));
+    // The ledger is PostgreSQL's: the accounts are rows there, no SQLite file.
+    assert_eq!(
+        pg.psql("SELECT name FROM swampgate_accounts ORDER BY name")
+            .trim(),
+        "alice\nbob"
+    );
+}
+
+/// The whole scenario, on the ledger at `database` (`[accounting] database`), or
+/// on the default (SQLite in the state dir) with `None`.
+fn scenario(database: Option<&str>) {
     let node = storage_node(StorageOptions::default());
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
+    let accounting = database.map_or("\n[accounting]\nreconcile_secs = 2\n".to_string(), |url| {
+        format!("\n[accounting]\ndatabase = \"{url}\"\nreconcile_secs = 2\n")
+    });
     std::fs::write(
         w.join("gate.toml"),
         format!(
-            "listen = \"127.0.0.1:0\"\n\n[[link]]\nname = \"grid\"\nupstream = \"{}\"\nanonymous = false\n\n[accounting]\nreconcile_secs = 2\n",
+            "listen = \"127.0.0.1:0\"\n{accounting}\n[[link]]\nname = \"grid\"\nupstream = \"{}\"\nanonymous = false\n",
             node.furl()
         ),
     )
@@ -337,4 +332,122 @@ fn accounts_charge_what_they_store_enforce_quotas_revoke_and_pace_reads() {
     assert!(log.contains("account=alice"), "{log}");
     assert!(!log.contains(&swiss(&a_furl)), "a swissnum in the log");
     gate.stop();
+    assert_eq!(
+        w.join("st/private/accounting.sqlite").exists(),
+        database.is_none(),
+        "SQLite in the state dir only by default"
+    );
+}
+
+/// The ledger's statements, run directly on a real PostgreSQL: four processes'
+/// worth of ledgers opening one fresh database at once (their CREATE TABLEs race),
+/// then every kind of statement, with the values read back as on SQLite (sums and
+/// counts as BIGINT, not NUMERIC), and two ledgers reserving against one quota.
+#[test]
+fn ledger_statements_work_on_postgresql() {
+    use swampgate::accounting::ledger::{now, Counts, Kind};
+    use swampgate::accounting::{Account, Ledger};
+    use swampgate::storage::StorageIndex;
+
+    let pg = postgres("ledger");
+    let url = pg.url();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let opened = futures_util::future::join_all((0..4).map(|_| Ledger::open(&url))).await;
+        let l = opened.into_iter().map(Result::unwrap).next_back().unwrap();
+        let acct = |name: &str, quota| Account {
+            name: name.into(),
+            link: "grid".into(),
+            swissnum: format!("swiss-{name}"),
+            enabled: true,
+            quota,
+            read_rate: None,
+            generation: 0,
+        };
+        l.add(&acct("alice", Some(250))).await.unwrap();
+        l.add(&acct("bob", None)).await.unwrap();
+        assert!(l.add(&acct("bob", None)).await.is_err());
+        let si = |b| StorageIndex([b; 16]);
+        let got = l
+            .reserve("alice", "grid", si(1), &[0, 1, 2], 100, Some(250))
+            .await
+            .unwrap();
+        assert_eq!(got, (vec![0, 1], 1));
+        assert_eq!(l.stored("alice").await.unwrap(), 200);
+        l.complete("grid", si(1), 0, None).await.unwrap();
+        l.release("grid", si(1), 1).await.unwrap();
+        l.complete("grid", si(2), 3, Some(("bob", 40)))
+            .await
+            .unwrap();
+        l.set_mutable("grid", si(3), 0, "bob", 7).await.unwrap();
+        l.set_mutable("grid", si(3), 0, "alice", 9).await.unwrap();
+        assert_eq!(
+            l.mutable("grid", si(3), 0).await.unwrap(),
+            Some(("bob".to_string(), 9))
+        );
+        let pending = l
+            .reserve("bob", "grid", si(4), &[5], 11, None)
+            .await
+            .unwrap();
+        assert_eq!(pending, (vec![5], 0));
+        assert_eq!(l.pending("grid", now() + 10).await.unwrap().len(), 1);
+        let charged = l.charged("grid").await.unwrap();
+        assert_eq!(charged.len(), 3);
+        assert_eq!(
+            charged.iter().filter(|c| c.kind == Kind::Mutable).count(),
+            1
+        );
+        let counts = std::collections::BTreeMap::from([(
+            "bob".to_string(),
+            Counts {
+                calls: 2,
+                bytes_read: 3,
+                bytes_written: 4,
+                last_seen: 5,
+            },
+        )]);
+        l.add_counts(&counts).await.unwrap();
+        l.set_quota("alice", None).await.unwrap();
+        l.set_read_rate("bob", Some(1000)).await.unwrap();
+        l.set_enabled("bob", false).await.unwrap();
+        let u = l.usage().await.unwrap();
+        assert_eq!((u[0].bytes_stored, u[0].shares, u[0].quota), (100, 1, None));
+        assert_eq!((u[1].bytes_stored, u[1].shares), (40 + 9 + 11, 3));
+        assert_eq!(
+            (u[1].calls, u[1].last_seen, u[1].state),
+            (2, Some(5), "disabled")
+        );
+        assert_eq!(l.get("bob").await.unwrap().read_rate, Some(1000));
+        l.remove("alice").await.unwrap();
+        assert_eq!(l.accounts().await.unwrap().len(), 1);
+
+        // Two processes' ledgers reserving for one account at once, each one
+        // allocation at a time (as a process does): the quota is overshot by at
+        // most one allocation in flight per process.
+        l.add(&acct("carol", Some(1000))).await.unwrap();
+        let procs = [
+            Ledger::open(&url).await.unwrap(),
+            Ledger::open(&url).await.unwrap(),
+        ];
+        let run = |p: usize| {
+            let ledger = procs[p].clone();
+            async move {
+                for i in 0..15u8 {
+                    let si = StorageIndex([100 + 20 * p as u8 + i; 16]);
+                    ledger
+                        .reserve("carol", "grid", si, &[0], 100, Some(1000))
+                        .await
+                        .unwrap();
+                }
+            }
+        };
+        tokio::join!(run(0), run(1));
+        let carol = l.stored("carol").await.unwrap();
+        assert!((1000..=1000 + 2 * 100).contains(&carol), "carol: {carol}");
+        l.close().await;
+    });
 }

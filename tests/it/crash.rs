@@ -199,7 +199,7 @@ async fn workload(api: &GbsClient, intro: &RemoteRef, acked: &std::sync::Mutex<A
 fn charges_match_the_store(dir: &Path, round: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let files = crate::accounting::share_files(&dir.join("st/shares/shares"));
+        let files = share_files(&dir.join("st/shares/shares"));
         let mut cmd = swampgate_command();
         cmd.args([
             "account",

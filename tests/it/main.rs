@@ -31,6 +31,7 @@ mod istorageserver;
 mod legacy;
 mod limits;
 mod node_info;
+mod scaleout;
 mod security;
 mod service;
 mod soak;

@@ -13,6 +13,9 @@
 //!   can be restarted from its dir (also after [`Process::signal`] killed it).
 //! - [`join`]: run two setups in parallel (nodes may be started from any thread).
 //! - [`python_script`], [`run_python_script`]: the helpers in `tests/interop/`.
+//! - [`postgres`], [`haproxy`]: a throwaway PostgreSQL 15 cluster (as `nobody` when
+//!   the tests run as root) and an HAProxy in TCP mode, real servers on free ports,
+//!   stopped by pid; [`share_files`]: a storage node's shares and their sizes.
 //! - [`listening_tcp_addrs`], [`pid_exists`], [`process_group_exists`]: for
 //!   asserting what a process listens on and that it is gone.
 //! - [`admin_port`], [`metric`]: a swampgate's admin endpoint and its `/metrics`.
@@ -28,11 +31,13 @@
 //! let cap = client.tahoe(["put", "some-file"]);
 //! ```
 mod process;
+mod services;
 pub mod storage;
 mod tahoe;
 mod venv;
 
 pub use process::{pid_exists, process_group_exists, run, run_ok, Process};
+pub use services::{haproxy, postgres, share_files};
 pub use tahoe::{
     client_node, introducer_node, introducer_node_of, python_script, run_python_script,
     storage_node, ClientNode, ClientOptions, StaticServer, StorageNode, StorageOptions,
