@@ -11,6 +11,7 @@ pub mod link;
 pub mod metrics;
 pub mod node_upstream;
 pub mod page;
+pub mod ports;
 pub mod run;
 pub mod sniff;
 pub mod state;

@@ -5,7 +5,7 @@
 //! swampgate's own), the introducer relay with swampgate's own. A port serves one
 //! Tub per identity on it over Foolscap (a connection names its TubID before TLS,
 //! [`Tub::accept_among`]), but one certificate over GBS, so links with different
-//! identities get different ports ([`plan_ports`]). The top-level port is always
+//! identities get different ports (`ports::plan_ports`). The top-level port is always
 //! bound: it serves the links without a `listen` of their own, and the relay.
 
 use std::convert::Infallible;
@@ -26,9 +26,9 @@ use super::config::{Config, ConfigError, Limits, LinkConfig, Origin, Upstream};
 use super::limits::ConnLimiter;
 use super::link::{Link, LinkHandles, Shared};
 use super::metrics::{self, Metrics, ProtocolLabel};
+use super::ports::{bind, plan_ports, Tubs};
 use super::sniff::{self, Prefixed, Protocol};
 use super::state::{self, StateDir, StateError};
-use crate::foolscap::furl::Hint;
 use crate::foolscap::storage::front::StorageServerObject;
 use crate::foolscap::{Tub, TubConfig};
 use crate::gbs::server::{GbsServer, ServerConfig};
@@ -41,7 +41,7 @@ use crate::stall::WriteStall;
 
 /// The Tub settings the `[limits]` table asks for (both the served Tub and the one
 /// that dials Foolscap upstreams: an upstream is no more trusted than a client).
-fn tub_config(l: &Limits) -> TubConfig {
+pub(super) fn tub_config(l: &Limits) -> TubConfig {
     let mut t = TubConfig {
         negotiation_timeout: Duration::from_secs(l.negotiation_timeout_secs),
         ..TubConfig::default()
@@ -489,214 +489,6 @@ fn link_identities(config: &Config, own: &Identity) -> Result<Vec<Identity>, Dae
             None => Ok(own.clone()),
         })
         .collect()
-}
-
-/// One listening address and what it serves.
-struct PortPlan {
-    listen: SocketAddr,
-    location: Option<Vec<Hint>>,
-    /// Where the address and the location were configured, for errors.
-    listen_origin: Origin,
-    location_origin: Origin,
-    /// Indexes of the links served on it.
-    links: Vec<usize>,
-    /// The identity its TLS (GBS) side serves with: its links' (they share one),
-    /// else swampgate's own.
-    identity: Identity,
-}
-
-/// Group the links by listening address: the top-level `listen` first (always
-/// bound: it serves the introducer relay, if any), then each other address. Links
-/// with different identities cannot share an address (GBS picks its certificate
-/// before it sees a request), and links sharing an address must agree on its
-/// location.
-fn plan_ports(
-    config: &Config,
-    identities: &[Identity],
-    own: &Identity,
-) -> Result<Vec<PortPlan>, DaemonError> {
-    let mut plans = vec![PortPlan {
-        listen: config.listen,
-        location: config.location.clone(),
-        listen_origin: config.origins.listen.clone(),
-        location_origin: config.origins.location.clone(),
-        links: Vec::new(),
-        identity: own.clone(),
-    }];
-    for (i, l) in config.links.iter().enumerate() {
-        let listen = l.listen.unwrap_or(config.listen);
-        // Links name the same port by the same address; port 0 ("any free port")
-        // is a port of its own each time.
-        let same = |p: &PortPlan| p.listen == listen && listen.port() != 0;
-        let found = match l.listen {
-            None => Some(0),
-            Some(_) => plans.iter().position(same),
-        };
-        let at = match found {
-            Some(at) => at,
-            None => {
-                plans.push(PortPlan {
-                    listen,
-                    location: None,
-                    listen_origin: l.origins.listen.clone(),
-                    location_origin: l.origins.location.clone(),
-                    links: Vec::new(),
-                    identity: identities[i].clone(),
-                });
-                plans.len() - 1
-            }
-        };
-        let plan = &mut plans[at];
-        if let Some(&j) = plan.links.first() {
-            if identities[j].tubid() != identities[i].tubid() {
-                return Err(l
-                    .origins
-                    .listen
-                    .error(format!(
-                        "link {:?} and link {:?} serve different identities ({}) on one \
-                         listen address {listen}: HTTP (GBS) clients could not tell them \
-                         apart; give one of them a listen address of its own",
-                        config.links[j].name,
-                        l.name,
-                        describe_identities(&config.links[j], l),
-                    ))
-                    .into());
-            }
-        } else {
-            plan.identity = identities[i].clone();
-        }
-        if let Some(loc) = &l.location {
-            match &plan.location {
-                Some(have) if have != loc && at == 0 => {
-                    return Err(l
-                        .origins
-                        .location
-                        .error(
-                            "this link listens on the top-level address, whose location is \
-                             the top-level location",
-                        )
-                        .into())
-                }
-                Some(have) if have != loc => {
-                    return Err(l
-                        .origins
-                        .location
-                        .error(format!(
-                            "another link on {listen} gives a different location ({})",
-                            plan.location_origin.place()
-                        ))
-                        .into())
-                }
-                _ => {
-                    plan.location = Some(loc.clone());
-                    plan.location_origin = l.origins.location.clone();
-                }
-            }
-        }
-        plan.links.push(i);
-    }
-    Ok(plans)
-}
-
-/// `"a" adopts DIR, "b" swampgate's own`, for the two links of a conflict.
-fn describe_identities(first: &LinkConfig, second: &LinkConfig) -> String {
-    let one = |l: &LinkConfig| match &l.adopt {
-        Some(dir) => format!("{:?} adopts {}", l.name, dir.display()),
-        None => format!("{:?} swampgate's own", l.name),
-    };
-    format!("{}, {}", one(first), one(second))
-}
-
-/// The Tubs of the process, one per identity, shared by every port serving it.
-struct Tubs {
-    config: TubConfig,
-    by_tubid: std::collections::BTreeMap<String, Tub>,
-}
-
-impl Tubs {
-    fn new(limits: &Limits) -> Tubs {
-        Tubs {
-            config: tub_config(limits),
-            by_tubid: Default::default(),
-        }
-    }
-
-    fn get(&mut self, identity: &Identity) -> Result<Tub, DaemonError> {
-        if let Some(t) = self.by_tubid.get(identity.tubid()) {
-            return Ok(t.clone());
-        }
-        let tub =
-            Tub::new(identity.clone(), self.config).map_err(|e| cfg("identity", e.to_string()))?;
-        self.by_tubid
-            .insert(identity.tubid().to_string(), tub.clone());
-        Ok(tub)
-    }
-}
-
-/// The Tubs one port serves (a connection names the one it wants).
-#[derive(Default)]
-struct PortTubs(Vec<Tub>);
-
-impl PortTubs {
-    fn add(&mut self, tub: &Tub) {
-        if !self.0.iter().any(|t| t.tubid() == tub.tubid()) {
-            self.0.push(tub.clone());
-        }
-    }
-}
-
-/// A bound port, filled as its links are assembled.
-struct Port {
-    plan: PortPlan,
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    /// The hints FURLs carry: the configured location, or the bound address.
-    hints: Vec<Hint>,
-    /// Where NURLs point: the first `tcp:` hint.
-    nurl_host: String,
-    nurl_port: u16,
-    tubs: PortTubs,
-    servers: Vec<(String, GbsServer)>,
-    accounts: Arc<AccountRoutes>,
-}
-
-/// Bind one port; the hints FURLs carry (configured, or the bound address) and the
-/// host and port NURLs carry (the first `tcp:` hint).
-async fn bind(plan: PortPlan) -> Result<Port, DaemonError> {
-    let listen_err = |e: std::io::Error| {
-        DaemonError::from(
-            plan.listen_origin
-                .error(format!("cannot listen on {}: {e}", plan.listen)),
-        )
-    };
-    let listener = TcpListener::bind(plan.listen).await.map_err(listen_err)?;
-    let local_addr = listener.local_addr().map_err(listen_err)?;
-    let hints = plan.location.clone().unwrap_or_else(|| {
-        vec![Hint::Tcp {
-            host: local_addr.ip().to_string(),
-            port: local_addr.port(),
-        }]
-    });
-    let (nurl_host, nurl_port) = hints
-        .iter()
-        .find_map(|h| match h {
-            Hint::Tcp { host, port } => Some((host.clone(), *port)),
-            Hint::Other(_) => None,
-        })
-        .ok_or_else(|| {
-            DaemonError::from(plan.location_origin.error("needs at least one tcp: hint"))
-        })?;
-    Ok(Port {
-        plan,
-        listener,
-        local_addr,
-        hints,
-        nurl_host,
-        nurl_port,
-        tubs: PortTubs::default(),
-        servers: Vec::new(),
-        accounts: Arc::default(),
-    })
 }
 
 /// For a link that adopts a node, what the introducer relay adds to that node's
