@@ -316,7 +316,10 @@ impl Layer for UploadSessions {
                     Err(e) if e.kind() == ErrorKind::NotFound => self.finish_upload(si, shnum),
                     // The upstream did not take the write (cut off, no answer in
                     // time): the share is unusable, and must not stay open upstream.
-                    Err(e) if e.is_fault() => self.abort_failed(si, shnum, e),
+                    // An upstream that answered with an error (even a 500: Tahoe's
+                    // HTTP server answers some client mistakes so) keeps the upload
+                    // as it decided, as it would for a direct client.
+                    Err(e @ StorageError::Unavailable(_)) => self.abort_failed(si, shnum, e),
                     _ => {}
                 }
                 r
@@ -569,12 +572,12 @@ mod tests {
         }
     }
 
-    /// A write that fails as a fault (the upstream cut off or not answering) leaves
-    /// an upload nobody can finish: it is aborted upstream at once and forgotten;
-    /// one the backend lost (not found) is forgotten; after a client's error it is
-    /// neither.
+    /// A write the upstream did not take (cut off or not answering: unavailable)
+    /// leaves an upload nobody can finish: it is aborted upstream at once and
+    /// forgotten; one the backend lost (not found) is forgotten; after an error the
+    /// upstream answered (a client's mistake, even as a 500) it is neither.
     #[tokio::test]
-    async fn a_write_that_fails_as_a_fault_aborts_its_upload_upstream() {
+    async fn a_write_the_upstream_did_not_take_aborts_its_upload_upstream() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         for (error, aborts, forgotten) in [
             (StorageError::Unavailable("write stalled".into()), 1, true),
@@ -584,6 +587,14 @@ mod tests {
                 true,
             ),
             (StorageError::ConflictingWrite("x".into()), 0, false),
+            (
+                StorageError::Remote {
+                    kind: "500".into(),
+                    message: "a write past the allocated size".into(),
+                },
+                0,
+                false,
+            ),
         ] {
             let store: Arc<dyn StorageApi> = Arc::new(MemoryStorage::new(1 << 30));
             let layer = Arc::new(FailingWrites(error.clone(), AtomicUsize::new(0)));
