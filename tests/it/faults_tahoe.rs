@@ -802,10 +802,13 @@ fn gateway_killed_mid_upload_then_restarted() {
     });
     for d in BOTH {
         // Not dropped by swampgate as a silent peer or an idle upload (HOLD_LIMITS).
-        assert_eq!(
-            g.gateway.inflight_uploads(d),
-            1,
-            "{d:?}: the upload is in flight when swampgate is killed"
+        // The upstream's incoming/ share appears when it allocates, a moment before
+        // swampgate has the answer and counts the upload: wait for that moment.
+        wait_for(
+            &format!("{d:?}: the upload is in flight when swampgate is killed"),
+            Duration::from_secs(10),
+            || g.gateway.inflight_uploads(d) == 1,
+            || g.gateway.status().to_string(),
         );
     }
     let killed = Instant::now();
