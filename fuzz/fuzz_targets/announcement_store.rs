@@ -28,9 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let (_, held) = relay.snapshot();
     assert!(held.len() <= taken);
     for (origin, signed) in &held {
-        let ann = signed
-            .verify()
-            .expect("a restored announcement verifies");
+        let ann = signed.verify().expect("a restored announcement verifies");
         let _ = (ann.service(), ann.key(), ann.seqnum());
         assert!(
             entries.iter().any(|(o, s)| o == origin && s == signed),
