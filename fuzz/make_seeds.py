@@ -107,6 +107,9 @@ def main():
     ]:
         put("urls", u.encode())
     announcements()
+    announcement_store()
+    nodedir()
+    accounting()
     print(f"seeded from {n} transcript directions into {CORPUS}", file=sys.stderr)
 
 
@@ -140,6 +143,113 @@ def announcements():
     ]:
         put("announcement", b"\x02" + msg)
         put("announcement", b"\x08" + msg)
+
+
+def announcement_store():
+    """announcement_store: the relay's announcements file, as persist.rs writes it,
+    holding the announcements captured from Tahoe (fixtures/)."""
+    doc = json.loads((ROOT / "fixtures/introducer-announcements.json").read_text())
+    anns = doc["announcements"]
+
+    def store(entries, fmt="swampgate-announcements/1"):
+        return json.dumps({"format": fmt, "announcements": entries}, indent=2).encode()
+
+    def entry(a, origin):
+        return {"origin": origin, "key": a["key"], "sig": a["sig"], "msg": a["msg"]}
+
+    put("announcement_store", store([entry(a, "local") for a in anns]))
+    put("announcement_store", store([entry(a, "upstream") for a in anns]))
+    put("announcement_store", store([entry(a, o) for a in anns for o in ("local", "upstream")]))
+    put("announcement_store", store([]))
+    put("announcement_store", store([], fmt="other/9"))
+    damaged = entry(anns[0], "local")
+    damaged["msg"] = damaged["msg"].replace("storage", "storagE", 1)
+    put("announcement_store", store([damaged, entry(anns[1], "local")]))
+    put("announcement_store", store([{**entry(anns[0], "local"), "key": anns[1]["key"]}]))
+
+
+# A node dir as Tahoe 1.20 leaves it after its first start (as in
+# src/nodedir/tests.rs); TUBID stands for the key's tubid in the target.
+TAHOE_CFG = (
+    "# -*- mode: conf; coding: utf-8 -*-\n[node]\nnickname = storage1\nweb.port =\n"
+    "tub.port = tcp:3457:interface=127.0.0.1\ntub.location = tcp:127.0.0.1:3457\n\n"
+    "[storage]\nenabled = true\nreserved_space = 0\n"
+)
+SWISS = "yci4erqgi6kgb3ybym4y3qlox2zawafr"
+PUBKEY = "pub-v0-4tr4e5ozcgqmqvxszbcbvfmn4seutiwtfrx4k5rzpzf36sxdbwoq\n"
+
+
+def nodedir():
+    """nodedir: byte 0 is the release (bit 0) and the files left out (bits 1-5:
+    tahoe.cfg, client.port, private/storage.furl, node.pubkey, permutation-seed);
+    the rest the files' texts, NUL-separated."""
+    def node(cfg, hints, ctl=0, client_port="", pubkey=PUBKEY, seed="seedseed\n"):
+        furl = f"pb://TUBID@{hints}/{SWISS}\n"
+        put("nodedir", bytes([ctl]) + "\0".join([cfg, client_port, furl, pubkey, seed]).encode())
+
+    missing_client_port = 1 << 2
+    node(TAHOE_CFG, "tcp:127.0.0.1:3457", missing_client_port)
+    node(TAHOE_CFG, "tcp:127.0.0.1:3457", missing_client_port | 1)
+    node(TAHOE_CFG + "force_foolscap = True\n", "tcp:127.0.0.1:3457", missing_client_port)
+    several = "tcp:example.org:80,example.net:81,tor:abc.onion:82,i2p:x.i2p"
+    node(TAHOE_CFG.replace("tub.location = tcp:127.0.0.1:3457", "tub.location = " + several),
+         several, missing_client_port)
+    node(TAHOE_CFG.replace("tub.location = tcp:127.0.0.1:3457",
+                           "tub.location = tcp:gw.example:7000,AUTO"),
+         "tcp:gw.example:7000,tcp:10.0.0.5:3457,tcp:127.0.0.1:3457", missing_client_port)
+    # No tub.location (AUTO) and no tub.port: client.port's.
+    node("[node]\nnickname = n\n", "tcp:192.168.1.2:4000,tcp:127.0.0.1:4000", 0, "tcp:4000\n")
+    node("\ufeff[node]\nNickName = n\n  continued\ntub.port = tcp:port=3456:interface=\\:\\:1,listen:tor\n"
+         "[storage]\nenabled = yes\nanonymous = On\n", "tcp:127.0.0.1:3457", missing_client_port)
+    # Refusals: storage off, a port disabled, a FURL of another key, a bad pubkey.
+    node("[storage]\nenabled = false\n", "tcp:127.0.0.1:3457", missing_client_port)
+    node("[node]\ntub.port = disabled\n", "tcp:127.0.0.1:3457", missing_client_port)
+    put("nodedir", b"\x04" + "\0".join([TAHOE_CFG, "", f"pb://l3uv64hrncybwr7t7esgrafiqoh2njjc@tcp:127.0.0.1:3457/{SWISS}",
+                                          PUBKEY, "seedseed"]).encode())
+    node(TAHOE_CFG, "tcp:127.0.0.1:3457", missing_client_port, pubkey="v0-x\n", seed="\n")
+
+
+def toml_blocks(path):
+    """The ```toml blocks of a Markdown file, or the //! ```toml blocks of a Rust file."""
+    out, block = [], None
+    for line in path.read_text().splitlines():
+        bare = line[4:] if line.startswith("//! ") else ("" if line == "//!" else line)
+        if block is None:
+            if bare.strip() == "```toml":
+                block = []
+        elif bare.strip() == "```":
+            out.append("\n".join(block) + "\n")
+            block = None
+        else:
+            block.append(bare)
+    return out
+
+
+def accounting():
+    """accounting: byte 0 % 3: a size, SCHEME\\0USER\\0PASSWORD\\0HOST for redact, a
+    config file."""
+    for s in ["10GiB", "500MB", "1.5 TiB", "1048576", "none", "NONE ", "250kB", "", "ten",
+              "18446744073709551615", "18446744073709551616", "16 EiB", "1e3", "-1"]:
+        put("accounting", b"\x00" + s.encode())
+    for parts in [("postgres", "sg", "hunter2", "127.0.0.1:5432/sg"),
+                  ("postgresql", "sg", "hun@ter2", "db.example:5432/sg?sslmode=require"),
+                  ("sqlite", "", "", "/x/a.sqlite"),
+                  ("mysql", "u", "p:w/x", "h/db")]:
+        put("accounting", b"\x01" + "\0".join(parts).encode())
+    configs = []
+    for f in [ROOT / "README.md", ROOT / "MIGRATION.md", ROOT / "src/daemon/config.rs"]:
+        configs += toml_blocks(f)
+    configs += [
+        'listen = "127.0.0.1:0"\n[accounting]\ndatabase = "postgres://sg:hunter2@127.0.0.1:5432/sg"\n'
+        'reconcile_secs = 2\n[[link]]\nname = "grid"\nupstream = "local:shares"\nanonymous = false\n',
+        '[accounting]\ndatabase = "mysql://u:secret@h/db"\n',
+        '[accounting]\ndatabase = "postgres://u:sec@ret@h/db"\nreconcile_secs = 0\n',
+        '[accounting]\nreconcile_secs = "postgres://u:secret@h"\n',
+        '[[link]]\nname = "a"\nupstream = "pb://u:secret@h/x"\n',
+        'listen = "postgres://u:secret@h:5"\n',
+    ]
+    for c in configs:
+        put("accounting", b"\x02" + c.encode())
 
 
 if __name__ == "__main__":

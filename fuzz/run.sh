@@ -20,7 +20,8 @@ SECONDS_EACH="${1:-60}"
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-    TARGETS=(banana negotiate urls gbs_bodies gbs_headers sniff announcement)
+    TARGETS=(banana negotiate urls gbs_bodies gbs_headers sniff announcement
+             announcement_store nodedir accounting)
 fi
 CARGO_FUZZ_VERSION=0.13.2
 

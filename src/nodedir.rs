@@ -270,7 +270,42 @@ impl NodeDir {
                 "missing: this is not a Tahoe node directory",
             ));
         }
-        let cfg = TahoeCfg::load(&cfg_path)?;
+        let read = |name: &str| std::fs::read_to_string(dir.join(name));
+        let pem = dir.join("private/node.pem");
+        let identity = || {
+            if !pem.exists() {
+                return Err(err(
+                    &pem,
+                    "missing: the node has no identity yet (start it once)",
+                ));
+            }
+            Identity::load(&pem).map_err(|e| {
+                let why = match e {
+                    IdentityError::Format { why, .. } => why,
+                    IdentityError::Read { source, .. } => format!("cannot read: {source}"),
+                    other => other.to_string(),
+                };
+                err(&pem, format!("not a usable node key: {why}"))
+            })
+        };
+        NodeDir::from_files(dir, release, read, identity)
+    }
+
+    /// The node dir `dir` from its files as `read` gives them (by path relative to
+    /// `dir`) and its key as `identity` gives it, each asked for only when needed:
+    /// everything [`NodeDir::load_as`] does but look at the disk. Errors name the
+    /// files under `dir`.
+    pub fn from_files(
+        dir: &Path,
+        release: Release,
+        read: impl Fn(&str) -> std::io::Result<String>,
+        identity: impl FnOnce() -> Result<Identity, NodeDirError>,
+    ) -> Result<NodeDir, NodeDirError> {
+        let cfg_path = dir.join("tahoe.cfg");
+        let cfg = TahoeCfg::parse(
+            &read("tahoe.cfg").map_err(|e| err(&cfg_path, e))?,
+            &cfg_path,
+        )?;
         let setting = |why: String| err(&cfg_path, why);
 
         if !cfg.get_bool("storage", "enabled", true)? {
@@ -304,7 +339,7 @@ impl NodeDir {
             Some(p) => parse_tub_port(&p).map_err(|w| setting(format!("[node] tub.port: {w}")))?,
             None => {
                 let f = dir.join("client.port");
-                match std::fs::read_to_string(&f) {
+                match read("client.port") {
                     Ok(t) => parse_tub_port(t.trim()).map_err(|w| err(&f, w))?,
                     Err(_) => {
                         return Err(setting(format!(
@@ -331,25 +366,11 @@ impl NodeDir {
             .get("node", "nickname")
             .unwrap_or_else(|| "<unspecified>".into());
 
-        let pem = dir.join("private/node.pem");
-        if !pem.exists() {
-            return Err(err(
-                &pem,
-                "missing: the node has no identity yet (start it once)",
-            ));
-        }
-        let identity = Identity::load(&pem).map_err(|e| {
-            let why = match e {
-                IdentityError::Format { why, .. } => why,
-                IdentityError::Read { source, .. } => format!("cannot read: {source}"),
-                other => other.to_string(),
-            };
-            err(&pem, format!("not a usable node key: {why}"))
-        })?;
+        let identity = identity()?;
 
         let furl_path = dir.join("private/storage.furl");
         let furl_text =
-            match std::fs::read_to_string(&furl_path) {
+            match read("private/storage.furl") {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(err(
                     &furl_path,
@@ -371,7 +392,7 @@ impl NodeDir {
         let furl_hints = furl_hints(furl_text.trim());
 
         let pubkey_path = dir.join("node.pubkey");
-        let pubkey = std::fs::read_to_string(&pubkey_path).map_err(|e| err(&pubkey_path, e))?;
+        let pubkey = read("node.pubkey").map_err(|e| err(&pubkey_path, e))?;
         let server_id = pubkey
             .trim()
             .strip_prefix("pub-")
@@ -379,7 +400,7 @@ impl NodeDir {
             .ok_or_else(|| err(&pubkey_path, "expected pub-v0-… (an Ed25519 public key)"))?
             .to_string();
         let seed_path = dir.join("permutation-seed");
-        let permutation_seed = std::fs::read_to_string(&seed_path)
+        let permutation_seed = read("permutation-seed")
             .map_err(|e| err(&seed_path, e))?
             .trim()
             .to_string();

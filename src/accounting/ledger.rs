@@ -728,10 +728,12 @@ fn private_file(path: &str) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
-/// `url` without a password, for messages.
+/// `url` without a password, for messages. The user info ends at the last `@`
+/// (as URL parsers read it: a password may hold an unescaped `@`), so nothing of
+/// the password survives, whatever it holds.
 pub fn redact(url: &str) -> String {
     match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((userinfo, host)) => {
                 let user = userinfo.split(':').next().unwrap_or("");
                 format!("{scheme}://{user}:***@{host}")
@@ -740,6 +742,50 @@ pub fn redact(url: &str) -> String {
         },
         None => url.to_string(),
     }
+}
+
+/// The passwords of the `SCHEME://USER:PASSWORD@HOST` URLs anywhere in `text` (a
+/// URL ends at white space, a quote or a backslash; its user info at its last `@`),
+/// for [`scrub`].
+pub fn url_passwords(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        rest = &rest[i + 3..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '\\'))
+            .unwrap_or(rest.len());
+        let url = &rest[..end];
+        if let Some((userinfo, _)) = url.rsplit_once('@') {
+            if let Some((_, password)) = userinfo.split_once(':') {
+                // Also each part before an `@` in it: a reader that ends the user
+                // info at the first `@` sees that much.
+                for (i, _) in password.match_indices('@') {
+                    if i > 0 {
+                        out.push(&password[..i]);
+                    }
+                }
+                if !password.is_empty() {
+                    out.push(password);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `message` with every one of `passwords` replaced by `***`.
+pub fn scrub(message: &str, passwords: &[&str]) -> String {
+    let mut passwords = passwords.to_vec();
+    // Longest first: a password inside another is not left half-replaced.
+    passwords.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let mut out = message.to_string();
+    for p in passwords {
+        if out.contains(p) {
+            out = out.replace(p, "***");
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -896,5 +942,21 @@ mod tests {
             "postgres://sg:***@127.0.0.1:5432/sg"
         );
         assert_eq!(redact("sqlite:///x/a.sqlite"), "sqlite:///x/a.sqlite");
+        // A password holding an unescaped `@` (fuzz finding 5): none of it is shown.
+        assert_eq!(
+            redact("postgres://sg:hun@ter2@127.0.0.1:5432/sg"),
+            "postgres://sg:***@127.0.0.1:5432/sg"
+        );
+    }
+
+    #[test]
+    fn passwords_are_found_in_text_and_scrubbed() {
+        let text = "database = \"postgres://sg:hun@ter2@h/sg\"\nx = 'mysql://u:pw@h' sqlite://a";
+        let found = url_passwords(text);
+        assert_eq!(found, ["hun", "hun@ter2", "pw"]);
+        assert_eq!(
+            scrub("bad: \"hun@ter2\", u:pw", &found),
+            "bad: \"***\", u:***"
+        );
     }
 }

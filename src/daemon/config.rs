@@ -748,7 +748,20 @@ impl Config {
             .map_err(|e| cfg_err(format!("{}: {}", path.display(), e.field), e.why))
     }
 
+    /// Parse a config file's text. An error never shows the password of a
+    /// `SCHEME://USER:PASSWORD@HOST` URL in `text` (e.g. the accounting database's),
+    /// whichever value it is about.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_unscrubbed(text).map_err(|e| {
+            let passwords = crate::accounting::ledger::url_passwords(text);
+            ConfigError {
+                field: crate::accounting::ledger::scrub(&e.field, &passwords),
+                why: crate::accounting::ledger::scrub(&e.why, &passwords),
+            }
+        })
+    }
+
+    fn parse_unscrubbed(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(text, e))?;
         raw.limits.validate(limit_origins(text))?;
         // Each value's origin: its field, and where it is in `text`.
@@ -994,6 +1007,23 @@ pub fn check_node_dir(dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_never_show_a_url_password() {
+        for text in [
+            "listen = \"postgres://u:s3cr3t@h:5\"\n",
+            "[[link]]\nname = \"a\"\nupstream = \"local:x\"\n\
+             [accounting]\ndatabase = \"mysql://u:s3cr3t@h/db\"\n",
+            "[[link]]\nname = \"a\"\nupstream = \"local:x\"\n\
+             [accounting]\ndatabase = \"mysql://u:s3c@r3t@h/db\"\n",
+            "[accounting]\ndatabase = 5 # postgres://u:s3cr3t@h\n",
+            "[[link]]\nname = \"a\"\nupstream = \"pb://u:s3cr3t@h/x\"\n",
+            "[accounting]\nreconcile_secs = \"postgres://u:s3cr3t@h\"\n",
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(!e.contains("s3c") && !e.contains("r3t"), "{text}: {e}");
+        }
+    }
 
     #[test]
     fn accounting_settings_are_read_and_checked() {

@@ -304,3 +304,43 @@ fn errors_name_the_file_and_the_problem() {
         assert!(e.why.contains(says), "{what}: {e}");
     }
 }
+
+#[test]
+fn from_files_reads_nothing_from_disk() {
+    let id = Identity::generate().unwrap();
+    let tubid = id.tubid().to_string();
+    let pem = id.to_pem();
+    let key = || Ok(Identity::from_pem(&pem, "node.pem").unwrap());
+    let files = |name: &str| -> std::io::Result<String> {
+        match name {
+            "tahoe.cfg" => Ok(CFG.into()),
+            "private/storage.furl" => Ok(format!("pb://{tubid}@tcp:127.0.0.1:3457/{SWISS}\n")),
+            "node.pubkey" => Ok(format!("pub-{SERVER_ID}\n")),
+            "permutation-seed" => Ok("seedseed\n".into()),
+            _ => Err(std::io::ErrorKind::NotFound.into()),
+        }
+    };
+    let dir = Path::new("/nonexistent/node");
+    let n = NodeDir::from_files(dir, Release::V1_19OrLater, files, key).unwrap();
+    assert_eq!(n.nickname, "storage1");
+    assert_eq!(n.server_id, SERVER_ID);
+    assert_eq!(n.tubid(), tubid);
+    assert_eq!(n.nurls().len(), 1);
+    // A missing file is named under `dir`; the key is not asked for before the
+    // configuration is found usable.
+    let no_seed = |name: &str| match name {
+        "permutation-seed" => Err(std::io::ErrorKind::NotFound.into()),
+        n => files(n),
+    };
+    let e = NodeDir::from_files(dir, Release::V1_19OrLater, no_seed, key).unwrap_err();
+    assert_eq!(e.path, "/nonexistent/node/permutation-seed");
+    let bad_cfg = |name: &str| match name {
+        "tahoe.cfg" => Ok("[storage]\nenabled = false\n".to_string()),
+        n => files(n),
+    };
+    let e = NodeDir::from_files(dir, Release::V1_19OrLater, bad_cfg, || {
+        panic!("the key is not read for an unusable configuration")
+    })
+    .unwrap_err();
+    assert!(e.why.contains("enabled is false"), "{e}");
+}
